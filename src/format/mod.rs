@@ -1,0 +1,89 @@
+//! Checkpoint files: safetensors containers and the layouts inside them.
+//!
+//! [`safetensors`] reads containers zero-copy; [`WeightReader`] is the one place where a
+//! model asks for a tensor by its checkpoint name and gets either the tensor with the shape
+//! it expects or an error that names the tensor, the expected and the found shape.
+
+pub mod safetensors;
+
+use crate::error::{Error, Result};
+use crate::tensor::{DType, Matrix, Tensor};
+pub use safetensors::SafetensorsFile;
+
+/// Shape-checking access to the tensors of a checkpoint by their verbatim names.
+pub struct WeightReader<'a> {
+    file: &'a SafetensorsFile,
+}
+
+impl<'a> WeightReader<'a> {
+    /// A reader over `file`.
+    pub fn new(file: &'a SafetensorsFile) -> Self {
+        WeightReader { file }
+    }
+
+    /// True if `name` exists.
+    pub fn has(&self, name: &str) -> bool {
+        self.file.tensors.contains_key(name)
+    }
+
+    /// The tensor `name`, whatever its shape.
+    pub fn tensor(&self, name: &str) -> Result<&'a Tensor> {
+        self.file.get(name)
+    }
+
+    /// The squeezed shape of `name` (leading 1s dropped).
+    pub fn shape(&self, name: &str) -> Result<Vec<usize>> {
+        Ok(self.tensor(name)?.squeezed_shape())
+    }
+
+    fn check(&self, t: &Tensor, want: &[usize]) -> Result<()> {
+        if t.squeezed_shape() != want && t.shape != want {
+            return Err(Error::format(format!(
+                "{}: tensor '{}' has shape {:?}, expected {:?}",
+                self.file.name, t.name, t.shape, want
+            )));
+        }
+        Ok(())
+    }
+
+    /// A float vector of `n` elements (any float dtype; `[1, 1, n]` accepted), as owned f32.
+    pub fn vector(&self, name: &str, n: usize) -> Result<Vec<f32>> {
+        let t = self.tensor(name)?;
+        self.check(t, &[n])?;
+        t.to_f32_vec().map_err(|e| e.context(&self.file.name))
+    }
+
+    /// A float tensor of exactly `shape` (after squeezing), flattened, as owned f32.
+    pub fn floats(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        let t = self.tensor(name)?;
+        self.check(t, shape)?;
+        t.to_f32_vec().map_err(|e| e.context(&self.file.name))
+    }
+
+    /// A `[rows, cols]` matrix used in place (f32, bf16 or f16 keep their storage).
+    pub fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
+        let t = self.tensor(name)?;
+        self.check(t, &[rows, cols])?;
+        match t.dtype {
+            DType::F32 | DType::BF16 | DType::F16 => Ok(Matrix::new(t.clone(), rows, cols)),
+            other => Err(Error::unsupported(format!(
+                "{}: tensor '{name}' has dtype {other:?}; float matrices expected",
+                self.file.name
+            ))),
+        }
+    }
+
+    /// A stored `[cols, rows]` matrix used as `x @ W`, transposed into an owned f32 `[rows, cols]`.
+    pub fn matrix_transposed(&self, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
+        let t = self.tensor(name)?;
+        self.check(t, &[cols, rows])?;
+        let src = t.to_f32_vec().map_err(|e| e.context(&self.file.name))?;
+        let mut dst = vec![0f32; rows * cols];
+        for c in 0..cols {
+            for r in 0..rows {
+                dst[r * cols + c] = src[c * rows + r];
+            }
+        }
+        Ok(Matrix::new(Tensor::from_f32(name, vec![rows, cols], &dst), rows, cols))
+    }
+}

@@ -1,0 +1,237 @@
+//! Numerical kernels shared by every architecture: matrix-vector and matrix-matrix products,
+//! norms and activations. Models call these; none of them re-implements a norm or a product.
+//!
+//! Products run on the rayon pool that is current when they are called (each model installs
+//! its own pool of `n_threads` workers). rayon parks idle workers instead of spinning, so a
+//! busy machine slows libsutra down gracefully.
+
+pub mod dot;
+pub mod norm;
+
+pub use dot::{dot_bf16, dot_f16, dot_f32, isa, Isa};
+pub use norm::{group_norm, l2_normalize, layer_norm, rms_norm};
+
+use crate::tensor::{Matrix, MatrixData};
+use rayon::prelude::*;
+
+/// Below this many multiply-adds a product runs on the calling thread only.
+const PAR_MIN_WORK: usize = 1 << 15;
+
+/// Row `r` of `m` dotted with `x`.
+#[inline]
+fn row_dot(m: &Matrix, data: &MatrixData<'_>, r: usize, x: &[f32]) -> f32 {
+    let span = r * m.cols..(r + 1) * m.cols;
+    match data {
+        MatrixData::F32(d) => dot_f32(&d[span], x),
+        MatrixData::BF16(d) => dot_bf16(&d[span], x),
+        MatrixData::F16(d) => dot_f16(&d[span], x),
+    }
+}
+
+fn chunk_rows(rows: usize) -> usize {
+    let threads = rayon::current_num_threads().max(1);
+    (rows / (threads * 8)).clamp(4, 256)
+}
+
+/// y = W x, with `W` `[rows, cols]`, `x` of `cols`, `y` of `rows`.
+pub fn matvec(m: &Matrix, x: &[f32], y: &mut [f32]) {
+    assert!(x.len() == m.cols && y.len() == m.rows, "matvec: shape mismatch");
+    let data = m.data();
+    if m.rows * m.cols < PAR_MIN_WORK || rayon::current_num_threads() == 1 {
+        for (r, yr) in y.iter_mut().enumerate() {
+            *yr = row_dot(m, &data, r, x);
+        }
+        return;
+    }
+    let chunk = chunk_rows(m.rows);
+    y.par_chunks_mut(chunk).enumerate().for_each(|(c, ys)| {
+        for (j, yr) in ys.iter_mut().enumerate() {
+            *yr = row_dot(m, &data, c * chunk + j, x);
+        }
+    });
+}
+
+/// Y = X Wᵀ for `t` tokens: `x` is `[t, cols]`, `y` is `[t, rows]` (row-major).
+///
+/// Every weight row is read once for all `t` tokens (converted to f32 once when stored as
+/// bf16/f16), which is what makes prefill faster than stepping token by token.
+pub fn matmul(m: &Matrix, x: &[f32], t: usize, y: &mut [f32]) {
+    assert!(x.len() == t * m.cols && y.len() == t * m.rows, "matmul: shape mismatch");
+    if t == 1 {
+        return matvec(m, x, y);
+    }
+    let (rows, cols) = (m.rows, m.cols);
+    // yt is [rows, t]: rows are split between threads, then transposed into y.
+    let mut yt = vec![0f32; rows * t];
+    let work = |r0: usize, out: &mut [f32], buf: &mut Vec<f32>| {
+        let data = m.data();
+        buf.resize(cols, 0.0);
+        for (j, o) in out.chunks_mut(t).enumerate() {
+            let r = r0 + j;
+            let row: &[f32] = match &data {
+                MatrixData::F32(d) => &d[r * cols..(r + 1) * cols],
+                _ => {
+                    m.row_to_f32(r, buf);
+                    buf
+                }
+            };
+            let mut i = 0;
+            while i + 4 <= t {
+                let xs = [
+                    &x[i * cols..(i + 1) * cols],
+                    &x[(i + 1) * cols..(i + 2) * cols],
+                    &x[(i + 2) * cols..(i + 3) * cols],
+                    &x[(i + 3) * cols..(i + 4) * cols],
+                ];
+                o[i..i + 4].copy_from_slice(&dot::dot4_f32(row, xs));
+                i += 4;
+            }
+            while i < t {
+                o[i] = dot_f32(row, &x[i * cols..(i + 1) * cols]);
+                i += 1;
+            }
+        }
+    };
+    if rows * cols * t < PAR_MIN_WORK || rayon::current_num_threads() == 1 {
+        work(0, &mut yt, &mut Vec::new());
+    } else {
+        let chunk = chunk_rows(rows);
+        yt.par_chunks_mut(chunk * t)
+            .enumerate()
+            .for_each_init(Vec::new, |buf, (c, out)| work(c * chunk, out, buf));
+    }
+    for r in 0..rows {
+        for i in 0..t {
+            y[i * rows + r] = yt[r * t + i];
+        }
+    }
+}
+
+/// Logistic sigmoid.
+#[inline]
+pub fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// SiLU (swish): x·sigmoid(x).
+#[inline]
+pub fn silu(x: f32) -> f32 {
+    x * sigmoid(x)
+}
+
+/// softplus(x) = ln(1 + eˣ), computed without overflow (PyTorch's threshold of 20).
+#[inline]
+pub fn softplus(x: f32) -> f32 {
+    if x > 20.0 {
+        x
+    } else {
+        x.exp().ln_1p()
+    }
+}
+
+/// Token shift: `out[i] = cur[i] + (prev[i] - cur[i]) * mix[i]`.
+#[inline]
+pub fn token_shift(cur: &[f32], prev: &[f32], mix: &[f32], out: &mut [f32]) {
+    for i in 0..out.len() {
+        out[i] = cur[i] + (prev[i] - cur[i]) * mix[i];
+    }
+}
+
+/// `y += x`.
+#[inline]
+pub fn add_assign(y: &mut [f32], x: &[f32]) {
+    y.iter_mut().zip(x).for_each(|(a, b)| *a += b);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tensor::{f32_to_bf16, f32_to_f16, DType, Storage, Tensor};
+    use std::sync::Arc;
+
+    fn lcg(seed: &mut u64) -> f32 {
+        *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+
+    fn matrix(dtype: DType, rows: usize, cols: usize, seed: &mut u64) -> (Matrix, Vec<f32>) {
+        let vals: Vec<f32> = (0..rows * cols).map(|_| lcg(seed)).collect();
+        let (bytes, exact): (Vec<u8>, Vec<f32>) = match dtype {
+            DType::F32 => (bytemuck::cast_slice(&vals).to_vec(), vals.clone()),
+            DType::BF16 => {
+                let h: Vec<u16> = vals.iter().map(|&v| f32_to_bf16(v)).collect();
+                (bytemuck::cast_slice(&h).to_vec(), h.iter().map(|&b| crate::tensor::bf16_to_f32(b)).collect())
+            }
+            _ => {
+                let h: Vec<u16> = vals.iter().map(|&v| f32_to_f16(v)).collect();
+                (bytemuck::cast_slice(&h).to_vec(), h.iter().map(|&b| crate::tensor::f16_to_f32(b)).collect())
+            }
+        };
+        let st = Arc::new(Storage::from_bytes(&bytes));
+        let n = st.len();
+        let t = Tensor::new("w", dtype, vec![rows, cols], st, 0..n).unwrap();
+        (Matrix::new(t, rows, cols), exact)
+    }
+
+    /// SIMD dot products equal the scalar references on odd lengths (float rounding only).
+    #[test]
+    fn dots_match_reference_on_odd_sizes() {
+        let mut seed = 7;
+        for &n in &[1usize, 7, 8, 33, 100, 4097] {
+            let a: Vec<f32> = (0..n).map(|_| lcg(&mut seed)).collect();
+            let b: Vec<f32> = (0..n).map(|_| lcg(&mut seed)).collect();
+            let wb: Vec<u16> = a.iter().map(|&v| f32_to_bf16(v)).collect();
+            let wh: Vec<u16> = a.iter().map(|&v| f32_to_f16(v)).collect();
+            let exact: f64 = a.iter().zip(&b).map(|(x, y)| *x as f64 * *y as f64).sum();
+            let tol = 1e-5 * n as f32;
+            assert!((dot_f32(&a, &b) - dot::dot_f32_scalar(&a, &b)).abs() <= tol, "f32 n={n}");
+            assert!((dot_f32(&a, &b) as f64 - exact).abs() <= tol as f64, "f32 vs f64 n={n}");
+            assert!((dot_bf16(&wb, &b) - dot::dot_bf16_scalar(&wb, &b)).abs() <= tol, "bf16 n={n}");
+            assert!((dot_f16(&wh, &b) - dot::dot_f16_scalar(&wh, &b)).abs() <= tol, "f16 n={n}");
+            let xs = [&b[..], &a[..], &b[..], &a[..]];
+            let d4 = dot::dot4_f32(&a, xs);
+            assert!((d4[0] - dot::dot_f32_scalar(&a, &b)).abs() <= tol, "dot4 n={n}");
+            assert!((d4[1] - dot::dot_f32_scalar(&a, &a)).abs() <= tol, "dot4 n={n}");
+        }
+    }
+
+    /// matvec and matmul agree with a plain f64 triple loop for every dtype and odd shapes,
+    /// on one thread and on a pool of three.
+    #[test]
+    fn products_match_naive() {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+        let mut seed = 11;
+        for dtype in [DType::F32, DType::BF16, DType::F16] {
+            for &(rows, cols, t) in &[(1usize, 1usize, 1usize), (7, 33, 3), (129, 65, 5), (300, 257, 9)] {
+                let (m, exact) = matrix(dtype, rows, cols, &mut seed);
+                let x: Vec<f32> = (0..t * cols).map(|_| lcg(&mut seed)).collect();
+                let mut want = vec![0f32; t * rows];
+                for i in 0..t {
+                    for r in 0..rows {
+                        want[i * rows + r] =
+                            (0..cols).map(|c| exact[r * cols + c] as f64 * x[i * cols + c] as f64).sum::<f64>() as f32;
+                    }
+                }
+                for threads in [1, 3] {
+                    let mut got = vec![0f32; t * rows];
+                    let run = || {
+                        matmul(&m, &x, t, &mut got);
+                    };
+                    if threads == 1 {
+                        run()
+                    } else {
+                        pool.install(run)
+                    }
+                    for (g, w) in got.iter().zip(&want) {
+                        assert!((g - w).abs() <= 1e-5 * cols as f32, "{dtype:?} {rows}x{cols} t={t}: {g} vs {w}");
+                    }
+                    let mut y = vec![0f32; rows];
+                    pool.install(|| matvec(&m, &x[..cols], &mut y));
+                    for (g, w) in y.iter().zip(&want[..rows]) {
+                        assert!((g - w).abs() <= 1e-5 * cols as f32);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! # libsutra
+//!
+//! A pure-Rust CPU engine for linear-time language models — RWKV and Mamba — embedded by
+//! applications through a C ABI (`include/sutra.h`).
+//!
+//! **What it is:** a loader for safetensors checkpoints (memory mapped, zero-copy for f32,
+//! bf16 and f16 weights), the forward passes of the supported architectures as a single-token
+//! step and a sequence (prefill) path, and sessions that own one sequence's recurrent state
+//! (reset, clone, save, load). Memory per sequence is constant, however long the context.
+//!
+//! **What it is not:** a trainer of full models, a GPU runtime, or a transformer engine (no
+//! KV cache, no attention over the past).
+//!
+//! Where things live:
+//! - [`error`]: the one error type and the status codes of the C API.
+//! - [`tensor`]: dtypes and views over mapped or owned memory.
+//! - [`kernels`]: products, norms and activations (scalar reference + SIMD at run time).
+//! - [`format`]: safetensors reading and the shape-checking weight reader.
+//! - [`models`]: one file per architecture version behind [`models::Architecture`].
+//! - [`session`]: recurrent state and its binary blob.
+//! - `ffi` (C ABI, the only `extern "C"` code) and `src/bin/sutra.rs` (command line).
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! let model = Arc::new(sutra::Model::load("models/rwkv7-shakespeare-6x256/model-bf16.safetensors".as_ref(),
+//!                                         &sutra::ModelParams::default())?);
+//! let mut session = sutra::Session::new(&model);
+//! let mut logits = vec![0f32; model.info().n_vocab];
+//! session.eval(&[0, 42, 7], Some(&mut logits))?;
+//! # Ok::<(), sutra::Error>(())
+//! ```
+
+pub mod error;
+pub mod ffi;
+pub mod format;
+pub mod kernels;
+pub mod models;
+pub mod session;
+pub mod tensor;
+
+pub use error::{Error, Result, Status};
+pub use models::{Architecture, Family, ModelInfo};
+pub use session::Session;
+
+use format::SafetensorsFile;
+use std::path::Path;
+use std::sync::Arc;
+
+/// How to load a model.
+#[derive(Debug, Clone)]
+pub struct ModelParams {
+    /// Worker threads for this model's products; 0 means one per available core.
+    pub n_threads: usize,
+    /// Map the file instead of reading it into memory.
+    pub use_mmap: bool,
+}
+
+impl Default for ModelParams {
+    fn default() -> Self {
+        ModelParams { n_threads: 0, use_mmap: true }
+    }
+}
+
+/// A loaded model: immutable, shareable by any number of threads and sessions.
+pub struct Model {
+    arch: Box<dyn Architecture>,
+    pool: rayon::ThreadPool,
+    fingerprint: u64,
+}
+
+impl Model {
+    /// Loads the checkpoint at `path`; its architecture is detected from tensor names.
+    pub fn load(path: &Path, params: &ModelParams) -> Result<Model> {
+        let file = SafetensorsFile::open(path, params.use_mmap)?;
+        Self::from_file(file, params)
+    }
+
+    /// Loads a checkpoint held in memory (copied, so `bytes` may be freed afterwards).
+    pub fn load_from_memory(bytes: &[u8], params: &ModelParams) -> Result<Model> {
+        let storage = Arc::new(tensor::Storage::from_bytes(bytes));
+        let file = SafetensorsFile::parse(storage, "<memory>")?;
+        Self::from_file(file, params)
+    }
+
+    fn from_file(file: SafetensorsFile, params: &ModelParams) -> Result<Model> {
+        let arch = models::load(&file)?;
+        let n_threads = match params.n_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(n_threads)
+            .thread_name(|i| format!("sutra-{i}"))
+            .build()
+            .map_err(|e| Error::Internal(format!("cannot start {n_threads} threads: {e}")))?;
+        let i = arch.info();
+        let mut fp = session::fnv1a(i.arch_name.as_bytes(), 0xcbf2_9ce4_8422_2325);
+        for v in [i.version as usize, i.n_layer, i.n_embd, i.n_vocab, i.n_head, i.head_size, arch.state_len()] {
+            fp = session::fnv1a(&(v as u64).to_le_bytes(), fp);
+        }
+        Ok(Model { arch, pool, fingerprint: fp })
+    }
+
+    /// Architecture and sizes.
+    pub fn info(&self) -> &ModelInfo {
+        self.arch.info()
+    }
+
+    /// The architecture behind the model.
+    pub fn arch(&self) -> &dyn Architecture {
+        self.arch.as_ref()
+    }
+
+    /// Number of worker threads.
+    pub fn n_threads(&self) -> usize {
+        self.pool.current_num_threads()
+    }
+
+    /// A hash of the architecture and every size that shapes the state.
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
+    }
+
+    /// Runs `f` on this model's thread pool.
+    pub fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        self.pool.install(f)
+    }
+}

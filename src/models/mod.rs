@@ -1,0 +1,129 @@
+//! Architectures: one file per version, all behind the one model trait, [`Architecture`].
+//!
+//! Each file has the same skeleton, in this order: hyper-parameters read from shapes
+//! (`Config`), weights (every field with its shape), `load` (through the shape-checking
+//! [`WeightReader`](crate::format::WeightReader)), the state layout, and the forward pass as
+//! numbered steps. Shared pieces (norms, products, token shift) live in
+//! [`kernels`](crate::kernels).
+//!
+//! The architecture is detected from sentinel tensor names ([`detect`]).
+
+pub mod rwkv7;
+
+use crate::error::{Error, Result};
+use crate::format::SafetensorsFile;
+use crate::tensor::DType;
+
+/// Model family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// RWKV (receptance weighted key value), versions 4 to 7.
+    Rwkv,
+    /// Mamba selective state-space models, versions 1 and 2.
+    Mamba,
+}
+
+/// What a loaded model is: family, version and sizes, all read from the checkpoint.
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    /// Model family.
+    pub family: Family,
+    /// Version within the family (RWKV 4, 5, 6, 7; Mamba 1, 2).
+    pub version: u32,
+    /// Short architecture name: "rwkv7", "mamba2", ...
+    pub arch_name: &'static str,
+    /// Number of blocks.
+    pub n_layer: usize,
+    /// Width of the residual stream.
+    pub n_embd: usize,
+    /// Vocabulary size (rows of the embedding).
+    pub n_vocab: usize,
+    /// Attention heads (RWKV v5+, Mamba-2), 0 where the architecture has none.
+    pub n_head: usize,
+    /// Head size (RWKV v5+, Mamba-2 head dim), 0 where none.
+    pub head_size: usize,
+    /// Elements of every tensor in the file (unused ones included).
+    pub n_params: u64,
+    /// Storage type of the large matrices.
+    pub weight_dtype: DType,
+    /// Weight bytes read to decode one token (all matrices, one embedding row).
+    pub bytes_per_token: u64,
+}
+
+/// The one model trait: a loaded, immutable architecture that advances a recurrent state.
+///
+/// The state is a flat `f32` buffer of [`state_len`](Architecture::state_len) elements whose
+/// layout each architecture documents.
+pub trait Architecture: Send + Sync {
+    /// Sizes and identity.
+    fn info(&self) -> &ModelInfo;
+
+    /// Number of f32 in the recurrent state.
+    fn state_len(&self) -> usize;
+
+    /// Writes the initial (empty-context) state.
+    fn init_state(&self, state: &mut [f32]) {
+        state.fill(0.0);
+    }
+
+    /// Feeds `tokens` (all `< n_vocab`, checked by the caller) in order, advancing `state`.
+    ///
+    /// With one token this is the single-token step (matrix-vector products); with more, the
+    /// sequence path (matrix-matrix products, the recurrence token by token). `logits`, when
+    /// given, receives the logits after the last token (`n_vocab` floats) or, when its length
+    /// is `tokens.len() * n_vocab`, after every token.
+    fn forward(&self, state: &mut [f32], tokens: &[u32], logits: Option<&mut [f32]>);
+}
+
+/// Which architecture a checkpoint holds, from its sentinel tensor names.
+pub fn detect(file: &SafetensorsFile) -> Result<&'static str> {
+    let has = |k: &str| file.tensors.contains_key(k);
+    if has("blocks.0.att.r_k") || has("blocks.0.att.x_r") {
+        return Ok("rwkv7");
+    }
+    if has("blocks.0.att.time_maa_x") {
+        return Err(Error::unsupported(format!("{}: an RWKV-6 checkpoint; RWKV-6 is not supported yet", file.name)));
+    }
+    if has("blocks.0.att.ln_x.weight") {
+        return Err(Error::unsupported(format!("{}: an RWKV-5 checkpoint; RWKV-5 is not supported yet", file.name)));
+    }
+    if has("blocks.0.att.time_first") || has("rwkv.blocks.0.attention.time_first") {
+        return Err(Error::unsupported(format!("{}: an RWKV-4 checkpoint; RWKV-4 is not supported yet", file.name)));
+    }
+    if has("backbone.layers.0.mixer.A_log") {
+        return Err(Error::unsupported(format!("{}: a Mamba checkpoint; Mamba is not supported yet", file.name)));
+    }
+    let mut names: Vec<&str> = file.tensors.keys().map(|s| s.as_str()).take(4).collect();
+    if file.tensors.len() > 4 {
+        names.push("...");
+    }
+    Err(Error::unsupported(format!(
+        "{}: no supported architecture recognised among its {} tensors ({}); expected an RWKV-7 checkpoint \
+         (official layout: emb.weight, blocks.N.att.r_k, ...)",
+        file.name,
+        file.tensors.len(),
+        names.join(", ")
+    )))
+}
+
+/// Loads the architecture found in `file`.
+pub fn load(file: &SafetensorsFile) -> Result<Box<dyn Architecture>> {
+    match detect(file)? {
+        "rwkv7" => Ok(Box::new(rwkv7::Rwkv7::load(file)?)),
+        other => Err(Error::Internal(format!("detected '{other}' but no loader"))),
+    }
+}
+
+/// 1 + the largest `N` among tensor names starting with `prefix` followed by `N.`.
+pub(crate) fn count_layers(file: &SafetensorsFile, prefix: &str) -> usize {
+    file.tensors
+        .keys()
+        .filter_map(|k| k.strip_prefix(prefix)?.split('.').next()?.parse::<usize>().ok())
+        .max()
+        .map_or(0, |m| m + 1)
+}
+
+/// Total element count of every tensor in the file.
+pub(crate) fn count_params(file: &SafetensorsFile) -> u64 {
+    file.tensors.values().map(|t| t.numel() as u64).sum()
+}

@@ -1,0 +1,205 @@
+//! Recurrent state: one sequence's state over a shared model — new, reset, clone, eval,
+//! save and load.
+//!
+//! A saved state is a versioned little-endian blob:
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 8 | magic `SUTRAST\0` |
+//! | 8 | 4 | format version (1) |
+//! | 12 | 4 | reserved, 0 |
+//! | 16 | 8 | model-shape fingerprint (FNV-1a of architecture and sizes) |
+//! | 24 | 8 | number of f32 that follow (n) |
+//! | 32 | 4·n | the state, f32 |
+//! | 32+4n | 8 | FNV-1a 64 checksum of every byte before it |
+//!
+//! Loading checks all of it before touching the session, so a rejected blob leaves the
+//! session as it was.
+
+use crate::error::{Error, Result};
+use crate::Model;
+use std::sync::Arc;
+
+const MAGIC: &[u8; 8] = b"SUTRAST\0";
+const FORMAT_VERSION: u32 = 1;
+const HEADER: usize = 32;
+/// Tokens per prefill chunk: bounds scratch memory for long prompts.
+const PREFILL_CHUNK: usize = 128;
+
+/// FNV-1a, 64 bits.
+pub(crate) fn fnv1a(bytes: &[u8], seed: u64) -> u64 {
+    bytes.iter().fold(seed, |h, &b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+}
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// One sequence's recurrent state over a shared [`Model`]. Used by one thread at a time.
+#[derive(Clone)]
+pub struct Session {
+    model: Arc<Model>,
+    /// The architecture's state vector (layout documented per architecture).
+    state: Vec<f32>,
+}
+
+impl Session {
+    /// A session at the initial (empty-context) state.
+    pub fn new(model: &Arc<Model>) -> Session {
+        let mut state = vec![0f32; model.arch().state_len()];
+        model.arch().init_state(&mut state);
+        Session { model: model.clone(), state }
+    }
+
+    /// The model this session runs.
+    pub fn model(&self) -> &Arc<Model> {
+        &self.model
+    }
+
+    /// Back to the initial state.
+    pub fn reset(&mut self) {
+        self.model.arch().init_state(&mut self.state);
+    }
+
+    /// The raw state vector.
+    pub fn state(&self) -> &[f32] {
+        &self.state
+    }
+
+    fn check(&self, tokens: &[u32], logits: Option<&[f32]>, per_token: bool) -> Result<()> {
+        if tokens.is_empty() {
+            return Err(Error::invalid("n_tokens is 0: at least one token is needed"));
+        }
+        let v = self.model.info().n_vocab;
+        if let Some((pos, tok)) = tokens.iter().enumerate().find(|(_, &t)| t as usize >= v) {
+            return Err(Error::invalid(format!(
+                "token id {tok} at position {pos} is out of range: the vocabulary has {v} ids (0..{})",
+                v - 1
+            )));
+        }
+        if let Some(l) = logits {
+            let want = if per_token { tokens.len() * v } else { v };
+            if l.len() < want {
+                return Err(Error::BufferTooSmall { needed: want, given: l.len() });
+            }
+        }
+        Ok(())
+    }
+
+    /// Feeds `tokens` through the sequence (prefill) path; `logits` (n_vocab) receives the
+    /// logits after the last token.
+    pub fn eval(&mut self, tokens: &[u32], logits: Option<&mut [f32]>) -> Result<()> {
+        self.check(tokens, logits.as_deref(), false)?;
+        let v = self.model.info().n_vocab;
+        let (arch, state) = (self.model.arch(), &mut self.state);
+        self.model.install(|| {
+            let n_chunks = tokens.len().div_ceil(PREFILL_CHUNK);
+            let mut logits = logits;
+            for (ci, chunk) in tokens.chunks(PREFILL_CHUNK).enumerate() {
+                let out = if ci + 1 == n_chunks { logits.take().map(|l| &mut l[..v]) } else { None };
+                arch.forward(state, chunk, out);
+            }
+        });
+        Ok(())
+    }
+
+    /// Feeds `tokens` one at a time through the single-token step path.
+    pub fn eval_stepwise(&mut self, tokens: &[u32], logits: Option<&mut [f32]>) -> Result<()> {
+        self.check(tokens, logits.as_deref(), false)?;
+        let v = self.model.info().n_vocab;
+        let (arch, state) = (self.model.arch(), &mut self.state);
+        self.model.install(|| {
+            let mut logits = logits;
+            for (i, tok) in tokens.iter().enumerate() {
+                let out = if i + 1 == tokens.len() { logits.take().map(|l| &mut l[..v]) } else { None };
+                arch.forward(state, std::slice::from_ref(tok), out);
+            }
+        });
+        Ok(())
+    }
+
+    /// Feeds `tokens` through the sequence path and writes the logits after every token
+    /// into `logits` (`[tokens.len(), n_vocab]`), e.g. for perplexity.
+    pub fn eval_all_logits(&mut self, tokens: &[u32], logits: &mut [f32]) -> Result<()> {
+        self.check(tokens, Some(logits), true)?;
+        let v = self.model.info().n_vocab;
+        let (arch, state) = (self.model.arch(), &mut self.state);
+        self.model.install(|| {
+            for (chunk, out) in tokens.chunks(PREFILL_CHUNK).zip(logits.chunks_mut(PREFILL_CHUNK * v)) {
+                arch.forward(state, chunk, Some(&mut out[..chunk.len() * v]));
+            }
+        });
+        Ok(())
+    }
+
+    /// Size in bytes of a saved state.
+    pub fn state_size(&self) -> usize {
+        HEADER + 4 * self.state.len() + 8
+    }
+
+    /// Writes the state blob into `buf`, which must hold [`state_size`](Self::state_size) bytes.
+    pub fn save_state(&self, buf: &mut [u8]) -> Result<usize> {
+        let size = self.state_size();
+        if buf.len() < size {
+            return Err(Error::BufferTooSmall { needed: size, given: buf.len() });
+        }
+        buf[..8].copy_from_slice(MAGIC);
+        buf[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        buf[12..16].copy_from_slice(&0u32.to_le_bytes());
+        buf[16..24].copy_from_slice(&self.model.fingerprint().to_le_bytes());
+        buf[24..32].copy_from_slice(&(self.state.len() as u64).to_le_bytes());
+        for (dst, v) in buf[HEADER..].chunks_exact_mut(4).zip(&self.state) {
+            dst.copy_from_slice(&v.to_le_bytes());
+        }
+        let end = HEADER + 4 * self.state.len();
+        let sum = fnv1a(&buf[..end], FNV_OFFSET);
+        buf[end..end + 8].copy_from_slice(&sum.to_le_bytes());
+        Ok(size)
+    }
+
+    /// The state blob as a new vector.
+    pub fn state_to_vec(&self) -> Vec<u8> {
+        let mut v = vec![0u8; self.state_size()];
+        // Cannot fail: the buffer has exactly the needed size.
+        let _ = self.save_state(&mut v);
+        v
+    }
+
+    /// Restores a blob written by [`save_state`](Self::save_state) for a model of the same
+    /// shape. Any mismatch or corruption is a format error and leaves the session unchanged.
+    pub fn load_state(&mut self, buf: &[u8]) -> Result<()> {
+        let fail = |m: String| Err(Error::format(format!("state blob: {m}")));
+        if buf.len() < HEADER + 8 {
+            return fail(format!("{} bytes is too short for a state (header alone is {})", buf.len(), HEADER + 8));
+        }
+        if &buf[..8] != MAGIC {
+            return fail("bad magic: not a libsutra state".into());
+        }
+        let u32_at = |o: usize| u32::from_le_bytes(buf[o..o + 4].try_into().unwrap_or_default());
+        let u64_at = |o: usize| u64::from_le_bytes(buf[o..o + 8].try_into().unwrap_or_default());
+        let version = u32_at(8);
+        if version != FORMAT_VERSION {
+            return fail(format!("format version {version}, this build reads version {FORMAT_VERSION}"));
+        }
+        let fp = u64_at(16);
+        if fp != self.model.fingerprint() {
+            return fail(format!(
+                "saved from a model of another shape (fingerprint {fp:#018x}, this model {:#018x})",
+                self.model.fingerprint()
+            ));
+        }
+        let n = u64_at(24);
+        if n != self.state.len() as u64 {
+            return fail(format!("holds {n} values, this model's state has {}", self.state.len()));
+        }
+        let end = HEADER + 4 * self.state.len();
+        if buf.len() != end + 8 {
+            return fail(format!("{} bytes, expected {} (truncated or padded)", buf.len(), end + 8));
+        }
+        let sum = u64_at(end);
+        if sum != fnv1a(&buf[..end], FNV_OFFSET) {
+            return fail("checksum mismatch: the blob is corrupted".into());
+        }
+        for (v, src) in self.state.iter_mut().zip(buf[HEADER..end].chunks_exact(4)) {
+            *v = f32::from_le_bytes(src.try_into().unwrap_or_default());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,82 @@
+//! The bytes behind tensors: a read-only memory map or an owned, 8-byte aligned buffer.
+
+use crate::error::{Error, Result};
+use std::path::Path;
+
+/// Bytes that tensors point into. Immutable once created; shared through `Arc`.
+pub enum Storage {
+    /// A read-only map of a file.
+    Mapped(memmap2::Mmap),
+    /// Owned bytes, kept in `u64` words so that every f32/u16 view is aligned.
+    Owned {
+        /// Backing words.
+        words: Vec<u64>,
+        /// Number of valid bytes.
+        len: usize,
+    },
+}
+
+impl Storage {
+    /// Maps `path` read-only.
+    pub fn map(path: &Path) -> Result<Storage> {
+        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+        if meta.len() == 0 {
+            return Err(Error::format(format!("{}: empty file", path.display())));
+        }
+        // SAFETY: the map is read-only and private to this process. libsutra never writes
+        // through it; the documented contract (sutra_model_load) is that the caller must not
+        // truncate or rewrite a model file while a model loaded from it is alive, exactly as
+        // with llama.cpp's and rwkv.cpp's mmap loading.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+        Ok(Storage::Mapped(map))
+    }
+
+    /// Reads `path` fully into owned memory.
+    pub fn read(path: &Path) -> Result<Storage> {
+        use std::io::Read;
+        let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let len = file.metadata().map_err(|e| Error::io(path, e))?.len() as usize;
+        let mut s = Storage::zeroed(len)?;
+        if let Storage::Owned { words, .. } = &mut s {
+            let bytes: &mut [u8] = bytemuck::cast_slice_mut(words.as_mut_slice());
+            file.read_exact(&mut bytes[..len]).map_err(|e| Error::io(path, e))?;
+        }
+        Ok(s)
+    }
+
+    /// Copies `bytes` into owned, aligned memory.
+    pub fn from_bytes(bytes: &[u8]) -> Storage {
+        let mut words = vec![0u64; bytes.len().div_ceil(8)];
+        bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(bytes);
+        Storage::Owned { words, len: bytes.len() }
+    }
+
+    fn zeroed(len: usize) -> Result<Storage> {
+        let n = len.div_ceil(8);
+        let mut words = Vec::new();
+        words
+            .try_reserve_exact(n)
+            .map_err(|_| Error::OutOfMemory(format!("cannot allocate {len} bytes")))?;
+        words.resize(n, 0);
+        Ok(Storage::Owned { words, len })
+    }
+
+    /// The bytes.
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Storage::Mapped(m) => m,
+            Storage::Owned { words, len } => &bytemuck::cast_slice::<u64, u8>(words)[..*len],
+        }
+    }
+
+    /// Number of bytes.
+    pub fn len(&self) -> usize {
+        self.bytes().len()
+    }
+
+    /// True when there are no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

@@ -1,0 +1,51 @@
+//! Helpers shared by the integration tests: fixture paths and reference comparisons.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use sutra::format::SafetensorsFile;
+use sutra::{Model, ModelParams};
+
+/// Path under the repository root.
+pub fn repo(p: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(p)
+}
+
+/// Path under tests/fixtures.
+pub fn fixture(p: &str) -> PathBuf {
+    repo("tests/fixtures").join(p)
+}
+
+/// Loads a model with `threads` workers.
+pub fn load(path: &PathBuf, threads: usize) -> Arc<Model> {
+    Arc::new(Model::load(path, &ModelParams { n_threads: threads, use_mmap: true }).expect("load model"))
+}
+
+/// Reference tokens and logits [T, V] from an expected.safetensors file.
+pub fn expected(path: &PathBuf, logits_key: &str) -> (Vec<u32>, Vec<f32>, usize) {
+    let f = SafetensorsFile::open(path, false).expect("open expected");
+    let tok = f.get("tokens").expect("tokens");
+    let toks: Vec<u32> =
+        tok.bytes().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap()) as u32).collect();
+    let l = f.get(logits_key).expect("logits");
+    let v = l.shape[1];
+    (toks, l.to_f32_vec().unwrap(), v)
+}
+
+/// Asserts `|got - want| <= abs + rel*|want|` elementwise, printing the first offenders.
+/// The golden README recommends abs 1e-4, rel 1e-3 for f32 (reference vs float64 <= 3e-6).
+pub fn assert_close(got: &[f32], want: &[f32], abs: f32, rel: f32, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let mut worst = (0usize, 0f32);
+    let mut bad = Vec::new();
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let d = (g - w).abs();
+        if d > worst.1 || d.is_nan() {
+            worst = (i, d);
+        }
+        if !(d <= abs + rel * w.abs()) && bad.len() < 5 {
+            bad.push(format!("[{i}] got {g} want {w} (diff {d})"));
+        }
+    }
+    assert!(bad.is_empty(), "{what}: max diff {} at {}; first mismatches: {}", worst.1, worst.0, bad.join("; "));
+}
