@@ -71,8 +71,24 @@ pub struct Model {
 impl Model {
     /// Loads the checkpoint at `path`; its architecture is detected from tensor names.
     pub fn load(path: &Path, params: &ModelParams) -> Result<Model> {
+        Self::load_with_progress(path, params, &mut |_| true)
+    }
+
+    /// [`load`](Self::load) reporting progress in [0, 1]; `progress` returning false cancels
+    /// the load ([`Error::Cancelled`]).
+    pub fn load_with_progress(path: &Path, params: &ModelParams, progress: &mut dyn FnMut(f32) -> bool) -> Result<Model> {
+        if !progress(0.0) {
+            return Err(Error::Cancelled);
+        }
         let file = SafetensorsFile::open(path, params.use_mmap)?;
-        Self::from_file(file, params)
+        if !progress(0.25) {
+            return Err(Error::Cancelled);
+        }
+        let model = Self::from_file(file, params)?;
+        if !progress(1.0) {
+            return Err(Error::Cancelled);
+        }
+        Ok(model)
     }
 
     /// Loads a checkpoint held in memory (copied, so `bytes` may be freed afterwards).

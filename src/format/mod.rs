@@ -5,6 +5,7 @@
 //! it expects or an error that names the tensor, the expected and the found shape.
 
 pub mod safetensors;
+pub mod synth;
 
 use crate::error::{Error, Result};
 use crate::tensor::{DType, Matrix, Tensor};

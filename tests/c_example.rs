@@ -1,0 +1,106 @@
+//! Builds the C examples with `-std=c11 -Wall -Wextra -Werror` against include/sutra.h,
+//! links them to the libsutra.so built by cargo, and runs them (under valgrind when
+//! `VALGRIND=1`).
+
+mod common;
+use common::*;
+use std::path::PathBuf;
+use std::process::Command;
+
+/// target/<profile>/ (holds libsutra.so), found from this test executable (target/<profile>/deps/).
+fn lib_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let deps = exe.parent().unwrap();
+    for d in [deps.parent().unwrap(), deps] {
+        if d.join("libsutra.so").exists() || d.join("libsutra.dylib").exists() {
+            return d.to_path_buf();
+        }
+    }
+    panic!("libsutra shared library not found near {}", deps.display());
+}
+
+/// Compiles examples-c/`name`.c with the C compiler the `cc` crate picks for this target.
+pub fn build_example(name: &str) -> PathBuf {
+    let lib = lib_dir();
+    let out = std::env::temp_dir().join(format!("sutra-{name}-{}", std::process::id()));
+    let compiler = cc::Build::new()
+        .target(env!("SUTRA_TARGET"))
+        .host(env!("SUTRA_HOST"))
+        .opt_level(1)
+        .cargo_metadata(false)
+        .get_compiler();
+    let status = compiler
+        .to_command()
+        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-pedantic"])
+        .arg("-I")
+        .arg(repo("include"))
+        .arg(repo(&format!("examples-c/{name}.c")))
+        .arg("-L")
+        .arg(&lib)
+        .arg(format!("-Wl,-rpath,{}", lib.display()))
+        .arg("-lsutra")
+        .arg("-o")
+        .arg(&out)
+        .status()
+        .expect("run the C compiler");
+    assert!(status.success(), "compiling examples-c/{name}.c failed");
+    out
+}
+
+/// Runs `exe args`, under valgrind (no errors, no definite/indirect leaks) when VALGRIND=1.
+pub fn run(exe: &PathBuf, args: &[String]) -> String {
+    let valgrind = std::env::var("VALGRIND").is_ok_and(|v| v == "1");
+    let mut cmd = if valgrind {
+        let mut c = Command::new("valgrind");
+        c.args(["--error-exitcode=99", "--leak-check=full", "--errors-for-leak-kinds=definite,indirect", "-q"]).arg(exe);
+        c
+    } else {
+        Command::new(exe)
+    };
+    let out = cmd.args(args).output().expect("run the example");
+    assert!(
+        out.status.success(),
+        "{} failed ({:?}): {}",
+        exe.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn next_tokens_prints_the_top_five_of_the_rust_api() {
+    let exe = build_example("next_tokens");
+    let model = repo("models/rwkv7-shakespeare-6x256/model-bf16.safetensors");
+    let tokens = [0u32, 51, 1103, 22];
+    let mut args = vec![model.display().to_string()];
+    args.extend(tokens.iter().map(|t| t.to_string()));
+    let stdout = run(&exe, &args);
+
+    let m = load(&model, 2);
+    let mut s = sutra::Session::new(&m);
+    let mut logits = vec![0f32; m.info().n_vocab];
+    s.eval(&tokens, Some(&mut logits)).unwrap();
+    let mut order: Vec<usize> = (0..logits.len()).collect();
+    order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
+
+    let lines: Vec<&str> = stdout.lines().skip(1).collect();
+    assert_eq!(lines.len(), 5, "{stdout}");
+    for (rank, line) in lines.iter().enumerate() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(f[0], (rank + 1).to_string());
+        let id: usize = f[1].parse().unwrap();
+        let logit: f32 = f[2].parse().unwrap();
+        assert_eq!(id, order[rank], "rank {rank}: {stdout}");
+        assert!((logit - logits[id]).abs() < 1e-4, "{logit} vs {}", logits[id]);
+    }
+}
+
+#[test]
+fn next_tokens_reports_errors_with_a_message() {
+    let exe = build_example("next_tokens");
+    let out = Command::new(&exe).args(["/nonexistent/model.safetensors", "1"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("SUTRA_ERR_IO") && err.contains("/nonexistent/model.safetensors"), "{err}");
+}
