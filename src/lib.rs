@@ -76,7 +76,11 @@ impl Model {
 
     /// [`load`](Self::load) reporting progress in [0, 1]; `progress` returning false cancels
     /// the load ([`Error::Cancelled`]).
-    pub fn load_with_progress(path: &Path, params: &ModelParams, progress: &mut dyn FnMut(f32) -> bool) -> Result<Model> {
+    pub fn load_with_progress(
+        path: &Path,
+        params: &ModelParams,
+        progress: &mut dyn FnMut(f32) -> bool,
+    ) -> Result<Model> {
         if !progress(0.0) {
             return Err(Error::Cancelled);
         }

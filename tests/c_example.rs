@@ -52,7 +52,8 @@ pub fn run(exe: &PathBuf, args: &[String]) -> String {
     let valgrind = std::env::var("VALGRIND").is_ok_and(|v| v == "1");
     let mut cmd = if valgrind {
         let mut c = Command::new("valgrind");
-        c.args(["--error-exitcode=99", "--leak-check=full", "--errors-for-leak-kinds=definite,indirect", "-q"]).arg(exe);
+        c.args(["--error-exitcode=99", "--leak-check=full", "--errors-for-leak-kinds=definite,indirect", "-q"])
+            .arg(exe);
         c
     } else {
         Command::new(exe)

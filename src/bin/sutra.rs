@@ -190,16 +190,25 @@ fn cmd_bench(args: &Args) -> Result<()> {
     }
     let gen_s = t2.elapsed().as_secs_f64();
     let ms_tok = 1e3 * gen_s / n_gen.max(1) as f64;
-    println!("model:        {} {} layers x {} vocab {} ({})", i.arch_name, i.n_layer, i.n_embd, i.n_vocab, i.weight_dtype.name());
+    println!(
+        "model:        {} {} layers x {} vocab {} ({})",
+        i.arch_name,
+        i.n_layer,
+        i.n_embd,
+        i.n_vocab,
+        i.weight_dtype.name()
+    );
     println!("threads:      {}   kernels: {:?}", m.n_threads(), sutra::kernels::isa());
     println!("load:         {:.1} ms", load_s * 1e3);
-    println!("prefill:      {:.1} tokens/s ({} tokens in {:.3} s)", prompt.len() as f64 / prefill_s, prompt.len(), prefill_s);
+    println!(
+        "prefill:      {:.1} tokens/s ({} tokens in {:.3} s)",
+        prompt.len() as f64 / prefill_s,
+        prompt.len(),
+        prefill_s
+    );
     println!("decode:       {:.2} ms/token ({:.1} tokens/s, {} tokens)", ms_tok, 1e3 / ms_tok, n_gen);
     println!("weights read: {} per token", human(i.bytes_per_token));
-    println!(
-        "bandwidth:    {:.2} GB/s effective while decoding",
-        i.bytes_per_token as f64 / (ms_tok / 1e3) / 1e9
-    );
+    println!("bandwidth:    {:.2} GB/s effective while decoding", i.bytes_per_token as f64 / (ms_tok / 1e3) / 1e9);
     if let Some(rss) = peak_rss() {
         println!("peak RSS:     {}", human(rss));
     }

@@ -21,7 +21,8 @@ use std::ffi::{c_char, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// Progress callback of long operations: `fraction` in [0, 1]; return false to cancel.
-pub type sutra_progress_callback = Option<unsafe extern "C" fn(fraction: f32, user_data: *mut std::ffi::c_void) -> bool>;
+pub type sutra_progress_callback =
+    Option<unsafe extern "C" fn(fraction: f32, user_data: *mut std::ffi::c_void) -> bool>;
 
 thread_local! {
     static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());

@@ -106,7 +106,11 @@ fn params_of(p: *const sutra_model_params) -> Result<(ModelParams, sutra_progres
     if p.n_threads < 0 || p.n_threads > 1024 {
         return Err(Error::invalid(format!("params.n_threads = {}: must be in 0..=1024", p.n_threads)));
     }
-    Ok((ModelParams { n_threads: p.n_threads as usize, use_mmap: p.use_mmap }, p.progress_callback, p.progress_user_data))
+    Ok((
+        ModelParams { n_threads: p.n_threads as usize, use_mmap: p.use_mmap },
+        p.progress_callback,
+        p.progress_user_data,
+    ))
 }
 
 /// Loads a checkpoint (safetensors; architecture detected from tensor names and shapes).

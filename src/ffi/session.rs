@@ -53,7 +53,10 @@ pub unsafe extern "C" fn sutra_session_reset(session: *mut sutra_session) -> Sta
 
 /// A new session with a copy of `session`'s state; both continue independently.
 #[no_mangle]
-pub unsafe extern "C" fn sutra_session_clone(session: *const sutra_session, out_session: *mut *mut sutra_session) -> Status {
+pub unsafe extern "C" fn sutra_session_clone(
+    session: *const sutra_session,
+    out_session: *mut *mut sutra_session,
+) -> Status {
     guard(|| {
         non_null(session, "session")?;
         non_null(out_session, "out_session")?;
@@ -143,7 +146,11 @@ pub unsafe extern "C" fn sutra_session_state_size(session: *const sutra_session,
 /// Writes the state blob (versioned, fingerprinted, checksummed) into `buf`.
 /// SUTRA_ERR_BUFFER_TOO_SMALL when `buf_len` is less than `sutra_session_state_size`.
 #[no_mangle]
-pub unsafe extern "C" fn sutra_session_state_save(session: *const sutra_session, buf: *mut u8, buf_len: usize) -> Status {
+pub unsafe extern "C" fn sutra_session_state_save(
+    session: *const sutra_session,
+    buf: *mut u8,
+    buf_len: usize,
+) -> Status {
     guard(|| {
         non_null(session, "session")?;
         non_null(buf, "buf")?;
@@ -156,7 +163,11 @@ pub unsafe extern "C" fn sutra_session_state_save(session: *const sutra_session,
 /// Restores a state blob saved from a model of the same shape. A foreign, truncated or
 /// corrupted blob gives SUTRA_ERR_FORMAT and leaves the session unchanged.
 #[no_mangle]
-pub unsafe extern "C" fn sutra_session_state_load(session: *mut sutra_session, buf: *const u8, buf_len: usize) -> Status {
+pub unsafe extern "C" fn sutra_session_state_load(
+    session: *mut sutra_session,
+    buf: *const u8,
+    buf_len: usize,
+) -> Status {
     guard(|| {
         non_null(session, "session")?;
         non_null(buf, "buf")?;

@@ -52,8 +52,8 @@ impl SafetensorsFile {
         let n = n as usize;
         let header = std::str::from_utf8(&bytes[8..8 + n])
             .map_err(|_| fail("header is not UTF-8 (not a safetensors file)".into()))?;
-        let json: serde_json::Value = serde_json::from_str(header.trim_end())
-            .map_err(|e| fail(format!("header is not valid JSON: {e}")))?;
+        let json: serde_json::Value =
+            serde_json::from_str(header.trim_end()).map_err(|e| fail(format!("header is not valid JSON: {e}")))?;
         let obj = json.as_object().ok_or_else(|| fail("header is not a JSON object".into()))?;
         let data_start = 8 + n;
         let data_len = bytes.len() - data_start;
@@ -134,9 +134,7 @@ impl SafetensorsFile {
 
     /// The tensor called `key`, or a format error naming it and the file.
     pub fn get(&self, key: &str) -> Result<&Tensor> {
-        self.tensors
-            .get(key)
-            .ok_or_else(|| Error::format(format!("{}: missing tensor '{key}'", self.name)))
+        self.tensors.get(key).ok_or_else(|| Error::format(format!("{}: missing tensor '{key}'", self.name)))
     }
 }
 
@@ -157,8 +155,8 @@ pub fn write(
             DType::U8 => safetensors::Dtype::U8,
             DType::I64 => safetensors::Dtype::I64,
         };
-        let view = TensorView::new(dt, shape.clone(), data)
-            .map_err(|e| Error::invalid(format!("tensor '{name}': {e:?}")))?;
+        let view =
+            TensorView::new(dt, shape.clone(), data).map_err(|e| Error::invalid(format!("tensor '{name}': {e:?}")))?;
         views.push((name.clone(), view));
     }
     safetensors::serialize_to_file(views, &metadata, path).map_err(|e| match e {

@@ -96,9 +96,7 @@ pub fn matmul(m: &Matrix, x: &[f32], t: usize, y: &mut [f32]) {
         work(0, &mut yt, &mut Vec::new());
     } else {
         let chunk = chunk_rows(rows);
-        yt.par_chunks_mut(chunk * t)
-            .enumerate()
-            .for_each_init(Vec::new, |buf, (c, out)| work(c * chunk, out, buf));
+        yt.par_chunks_mut(chunk * t).enumerate().for_each_init(Vec::new, |buf, (c, out)| work(c * chunk, out, buf));
     }
     for r in 0..rows {
         for i in 0..t {
@@ -214,13 +212,10 @@ mod tests {
                 }
                 for threads in [1, 3] {
                     let mut got = vec![0f32; t * rows];
-                    let run = || {
-                        matmul(&m, &x, t, &mut got);
-                    };
                     if threads == 1 {
-                        run()
+                        matmul(&m, &x, t, &mut got);
                     } else {
-                        pool.install(run)
+                        pool.install(|| matmul(&m, &x, t, &mut got));
                     }
                     for (g, w) in got.iter().zip(&want) {
                         assert!((g - w).abs() <= 1e-5 * cols as f32, "{dtype:?} {rows}x{cols} t={t}: {g} vs {w}");

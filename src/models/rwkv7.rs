@@ -215,7 +215,7 @@ impl Rwkv7 {
                     .sum::<usize>()
                     + [&b.w_lora, &b.a_lora, &b.g_lora]
                         .iter()
-                        .chain(b.v_lora.as_ref().map(|l| l).iter())
+                        .chain(b.v_lora.as_ref().iter())
                         .map(|l| l.down.n_bytes() + l.up.n_bytes())
                         .sum::<usize>()
             })
@@ -235,15 +235,7 @@ impl Rwkv7 {
             weight_dtype: blocks.first().map_or(emb.dtype(), |b| b.key.dtype()),
             bytes_per_token: bytes_per_token as u64,
         };
-        Ok(Rwkv7 {
-            info,
-            ln0: norm("blocks.0.ln0")?,
-            ln_out: norm("ln_out")?,
-            cfg,
-            emb,
-            blocks,
-            head,
-        })
+        Ok(Rwkv7 { info, ln0: norm("blocks.0.ln0")?, ln_out: norm("ln_out")?, cfg, emb, blocks, head })
     }
 
     /// The sizes read from the checkpoint.

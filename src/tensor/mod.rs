@@ -98,10 +98,9 @@ impl Tensor {
             DType::F32 => Ok(self.as_f32().unwrap_or_default().to_vec()),
             DType::BF16 => Ok(self.as_u16().unwrap_or_default().iter().map(|&b| bf16_to_f32(b)).collect()),
             DType::F16 => Ok(self.as_u16().unwrap_or_default().iter().map(|&b| f16_to_f32(b)).collect()),
-            other => Err(Error::unsupported(format!(
-                "tensor '{}': dtype {other:?} cannot be read as floats",
-                self.name
-            ))),
+            other => {
+                Err(Error::unsupported(format!("tensor '{}': dtype {other:?} cannot be read as floats", self.name)))
+            }
         }
     }
 

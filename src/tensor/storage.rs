@@ -55,9 +55,7 @@ impl Storage {
     fn zeroed(len: usize) -> Result<Storage> {
         let n = len.div_ceil(8);
         let mut words = Vec::new();
-        words
-            .try_reserve_exact(n)
-            .map_err(|_| Error::OutOfMemory(format!("cannot allocate {len} bytes")))?;
+        words.try_reserve_exact(n).map_err(|_| Error::OutOfMemory(format!("cannot allocate {len} bytes")))?;
         words.resize(n, 0);
         Ok(Storage::Owned { words, len })
     }

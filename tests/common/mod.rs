@@ -1,7 +1,7 @@
 //! Helpers shared by the integration tests: fixture paths and reference comparisons.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use sutra::format::SafetensorsFile;
 use sutra::{Model, ModelParams};
@@ -17,12 +17,12 @@ pub fn fixture(p: &str) -> PathBuf {
 }
 
 /// Loads a model with `threads` workers.
-pub fn load(path: &PathBuf, threads: usize) -> Arc<Model> {
+pub fn load(path: &Path, threads: usize) -> Arc<Model> {
     Arc::new(Model::load(path, &ModelParams { n_threads: threads, use_mmap: true }).expect("load model"))
 }
 
 /// Reference tokens and logits [T, V] from an expected.safetensors file.
-pub fn expected(path: &PathBuf, logits_key: &str) -> (Vec<u32>, Vec<f32>, usize) {
+pub fn expected(path: &Path, logits_key: &str) -> (Vec<u32>, Vec<f32>, usize) {
     let f = SafetensorsFile::open(path, false).expect("open expected");
     let tok = f.get("tokens").expect("tokens");
     let toks: Vec<u32> =
@@ -43,7 +43,8 @@ pub fn assert_close(got: &[f32], want: &[f32], abs: f32, rel: f32, what: &str) {
         if d > worst.1 || d.is_nan() {
             worst = (i, d);
         }
-        if !(d <= abs + rel * w.abs()) && bad.len() < 5 {
+        let ok = d <= abs + rel * w.abs();
+        if !ok && bad.len() < 5 {
             bad.push(format!("[{i}] got {g} want {w} (diff {d})"));
         }
     }
