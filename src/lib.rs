@@ -18,6 +18,7 @@
 //! - [`format`]: safetensors reading and the shape-checking weight reader.
 //! - [`models`]: one file per architecture version behind [`models::Architecture`].
 //! - [`session`]: recurrent state and its binary blob.
+//! - [`tokenizer`]: Hugging Face tokenizer.json (BPE, WordPiece, Unigram) and the RWKV world vocabulary.
 //! - `ffi` (C ABI, the only `extern "C"` code) and `src/bin/sutra.rs` (command line).
 //!
 //! ```no_run
@@ -37,6 +38,7 @@ pub mod kernels;
 pub mod models;
 pub mod session;
 pub mod tensor;
+pub mod tokenizer;
 
 pub use error::{Error, Result, Status};
 pub use models::{Architecture, Family, ModelInfo};
