@@ -20,9 +20,9 @@ fn lib_dir() -> PathBuf {
 }
 
 /// Compiles examples-c/`name`.c with the C compiler the `cc` crate picks for this target.
-pub fn build_example(name: &str) -> PathBuf {
+pub fn build_example(name: &str, tag: &str) -> PathBuf {
     let lib = lib_dir();
-    let out = std::env::temp_dir().join(format!("sutra-{name}-{}", std::process::id()));
+    let out = std::env::temp_dir().join(format!("sutra-{name}-{tag}-{}", std::process::id()));
     let compiler = cc::Build::new()
         .target(env!("SUTRA_TARGET"))
         .host(env!("SUTRA_HOST"))
@@ -71,7 +71,7 @@ pub fn run(exe: &PathBuf, args: &[String]) -> String {
 
 #[test]
 fn next_tokens_prints_the_top_five_of_the_rust_api() {
-    let exe = build_example("next_tokens");
+    let exe = build_example("next_tokens", "top5");
     let model = repo("models/rwkv7-shakespeare-6x256/model-bf16.safetensors");
     let tokens = [0u32, 51, 1103, 22];
     let mut args = vec![model.display().to_string()];
@@ -99,7 +99,7 @@ fn next_tokens_prints_the_top_five_of_the_rust_api() {
 
 #[test]
 fn next_tokens_reports_errors_with_a_message() {
-    let exe = build_example("next_tokens");
+    let exe = build_example("next_tokens", "errors");
     let out = Command::new(&exe).args(["/nonexistent/model.safetensors", "1"]).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);

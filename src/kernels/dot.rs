@@ -110,15 +110,27 @@ pub fn dot_f16(w: &[u16], x: &[f32]) -> f32 {
     dot_f16_scalar(w, x)
 }
 
-/// Four dot products of one f32 row `w` with four vectors, reading `w` once.
+/// The 3×4 block of dot products of three rows `w` with four vectors `x`:
+/// `out[r][t] = w[r]·x[t]`. The register-blocked core of the prefill product.
 #[inline]
-pub fn dot4_f32(w: &[f32], x: [&[f32]; 4]) -> [f32; 4] {
+pub fn block3x4(w: [&[f32]; 3], x: [&[f32]; 4]) -> [[f32; 4]; 3] {
     #[cfg(target_arch = "x86_64")]
     if isa() == Isa::Avx2 {
         // SAFETY: AVX2, FMA and F16C were detected at run time.
-        return unsafe { x86::dot4_f32(w, x) };
+        return unsafe { x86::block3x4(w, x) };
     }
-    [dot_f32_scalar(w, x[0]), dot_f32_scalar(w, x[1]), dot_f32_scalar(w, x[2]), dot_f32_scalar(w, x[3])]
+    block3x4_scalar(w, x)
+}
+
+/// Portable reference of [`block3x4`].
+pub fn block3x4_scalar(w: [&[f32]; 3], x: [&[f32]; 4]) -> [[f32; 4]; 3] {
+    let mut out = [[0f32; 4]; 3];
+    for r in 0..3 {
+        for t in 0..4 {
+            out[r][t] = dot_f32_scalar(w[r], x[t]);
+        }
+    }
+    out
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -230,26 +242,32 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn dot4_f32(w: &[f32], x: [&[f32]; 4]) -> [f32; 4] {
-        let n = x.iter().fold(w.len(), |m, v| m.min(v.len()));
-        let pw = w.as_ptr();
+    pub unsafe fn block3x4(w: [&[f32]; 3], x: [&[f32]; 4]) -> [[f32; 4]; 3] {
+        let n = x.iter().chain(w.iter()).fold(usize::MAX, |m, v| m.min(v.len()));
+        let pw = [w[0].as_ptr(), w[1].as_ptr(), w[2].as_ptr()];
         let px = [x[0].as_ptr(), x[1].as_ptr(), x[2].as_ptr(), x[3].as_ptr()];
-        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut acc = [[_mm256_setzero_ps(); 4]; 3];
         let mut i = 0;
         // SAFETY: every load reads 8 floats at offsets i..i+8 <= n of each slice.
         while i + 8 <= n {
-            let wv = _mm256_loadu_ps(pw.add(i));
-            for k in 0..4 {
-                acc[k] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(px[k].add(i)), acc[k]);
+            let wv = [_mm256_loadu_ps(pw[0].add(i)), _mm256_loadu_ps(pw[1].add(i)), _mm256_loadu_ps(pw[2].add(i))];
+            for t in 0..4 {
+                let xv = _mm256_loadu_ps(px[t].add(i));
+                for r in 0..3 {
+                    acc[r][t] = _mm256_fmadd_ps(wv[r], xv, acc[r][t]);
+                }
             }
             i += 8;
         }
-        let mut out = [hsum(acc[0]), hsum(acc[1]), hsum(acc[2]), hsum(acc[3])];
-        while i < n {
-            for k in 0..4 {
-                out[k] += w[i] * x[k][i];
+        let mut out = [[0f32; 4]; 3];
+        for r in 0..3 {
+            for t in 0..4 {
+                let mut s = hsum(acc[r][t]);
+                for j in i..n {
+                    s += w[r][j] * x[t][j];
+                }
+                out[r][t] = s;
             }
-            i += 1;
         }
         out
     }

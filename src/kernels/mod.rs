@@ -63,16 +63,27 @@ pub fn matmul(m: &Matrix, x: &[f32], t: usize, y: &mut [f32]) {
     let (rows, cols) = (m.rows, m.cols);
     // yt is [rows, t]: rows are split between threads, then transposed into y.
     let mut yt = vec![0f32; rows * t];
+    // Computes rows r0.. of yt into `out` ([n_rows, t]): blocks of 3 rows x 4 tokens in
+    // registers, rows stored as bf16/f16 converted once into `buf`.
     let work = |r0: usize, out: &mut [f32], buf: &mut Vec<f32>| {
         let data = m.data();
-        buf.resize(cols, 0.0);
-        for (j, o) in out.chunks_mut(t).enumerate() {
-            let r = r0 + j;
-            let row: &[f32] = match &data {
-                MatrixData::F32(d) => &d[r * cols..(r + 1) * cols],
+        let n_rows = out.len() / t;
+        buf.resize(3 * cols, 0.0);
+        let mut j = 0;
+        while j < n_rows {
+            let nr = (n_rows - j).min(3);
+            let rows_f32: [&[f32]; 3] = match &data {
+                MatrixData::F32(d) => {
+                    let row = |k: usize| &d[(r0 + j + k.min(nr - 1)) * cols..][..cols];
+                    [row(0), row(1), row(2)]
+                }
                 _ => {
-                    m.row_to_f32(r, buf);
-                    buf
+                    for k in 0..nr {
+                        m.row_to_f32(r0 + j + k, &mut buf[k * cols..(k + 1) * cols]);
+                    }
+                    let b = &buf[..];
+                    let row = |k: usize| &b[k.min(nr - 1) * cols..][..cols];
+                    [row(0), row(1), row(2)]
                 }
             };
             let mut i = 0;
@@ -83,25 +94,39 @@ pub fn matmul(m: &Matrix, x: &[f32], t: usize, y: &mut [f32]) {
                     &x[(i + 2) * cols..(i + 3) * cols],
                     &x[(i + 3) * cols..(i + 4) * cols],
                 ];
-                o[i..i + 4].copy_from_slice(&dot::dot4_f32(row, xs));
+                let blk = dot::block3x4(rows_f32, xs);
+                for (k, vals) in blk.iter().enumerate().take(nr) {
+                    out[(j + k) * t + i..(j + k) * t + i + 4].copy_from_slice(vals);
+                }
                 i += 4;
             }
-            while i < t {
-                o[i] = dot_f32(row, &x[i * cols..(i + 1) * cols]);
-                i += 1;
+            for i in i..t {
+                let xi = &x[i * cols..(i + 1) * cols];
+                for (k, row) in rows_f32.iter().enumerate().take(nr) {
+                    out[(j + k) * t + i] = dot_f32(row, xi);
+                }
             }
+            j += nr;
         }
     };
     if rows * cols * t < PAR_MIN_WORK || rayon::current_num_threads() == 1 {
         work(0, &mut yt, &mut Vec::new());
     } else {
-        let chunk = chunk_rows(rows);
+        let chunk = chunk_rows(rows).div_ceil(3) * 3;
         yt.par_chunks_mut(chunk * t).enumerate().for_each_init(Vec::new, |buf, (c, out)| work(c * chunk, out, buf));
     }
-    for r in 0..rows {
-        for i in 0..t {
-            y[i * rows + r] = yt[r * t + i];
+    // Transpose yt [rows, t] into y [t, rows], tokens split between threads.
+    let transpose = |i0: usize, ys: &mut [f32]| {
+        for (di, yrow) in ys.chunks_mut(rows).enumerate() {
+            for (r, v) in yrow.iter_mut().enumerate() {
+                *v = yt[r * t + i0 + di];
+            }
         }
+    };
+    if rows * t < PAR_MIN_WORK || rayon::current_num_threads() == 1 {
+        transpose(0, y);
+    } else {
+        y.par_chunks_mut(8 * rows).enumerate().for_each(|(c, ys)| transpose(c * 8, ys));
     }
 }
 
@@ -186,10 +211,14 @@ mod tests {
             assert!((dot_f32(&a, &b) as f64 - exact).abs() <= tol as f64, "f32 vs f64 n={n}");
             assert!((dot_bf16(&wb, &b) - dot::dot_bf16_scalar(&wb, &b)).abs() <= tol, "bf16 n={n}");
             assert!((dot_f16(&wh, &b) - dot::dot_f16_scalar(&wh, &b)).abs() <= tol, "f16 n={n}");
-            let xs = [&b[..], &a[..], &b[..], &a[..]];
-            let d4 = dot::dot4_f32(&a, xs);
-            assert!((d4[0] - dot::dot_f32_scalar(&a, &b)).abs() <= tol, "dot4 n={n}");
-            assert!((d4[1] - dot::dot_f32_scalar(&a, &a)).abs() <= tol, "dot4 n={n}");
+            let c: Vec<f32> = (0..n).map(|_| lcg(&mut seed)).collect();
+            let (ws, xs) = ([&a[..], &b[..], &c[..]], [&b[..], &a[..], &c[..], &b[..]]);
+            let (blk, want) = (dot::block3x4(ws, xs), dot::block3x4_scalar(ws, xs));
+            for r in 0..3 {
+                for t in 0..4 {
+                    assert!((blk[r][t] - want[r][t]).abs() <= tol, "block3x4 n={n} [{r}][{t}]");
+                }
+            }
         }
     }
 

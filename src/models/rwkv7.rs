@@ -260,6 +260,10 @@ struct Scratch {
     g: Vec<f32>,
     low: Vec<f32>,
     y: Vec<f32>,
+    /// Normalized keys kk: [T, C].
+    kk: Vec<f32>,
+    /// WKV output per head: [H, T, N].
+    yh: Vec<f32>,
     out: Vec<f32>,
     hidden: Vec<f32>,
     v_first: Vec<f32>,
@@ -325,45 +329,52 @@ impl Rwkv7 {
             _ => s.v_first.copy_from_slice(&s.v),
         }
 
-        // 6. Per token: kk = normalize_per_head(k ⊙ k_k);  k ← k ⊙ (1 + (a − 1) ⊙ k_a);
-        //    per head, S [N(value), N(key)]:  S ← S·diag(w) + (S·(−kk))·(kk ⊙ a)ᵀ + v·kᵀ;  y = S·r.
-        let mut kk = vec![0f32; c];
+        // 6. Per token: kk = normalize_per_head(k ⊙ k_k);  k ← k ⊙ (1 + (a − 1) ⊙ k_a).
+        let kk = &mut s.kk;
         for i in 0..t {
             let span = i * c..(i + 1) * c;
-            let (k, a) = (&mut s.k[span.clone()], &s.a[span.clone()]);
+            let (k, a, kk) = (&mut s.k[span.clone()], &s.a[span.clone()], &mut kk[span]);
             for j in 0..c {
                 kk[j] = k[j] * blk.k_k[j];
-            }
-            l2_normalize(&mut kk, nh, 1e-12);
-            for j in 0..c {
                 k[j] *= 1.0 + (a[j] - 1.0) * blk.k_a[j];
             }
-            let (r, v, w) = (&s.r[span.clone()], &s.v[span.clone()], &s.w[span.clone()]);
-            let y = &mut s.y[span.clone()];
-            for h in 0..nh {
-                let hs = h * n..(h + 1) * n;
-                wkv_head(
-                    &mut wkv[h * n * n..(h + 1) * n * n],
-                    &r[hs.clone()],
-                    &w[hs.clone()],
-                    &k[hs.clone()],
-                    &v[hs.clone()],
-                    &kk[hs.clone()],
-                    &a[hs.clone()],
-                    &mut y[hs],
-                );
-            }
-            // 7. y = GroupNorm_H(y)·ln_x + bias;  y += (Σ_head r ⊙ k ⊙ r_k)·v;  y ⊙= g.
-            group_norm(y, nh, &blk.ln_x.w, &blk.ln_x.b, GN_EPS);
-            for h in 0..nh {
-                let hs = h * n..(h + 1) * n;
-                let bonus: f32 = hs.clone().map(|j| r[j] * k[j] * blk.r_k[j]).sum();
-                for j in hs {
-                    y[j] += bonus * v[j];
+            l2_normalize(kk, nh, 1e-12);
+        }
+        // 7. Per head (heads are independent, so they run in parallel, each over all tokens):
+        //    S [N(value), N(key)] ← S·diag(w) + (S·(−kk))·(kk ⊙ a)ᵀ + v·kᵀ;  y = S·r;
+        //    y = GroupNorm(y)·ln_x + bias (one group per head);  y += (Σ r ⊙ k ⊙ r_k)·v;  y ⊙= g.
+        let (r, k, v, w, a, g, kk) = (&s.r, &s.k, &s.v, &s.w, &s.a, &s.g, &s.kk);
+        s.yh.resize(t * c, 0.0);
+        let head = |h: usize, state: &mut [f32], yh: &mut [f32]| {
+            let hs = |i: usize| i * c + h * n..i * c + (h + 1) * n;
+            let (lw, lb) = (&blk.ln_x.w[h * n..(h + 1) * n], &blk.ln_x.b[h * n..(h + 1) * n]);
+            let rk = &blk.r_k[h * n..(h + 1) * n];
+            for (i, y) in yh.chunks_mut(n).enumerate() {
+                let (r, k, v) = (&r[hs(i)], &k[hs(i)], &v[hs(i)]);
+                wkv_head(state, r, &w[hs(i)], k, v, &kk[hs(i)], &a[hs(i)], y);
+                group_norm(y, 1, lw, lb, GN_EPS);
+                let bonus: f32 = (0..n).map(|j| r[j] * k[j] * rk[j]).sum();
+                for (j, (y, g)) in y.iter_mut().zip(&g[hs(i)]).enumerate() {
+                    *y = (*y + bonus * v[j]) * g;
                 }
             }
-            let g = &s.g[span];
-            y.iter_mut().zip(g).for_each(|(y, g)| *y *= g);
+        };
+        if t * nh * n * n >= 1 << 16 && rayon::current_num_threads() > 1 {
+            use rayon::prelude::*;
+            wkv.par_chunks_mut(n * n)
+                .zip(s.yh.par_chunks_mut(t * n))
+                .enumerate()
+                .for_each(|(h, (state, yh))| head(h, state, yh));
+        } else {
+            for (h, (state, yh)) in wkv.chunks_mut(n * n).zip(s.yh.chunks_mut(t * n)).enumerate() {
+                head(h, state, yh);
+            }
+        }
+        // yh is [H, T, N]; y is [T, C].
+        for h in 0..nh {
+            for i in 0..t {
+                s.y[i * c + h * n..i * c + (h + 1) * n].copy_from_slice(&s.yh[(h * t + i) * n..(h * t + i + 1) * n]);
+            }
         }
 
         // 8. x += Wo·y.
@@ -462,6 +473,8 @@ impl Architecture for Rwkv7 {
             g: z(),
             low: Vec::new(),
             y: z(),
+            kk: z(),
+            yh: Vec::new(),
             out: z(),
             hidden: Vec::new(),
             v_first: z(),
