@@ -62,13 +62,64 @@ typedef enum sutra_family {
   SUTRA_FAMILY_MAMBA = 1,
 } sutra_family;
 
+// Why `sutra_generate` stopped.
+typedef enum sutra_stop_reason {
+  // `max_tokens` were generated.
+  SUTRA_STOP_REASON_MAX_TOKENS = 0,
+  // A stop token was sampled (not emitted, not fed).
+  SUTRA_STOP_REASON_STOP_TOKEN = 1,
+  // A stop string appeared (not emitted).
+  SUTRA_STOP_REASON_STOP_STRING = 2,
+  // The callback returned false.
+  SUTRA_STOP_REASON_CALLBACK = 3,
+} sutra_stop_reason;
+
 // A loaded model (opaque). Immutable; may be shared by any number of threads. Released by
 // `sutra_model_free`; sessions created from it keep it alive until they are freed too.
 typedef struct sutra_model sutra_model;
 
+// A sampler chain (opaque): stages applied in the order added, a seeded random generator
+// and the token history the penalties use. Used by one thread at a time. Released by
+// `sutra_sampler_free`.
+typedef struct sutra_sampler sutra_sampler;
+
 // One sequence's recurrent state (opaque). Used by one thread at a time. Released by
 // `sutra_session_free`.
 typedef struct sutra_session sutra_session;
+
+// A loaded tokenizer (opaque, immutable, shareable by threads). Released by
+// `sutra_tokenizer_free`.
+typedef struct sutra_tokenizer sutra_tokenizer;
+
+// What `sutra_generate` should do. Start from `sutra_generate_default_params()`.
+typedef struct sutra_generate_params {
+  // Most tokens to generate.
+  int32_t max_tokens;
+  // `n_stop_strings` NUL-terminated UTF-8 strings that end generation (may be NULL if 0).
+  const char *const *stop_strings;
+  // Number of stop strings.
+  size_t n_stop_strings;
+  // `n_stop_tokens` token ids that end generation (may be NULL if 0).
+  const int32_t *stop_tokens;
+  // Number of stop tokens.
+  size_t n_stop_tokens;
+  // Apply the tokenizer's special-token template to the prompt.
+  bool add_special_tokens;
+} sutra_generate_params;
+
+// Receives each generated piece of text: `len` bytes of whole UTF-8 characters (not
+// NUL-terminated). Return false to stop generation.
+typedef bool (*sutra_piece_callback)(const char *piece, size_t len, void *user_data);
+
+// What `sutra_generate` did.
+typedef struct sutra_generate_result {
+  // Tokens the prompt encoded to.
+  int32_t n_prompt_tokens;
+  // Tokens generated and fed to the session.
+  int32_t n_generated;
+  // Why it stopped.
+  enum sutra_stop_reason stop_reason;
+} sutra_generate_result;
 
 // Progress callback of long operations: `fraction` in [0, 1]; return false to cancel.
 typedef bool (*sutra_progress_callback)(float fraction, void *user_data);
@@ -125,6 +176,60 @@ const char *sutra_last_error(void);
 // A static, human-readable name of a status code ("SUTRA_ERR_FORMAT", ...).
 const char *sutra_status_name(enum sutra_status status);
 
+// Creates an empty sampler chain drawing with `seed` (same seed, same tokens). Without a
+// final `greedy` or `dist` stage the chain draws from the softmax of what is left.
+enum sutra_status sutra_sampler_new(uint64_t seed, struct sutra_sampler **out_sampler);
+
+// Releases a sampler (NULL is a no-op).
+void sutra_sampler_free(struct sutra_sampler *sampler);
+
+// Appends greedy selection (argmax).
+enum sutra_status sutra_sampler_add_greedy(struct sutra_sampler *sampler);
+
+// Appends a draw from the softmax of the remaining candidates.
+enum sutra_status sutra_sampler_add_dist(struct sutra_sampler *sampler);
+
+// Appends temperature scaling (t <= 0 selects greedily).
+enum sutra_status sutra_sampler_add_temperature(struct sutra_sampler *sampler, float t);
+
+// Appends top-k truncation (k = 0 is off).
+enum sutra_status sutra_sampler_add_top_k(struct sutra_sampler *sampler, int32_t k);
+
+// Appends top-p (nucleus) truncation keeping at least `min_keep` candidates.
+enum sutra_status sutra_sampler_add_top_p(struct sutra_sampler *sampler, float p, size_t min_keep);
+
+// Appends min-p truncation: keeps candidates with probability >= p × the best one's.
+enum sutra_status sutra_sampler_add_min_p(struct sutra_sampler *sampler, float p);
+
+// Appends repetition/frequency/presence penalties over the last `last_n` tokens (0 = all).
+enum sutra_status sutra_sampler_add_penalties(struct sutra_sampler *sampler, int32_t last_n, float repeat, float frequency, float presence);
+
+// Appends RWKV's decaying presence penalty: logit -= presence + frequency × occurrence,
+// occurrences decaying by `decay` each step.
+enum sutra_status sutra_sampler_add_rwkv_presence(struct sutra_sampler *sampler, float presence, float frequency, float decay);
+
+// Appends a logit bias: `bias[i]` is added to the logit of `ids[i]` (-INFINITY bans it).
+enum sutra_status sutra_sampler_add_logit_bias(struct sutra_sampler *sampler, const int32_t *ids, const float *bias, size_t n);
+
+// Picks a token from `n_vocab` logits into `*out_token` (does not accept it).
+enum sutra_status sutra_sampler_sample(struct sutra_sampler *sampler, const float *logits, size_t n_vocab, int32_t *out_token);
+
+// Records `token` as generated, for the penalties.
+enum sutra_status sutra_sampler_accept(struct sutra_sampler *sampler, int32_t token);
+
+// Clears the history and restarts the random generator from the seed.
+enum sutra_status sutra_sampler_reset(struct sutra_sampler *sampler);
+
+// Default generation parameters: 128 tokens, no stop strings or tokens, no special tokens.
+struct sutra_generate_params sutra_generate_default_params(void);
+
+// Feeds `prompt_len` bytes of UTF-8 `prompt` to `session`, then samples with `sampler`
+// up to `params->max_tokens` tokens, feeding each back and passing the text to `callback`
+// in pieces of whole UTF-8 characters. Stop strings (also split across tokens) are not
+// emitted. `params` may be NULL for defaults; `out_result` may be NULL. The session keeps
+// the state after the last fed token, so a chat continues with the next prompt.
+enum sutra_status sutra_generate(struct sutra_session *session, const struct sutra_tokenizer *tokenizer, struct sutra_sampler *sampler, const char *prompt, size_t prompt_len, const struct sutra_generate_params *params, sutra_piece_callback callback, void *user_data, struct sutra_generate_result *out_result);
+
 // Default load parameters: all cores, mmap on, no progress callback.
 struct sutra_model_params sutra_model_default_params(void);
 
@@ -176,6 +281,29 @@ enum sutra_status sutra_session_state_save(const struct sutra_session *session, 
 // Restores a state blob saved from a model of the same shape. A foreign, truncated or
 // corrupted blob gives SUTRA_ERR_FORMAT and leaves the session unchanged.
 enum sutra_status sutra_session_state_load(struct sutra_session *session, const uint8_t *buf, size_t buf_len);
+
+// Loads a Hugging Face tokenizer.json (BPE, WordPiece or Unigram model) or an RWKV world
+// vocabulary file (rwkv_vocab_v20230424.txt format).
+enum sutra_status sutra_tokenizer_load(const char *path, struct sutra_tokenizer **out_tokenizer);
+
+// Releases a tokenizer (NULL is a no-op).
+void sutra_tokenizer_free(struct sutra_tokenizer *tokenizer);
+
+// Number of token ids of the tokenizer (largest id + 1), or -1 when `tokenizer` is NULL.
+int32_t sutra_tokenizer_n_vocab(const struct sutra_tokenizer *tokenizer);
+
+// The id of the token spelled `token` (NUL-terminated), or -1 when there is none or an
+// argument is NULL.
+int32_t sutra_tokenizer_token_id(const struct sutra_tokenizer *tokenizer, const char *token);
+
+// Encodes `text_len` bytes of UTF-8 `text` (invalid UTF-8 is SUTRA_ERR_INVALID_ARGUMENT).
+// `*n_ids` receives the number of ids, also when `ids_cap` is too small (then
+// SUTRA_ERR_BUFFER_TOO_SMALL and nothing is written to `ids_out`, which may be NULL).
+enum sutra_status sutra_tokenize(const struct sutra_tokenizer *tokenizer, const char *text, size_t text_len, bool add_special_tokens, int32_t *ids_out, size_t ids_cap, size_t *n_ids);
+
+// Writes the UTF-8 text of `n_ids` ids to `text_out` (not NUL-terminated); `*n_bytes` as in
+// `sutra_tokenize`. Bytes that do not form valid UTF-8 are replaced by U+FFFD.
+enum sutra_status sutra_detokenize(const struct sutra_tokenizer *tokenizer, const int32_t *ids, size_t n_ids, char *text_out, size_t text_cap, size_t *n_bytes);
 
 #ifdef __cplusplus
 }  // extern "C"

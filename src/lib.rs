@@ -18,6 +18,7 @@
 //! - [`format`]: safetensors reading and the shape-checking weight reader.
 //! - [`models`]: one file per architecture version behind [`models::Architecture`].
 //! - [`session`]: recurrent state and its binary blob.
+//! - [`sample`], [`generate`]: sampler chains and streamed text generation.
 //! - [`tokenizer`]: Hugging Face tokenizer.json (BPE, WordPiece, Unigram) and the RWKV world vocabulary.
 //! - `ffi` (C ABI, the only `extern "C"` code) and `src/bin/sutra.rs` (command line).
 //!
@@ -34,15 +35,20 @@
 pub mod error;
 pub mod ffi;
 pub mod format;
+pub mod generate;
 pub mod kernels;
 pub mod models;
+pub mod sample;
 pub mod session;
 pub mod tensor;
 pub mod tokenizer;
 
 pub use error::{Error, Result, Status};
+pub use generate::{generate, GenerateParams, Generation, StopReason};
 pub use models::{Architecture, Family, ModelInfo};
+pub use sample::{Sampler, Stage};
 pub use session::Session;
+pub use tokenizer::Tokenizer;
 
 use format::SafetensorsFile;
 use std::path::Path;

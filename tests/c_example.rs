@@ -49,6 +49,12 @@ pub fn build_example(name: &str, tag: &str) -> PathBuf {
 
 /// Runs `exe args`, under valgrind (no errors, no definite/indirect leaks) when VALGRIND=1.
 pub fn run(exe: &PathBuf, args: &[String]) -> String {
+    run_with_input(exe, args, "")
+}
+
+/// [`run`] with `input` on standard input.
+pub fn run_with_input(exe: &PathBuf, args: &[String], input: &str) -> String {
+    use std::io::Write;
     let valgrind = std::env::var("VALGRIND").is_ok_and(|v| v == "1");
     let mut cmd = if valgrind {
         let mut c = Command::new("valgrind");
@@ -58,7 +64,15 @@ pub fn run(exe: &PathBuf, args: &[String]) -> String {
     } else {
         Command::new(exe)
     };
-    let out = cmd.args(args).output().expect("run the example");
+    let mut child = cmd
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run the example");
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
         "{} failed ({:?}): {}",
@@ -104,4 +118,47 @@ fn next_tokens_reports_errors_with_a_message() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("SUTRA_ERR_IO") && err.contains("/nonexistent/model.safetensors"), "{err}");
+}
+
+fn bundled(file: &str) -> String {
+    repo(&format!("models/rwkv7-shakespeare-6x256/{file}")).display().to_string()
+}
+
+/// The demo: generate.c writes text after the prompt, and the same seed gives the same text
+/// as the Rust API with the same sampler chain.
+#[test]
+fn generate_c_writes_the_same_text_as_the_rust_api() {
+    let exe = build_example("generate", "gen");
+    let args: Vec<String> =
+        vec![bundled("model-bf16.safetensors"), bundled("tokenizer.json"), "ROMEO:\n".into(), "60".into(), "42".into()];
+    let stdout = run(&exe, &args);
+
+    let m = load(&repo("models/rwkv7-shakespeare-6x256/model-bf16.safetensors"), 2);
+    let t = sutra::Tokenizer::from_file(&repo("models/rwkv7-shakespeare-6x256/tokenizer.json")).unwrap();
+    let mut s = sutra::Sampler::new(42);
+    s.add(sutra::Stage::TopP { p: 0.9, min_keep: 1 }).unwrap();
+    s.add(sutra::Stage::Temperature(0.8)).unwrap();
+    s.add(sutra::Stage::Dist).unwrap();
+    let mut text = String::from("ROMEO:\n");
+    let p = sutra::GenerateParams { max_tokens: 60, stop_tokens: vec![0], ..Default::default() };
+    let mut sess = sutra::Session::new(&m);
+    sutra::generate(&mut sess, &t, &mut s, "ROMEO:\n", &p, &mut |piece| {
+        text.push_str(piece);
+        true
+    })
+    .unwrap();
+    assert_eq!(stdout, format!("{text}\n"));
+}
+
+/// chat.c keeps one session across turns and answers each line.
+#[test]
+fn chat_c_answers_each_turn() {
+    let exe = build_example("chat", "chat");
+    let stdout = run_with_input(
+        &exe,
+        &[bundled("model-bf16.safetensors"), bundled("tokenizer.json")],
+        "Who art thou?\nWhere is the king?\n",
+    );
+    assert_eq!(stdout.matches("Assistant:").count(), 2, "{stdout}");
+    assert_eq!(stdout.matches("User: ").count(), 3, "{stdout}");
 }

@@ -5,22 +5,32 @@
 //! sutra logits MODEL --tokens 1,2,3 [--prefill] [--threads N] --out FILE.safetensors
 //! sutra synth --arch rwkv7 --layers L --width D --vocab V [--head-size N] [--dtype f32|bf16|f16] [--seed S] --out FILE
 //! sutra bench MODEL [--threads N] [--prompt 512] [--gen 128] [--no-mmap]
+//! sutra tokenize TOKENIZER "text" [--special]
+//! sutra generate MODEL [--tokenizer T] --prompt "..." [-n 200] [--temp 0.8] [--top-p 0.9] [--top-k 0] [--seed S]
+//! sutra chat MODEL [--tokenizer T] [--temp 0.8] [--top-p 0.9] [--seed S]
+//! sutra perplexity MODEL [--tokenizer T] --file TEXT [--bos 0] [--ctx 1024]
 //! ```
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 use sutra::format::synth::{synthesize, SynthSpec};
 use sutra::tensor::DType;
-use sutra::{Error, Model, ModelParams, Result, Session};
+use sutra::{generate, Error, GenerateParams, Model, ModelParams, Result, Sampler, Session, Stage, Tokenizer};
 
 const USAGE: &str = "usage:
   sutra info MODEL
   sutra logits MODEL --tokens 1,2,3 [--prefill] [--threads N] --out FILE.safetensors
   sutra synth --arch rwkv7 --layers L --width D --vocab V [--head-size 64] [--dtype f32|bf16|f16] [--seed S] --out FILE
-  sutra bench MODEL [--threads N] [--prompt 512] [--gen 128] [--no-mmap]";
+  sutra bench MODEL [--threads N] [--prompt 512] [--gen 128] [--no-mmap]
+  sutra tokenize TOKENIZER TEXT [--special]      (or --bench FILE: encode/decode MB/s)
+  sutra generate MODEL [--tokenizer T] --prompt TEXT [-n 200] [--temp 0.8] [--top-p 0.9] [--top-k 0] [--seed S]
+  sutra chat MODEL [--tokenizer T] [--temp 0.8] [--top-p 0.9] [--seed S] [-n 300]
+  sutra perplexity MODEL [--tokenizer T] --file TEXT [--bos 0] [--ctx 1024]
+A tokenizer.json or rwkv_vocab_v20230424.txt next to MODEL is used when --tokenizer is not given.";
 
 /// Parsed command line: positional arguments and `--flag [value]` options.
 struct Args {
@@ -29,7 +39,7 @@ struct Args {
 }
 
 /// Options that take no value.
-const SWITCHES: &[&str] = &["prefill", "no-mmap"];
+const SWITCHES: &[&str] = &["prefill", "no-mmap", "special"];
 
 impl Args {
     fn parse(raw: impl Iterator<Item = String>) -> Result<Args> {
@@ -37,6 +47,7 @@ impl Args {
         let mut opts = HashMap::new();
         let mut it = raw.peekable();
         while let Some(a) = it.next() {
+            let a = if a == "-n" { "--n".to_string() } else { a };
             if let Some(name) = a.strip_prefix("--") {
                 if SWITCHES.contains(&name) {
                     opts.insert(name.to_string(), String::new());
@@ -73,11 +84,66 @@ impl Args {
     fn model_path(&self) -> Result<PathBuf> {
         self.pos.get(1).map(PathBuf::from).ok_or_else(|| Error::invalid(format!("MODEL is required\n{USAGE}")))
     }
+
+    fn float(&self, name: &str, default: f32) -> Result<f32> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(v) => v.parse().map_err(|_| Error::invalid(format!("--{name} {v}: a number expected"))),
+        }
+    }
 }
 
 fn load(args: &Args) -> Result<Arc<Model>> {
     let params = ModelParams { n_threads: args.num("threads", 0)?, use_mmap: !args.flag("no-mmap") };
     Ok(Arc::new(Model::load(&args.model_path()?, &params)?))
+}
+
+/// The tokenizer given by --tokenizer, or the one next to the model.
+fn tokenizer_for(args: &Args) -> Result<Tokenizer> {
+    if let Some(t) = args.get("tokenizer") {
+        return Tokenizer::from_file(Path::new(t));
+    }
+    let model = args.model_path()?;
+    let dir = model.parent().unwrap_or(Path::new("."));
+    for name in ["tokenizer.json", "rwkv_vocab_v20230424.txt"] {
+        let p = dir.join(name);
+        if p.exists() {
+            return Tokenizer::from_file(&p);
+        }
+    }
+    Err(Error::invalid(format!("no tokenizer: give --tokenizer, or put tokenizer.json next to {}", model.display())))
+}
+
+/// The sampler the command line describes: top-k, top-p, temperature, draw (greedy at --temp 0).
+fn sampler_for(args: &Args) -> Result<Sampler> {
+    let seed = match args.get("seed") {
+        Some(_) => args.num("seed", 0)? as u64,
+        None => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64),
+    };
+    let mut s = Sampler::new(seed);
+    let temp = args.float("temp", 0.8)?;
+    if temp <= 0.0 {
+        s.add(Stage::Greedy)?;
+        return Ok(s);
+    }
+    if args.float("presence", 0.0)? != 0.0 || args.float("frequency", 0.0)? != 0.0 {
+        s.add(Stage::RwkvPresence {
+            presence: args.float("presence", 0.0)?,
+            frequency: args.float("frequency", 0.0)?,
+            decay: args.float("decay", 0.996)?,
+        })?;
+    }
+    s.add(Stage::TopK(args.num("top-k", 0)?))?;
+    s.add(Stage::TopP { p: args.float("top-p", 0.9)?, min_keep: 1 })?;
+    s.add(Stage::MinP(args.float("min-p", 0.0)?))?;
+    s.add(Stage::Temperature(temp))?;
+    s.add(Stage::Dist)?;
+    Ok(s)
+}
+
+/// Stop tokens: `<|endoftext|>` when the tokenizer has it.
+fn default_stop_tokens(tok: &Tokenizer) -> Vec<u32> {
+    tok.token_to_id("<|endoftext|>").into_iter().collect()
 }
 
 fn human(n: u64) -> String {
@@ -215,6 +281,166 @@ fn cmd_bench(args: &Args) -> Result<()> {
     Ok(())
 }
 
+/// Encode/decode throughput of `tok` on the text of `file` (best of 3, one thread).
+fn tokenizer_bench(tok: &Tokenizer, file: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(file).map_err(|e| Error::io(file, e))?;
+    let mb = text.len() as f64 / 1e6;
+    let (mut enc, mut dec) = (f64::MAX, f64::MAX);
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let t0 = Instant::now();
+        ids = tok.encode(&text, false)?;
+        enc = enc.min(t0.elapsed().as_secs_f64());
+        let t1 = Instant::now();
+        let back = tok.decode(&ids, false)?;
+        dec = dec.min(t1.elapsed().as_secs_f64());
+        if back.len() != text.len() {
+            eprintln!("note: decode(encode(text)) differs from the text (normalization)");
+        }
+    }
+    println!("text:   {} ({:.2} MB)", file.display(), mb);
+    println!("tokens: {} ({:.2} bytes/token)", ids.len(), text.len() as f64 / ids.len().max(1) as f64);
+    println!("encode: {:.2} MB/s ({:.3} s)", mb / enc, enc);
+    println!("decode: {:.2} MB/s ({:.3} s)", mb / dec, dec);
+    Ok(())
+}
+
+fn cmd_tokenize(args: &Args) -> Result<()> {
+    let path = args.pos.get(1).ok_or_else(|| Error::invalid(format!("TOKENIZER is required\n{USAGE}")))?;
+    let tok = Tokenizer::from_file(Path::new(path))?;
+    if let Some(file) = args.get("bench") {
+        return tokenizer_bench(&tok, Path::new(file));
+    }
+    let text = args.pos.get(2).ok_or_else(|| Error::invalid(format!("text is required\n{USAGE}")))?;
+    let ids = tok.encode(text, args.flag("special"))?;
+    let ids_s: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+    println!("{}", ids_s.join(" "));
+    for id in &ids {
+        let piece = tok.decode_bytes(&[*id])?;
+        eprintln!("{id:>8}  {:?}", String::from_utf8_lossy(&piece));
+    }
+    Ok(())
+}
+
+fn cmd_generate(args: &Args) -> Result<()> {
+    let m = load(args)?;
+    let tok = tokenizer_for(args)?;
+    let mut sampler = sampler_for(args)?;
+    let prompt = args.required("prompt")?.replace("\\n", "\n");
+    let params = GenerateParams {
+        max_tokens: args.num("n", 200)?,
+        stop_strings: args.get("stop").map(|s| vec![s.replace("\\n", "\n")]).unwrap_or_default(),
+        stop_tokens: default_stop_tokens(&tok),
+        add_special_tokens: false,
+    };
+    let mut s = Session::new(&m);
+    let mut out = std::io::stdout();
+    print!("{prompt}");
+    let t0 = Instant::now();
+    let g = generate(&mut s, &tok, &mut sampler, &prompt, &params, &mut |piece| {
+        print!("{piece}");
+        out.flush().is_ok()
+    })?;
+    println!();
+    let dt = t0.elapsed().as_secs_f64();
+    eprintln!(
+        "[{} prompt tokens, {} generated in {:.2} s ({:.1} tokens/s), stop: {:?}]",
+        g.n_prompt_tokens,
+        g.tokens.len(),
+        dt,
+        g.tokens.len() as f64 / dt,
+        g.stop
+    );
+    Ok(())
+}
+
+fn cmd_chat(args: &Args) -> Result<()> {
+    let m = load(args)?;
+    let tok = tokenizer_for(args)?;
+    let mut sampler = sampler_for(args)?;
+    let user = args.get("user").unwrap_or("User").to_string();
+    let bot = args.get("bot").unwrap_or("Assistant").to_string();
+    let params = GenerateParams {
+        max_tokens: args.num("n", 300)?,
+        stop_strings: vec!["\n\n".into(), format!("\n{user}:")],
+        stop_tokens: default_stop_tokens(&tok),
+        add_special_tokens: false,
+    };
+    // One session for the whole conversation: each turn feeds only the new text; the
+    // recurrent state carries the history.
+    let mut s = Session::new(&m);
+    let stdin = std::io::stdin();
+    let mut out = std::io::stdout();
+    eprintln!("chatting with {} ({} layers); empty line or end of input to quit", m.info().arch_name, m.info().n_layer);
+    let mut first = true;
+    loop {
+        print!("{user}: ");
+        out.flush().ok();
+        let mut line = String::new();
+        if stdin.lock().read_line(&mut line).map_err(|e| Error::io(Path::new("<stdin>"), e))? == 0 {
+            break;
+        }
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        let sep = if first { "" } else { "\n\n" };
+        first = false;
+        let turn = format!("{sep}{user}: {line}\n\n{bot}:");
+        print!("{bot}:");
+        generate(&mut s, &tok, &mut sampler, &turn, &params, &mut |piece| {
+            print!("{piece}");
+            out.flush().is_ok()
+        })?;
+        println!();
+    }
+    Ok(())
+}
+
+fn cmd_perplexity(args: &Args) -> Result<()> {
+    let m = load(args)?;
+    let tok = tokenizer_for(args)?;
+    let path = PathBuf::from(args.required("file")?);
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let mut tokens = vec![args.num("bos", 0)? as u32];
+    tokens.extend(tok.encode(&text, false)?);
+    let ctx = args.num("ctx", 1024)?.max(1);
+    let v = m.info().n_vocab;
+    let mut s = Session::new(&m);
+    let mut logits = vec![0f32; ctx * v];
+    let mut nll = 0f64;
+    let n_pred = tokens.len() - 1;
+    let t0 = Instant::now();
+    // The whole file is one stream from the zero state, fed in pieces of `ctx` tokens with
+    // the state carried over; every token after the first is scored.
+    for start in (0..n_pred).step_by(ctx) {
+        let end = (start + ctx).min(n_pred);
+        let piece = &tokens[start..end];
+        s.eval_all_logits(piece, &mut logits[..piece.len() * v])?;
+        for (i, row) in logits[..piece.len() * v].chunks(v).enumerate() {
+            let target = tokens[start + i + 1] as usize;
+            let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+            let lse = row.iter().map(|&l| (l as f64 - max).exp()).sum::<f64>().ln() + max;
+            nll += lse - row[target] as f64;
+        }
+        let done = end as f64 / n_pred as f64;
+        let bar = (done * 40.0) as usize;
+        eprint!(
+            "\r[{}{}] {end}/{n_pred} tokens, {:.0} tokens/s",
+            "#".repeat(bar),
+            " ".repeat(40 - bar),
+            end as f64 / t0.elapsed().as_secs_f64()
+        );
+    }
+    eprintln!();
+    let ppl = (nll / n_pred as f64).exp();
+    println!("tokens: {n_pred}");
+    println!("mean_nll: {:.6}", nll / n_pred as f64);
+    println!("perplexity: {ppl:.4}");
+    println!("bits_per_byte: {:.6}", nll / std::f64::consts::LN_2 / text.len() as f64);
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let args = match Args::parse(std::env::args()) {
         Ok(a) => a,
@@ -231,6 +457,10 @@ fn main() -> ExitCode {
         "logits" => cmd_logits(&sub),
         "synth" => cmd_synth(&sub),
         "bench" => cmd_bench(&sub),
+        "tokenize" => cmd_tokenize(&sub),
+        "generate" => cmd_generate(&sub),
+        "chat" => cmd_chat(&sub),
+        "perplexity" => cmd_perplexity(&sub),
         "" | "help" | "-h" => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;

@@ -9,11 +9,15 @@
 #![allow(non_camel_case_types)]
 #![allow(clippy::missing_safety_doc)]
 
+mod generate;
 mod model;
 mod session;
+mod tokenizer;
 
+pub use generate::*;
 pub use model::*;
 pub use session::*;
+pub use tokenizer::*;
 
 use crate::error::{Error, Result, Status};
 use std::cell::RefCell;

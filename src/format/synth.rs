@@ -29,6 +29,7 @@ pub struct SynthSpec {
 }
 
 /// A small deterministic generator (SplitMix64) with uniform and normal draws.
+#[derive(Debug, Clone)]
 pub struct Rng(u64);
 
 impl Rng {
