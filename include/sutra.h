@@ -14,6 +14,12 @@
 #define SUTRA_VERSION_PATCH 0
 
 
+// The format version this build reads and writes.
+#define FORMAT_VERSION 1
+
+// Weights per packing block of q4 (and the step of group sizes).
+#define BLOCK 32
+
 // Stable numeric status codes shared by the Rust API and the C ABI (`sutra_status`).
 //
 // The numbers never change once released; new codes are appended.
@@ -52,6 +58,10 @@ typedef enum sutra_dtype {
   SUTRA_DTYPE_U8 = 4,
   // 64-bit integers.
   SUTRA_DTYPE_I64 = 5,
+  // libsutra group-wise 8-bit weights.
+  SUTRA_DTYPE_Q8 = 6,
+  // libsutra group-wise 4-bit weights.
+  SUTRA_DTYPE_Q4 = 7,
 } sutra_dtype;
 
 // Model family.

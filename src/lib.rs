@@ -19,6 +19,7 @@
 //! - [`models`]: one file per architecture version behind [`models::Architecture`].
 //! - [`session`]: recurrent state and its binary blob.
 //! - [`sample`], [`generate`]: sampler chains and streamed text generation.
+//! - [`quant`]: q8/q4 group-wise weights, RTN and activation-aware (AWQ) quantization.
 //! - [`tokenizer`]: Hugging Face tokenizer.json (BPE, WordPiece, Unigram) and the RWKV world vocabulary.
 //! - `ffi` (C ABI, the only `extern "C"` code) and `src/bin/sutra.rs` (command line).
 //!
@@ -38,6 +39,7 @@ pub mod format;
 pub mod generate;
 pub mod kernels;
 pub mod models;
+pub mod quant;
 pub mod sample;
 pub mod session;
 pub mod tensor;
@@ -74,6 +76,7 @@ pub struct Model {
     arch: Box<dyn Architecture>,
     pool: rayon::ThreadPool,
     fingerprint: u64,
+    storage_id: usize,
 }
 
 impl Model {
@@ -110,7 +113,9 @@ impl Model {
         Self::from_file(file, params)
     }
 
-    fn from_file(file: SafetensorsFile, params: &ModelParams) -> Result<Model> {
+    /// Builds a model from an opened checkpoint.
+    pub fn from_file(file: SafetensorsFile, params: &ModelParams) -> Result<Model> {
+        let storage_id = file.tensors.values().next().map_or(0, |t| t.storage_id());
         let arch = models::load(&file)?;
         let n_threads = match params.n_threads {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -126,7 +131,7 @@ impl Model {
         for v in [i.version as usize, i.n_layer, i.n_embd, i.n_vocab, i.n_head, i.head_size, arch.state_len()] {
             fp = session::fnv1a(&(v as u64).to_le_bytes(), fp);
         }
-        Ok(Model { arch, pool, fingerprint: fp })
+        Ok(Model { arch, pool, fingerprint: fp, storage_id })
     }
 
     /// Architecture and sizes.
@@ -147,6 +152,11 @@ impl Model {
     /// A hash of the architecture and every size that shapes the state.
     pub fn fingerprint(&self) -> u64 {
         self.fingerprint
+    }
+
+    /// Identifies the mapped (or owned) file the weights live in.
+    pub fn storage_id(&self) -> usize {
+        self.storage_id
     }
 
     /// Runs `f` on this model's thread pool.

@@ -8,7 +8,8 @@
 //! sutra tokenize TOKENIZER "text" [--special]
 //! sutra generate MODEL [--tokenizer T] --prompt "..." [-n 200] [--temp 0.8] [--top-p 0.9] [--top-k 0] [--seed S]
 //! sutra chat MODEL [--tokenizer T] [--temp 0.8] [--top-p 0.9] [--seed S]
-//! sutra perplexity MODEL [--tokenizer T] --file TEXT [--bos 0] [--ctx 1024]
+//! sutra perplexity MODEL [--tokenizer T] --file TEXT [--bos 0] [--ctx 1024] [--kl-base BASE]
+//! sutra quantize IN OUT --type q8|q4 [--group 64] [--method rtn|awq] [--calib TEXT] [--calib-tokens N]
 //! ```
 
 use std::collections::HashMap;
@@ -29,7 +30,8 @@ const USAGE: &str = "usage:
   sutra tokenize TOKENIZER TEXT [--special]      (or --bench FILE: encode/decode MB/s)
   sutra generate MODEL [--tokenizer T] --prompt TEXT [-n 200] [--temp 0.8] [--top-p 0.9] [--top-k 0] [--seed S]
   sutra chat MODEL [--tokenizer T] [--temp 0.8] [--top-p 0.9] [--seed S] [-n 300]
-  sutra perplexity MODEL [--tokenizer T] --file TEXT [--bos 0] [--ctx 1024]
+  sutra perplexity MODEL [--tokenizer T] --file TEXT [--bos 0] [--ctx 1024] [--kl-base BASE]
+  sutra quantize IN OUT --type q8|q4 [--group 32|64|128] [--method rtn|awq] [--calib TEXT --calib-tokens N] [--tokenizer T] [--keep NAME,...]
 A tokenizer.json or rwkv_vocab_v20230424.txt next to MODEL is used when --tokenizer is not given.";
 
 /// Parsed command line: positional arguments and `--flag [value]` options.
@@ -397,8 +399,22 @@ fn cmd_chat(args: &Args) -> Result<()> {
     Ok(())
 }
 
+/// log-softmax of `row` into `out`.
+fn log_softmax(row: &[f32], out: &mut [f64]) {
+    let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+    let lse = row.iter().map(|&l| (l as f64 - max).exp()).sum::<f64>().ln() + max;
+    out.iter_mut().zip(row).for_each(|(o, &l)| *o = l as f64 - lse);
+}
+
 fn cmd_perplexity(args: &Args) -> Result<()> {
     let m = load(args)?;
+    let base = match args.get("kl-base") {
+        Some(b) => Some(Arc::new(Model::load(
+            Path::new(b),
+            &ModelParams { n_threads: args.num("threads", 0)?, use_mmap: true },
+        )?)),
+        None => None,
+    };
     let tok = tokenizer_for(args)?;
     let path = PathBuf::from(args.required("file")?);
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
@@ -406,9 +422,17 @@ fn cmd_perplexity(args: &Args) -> Result<()> {
     tokens.extend(tok.encode(&text, false)?);
     let ctx = args.num("ctx", 1024)?.max(1);
     let v = m.info().n_vocab;
+    if let Some(b) = &base {
+        if b.info().n_vocab != v {
+            return Err(Error::invalid(format!("--kl-base has vocabulary {}, the model {v}", b.info().n_vocab)));
+        }
+    }
     let mut s = Session::new(&m);
+    let mut sb = base.as_ref().map(Session::new);
     let mut logits = vec![0f32; ctx * v];
-    let mut nll = 0f64;
+    let mut base_logits = vec![0f32; if base.is_some() { ctx * v } else { 0 }];
+    let (mut lp, mut lq) = (vec![0f64; v], vec![0f64; v]);
+    let (mut nll, mut kl, mut agree) = (0f64, 0f64, 0usize);
     let n_pred = tokens.len() - 1;
     let t0 = Instant::now();
     // The whole file is one stream from the zero state, fed in pieces of `ctx` tokens with
@@ -417,11 +441,21 @@ fn cmd_perplexity(args: &Args) -> Result<()> {
         let end = (start + ctx).min(n_pred);
         let piece = &tokens[start..end];
         s.eval_all_logits(piece, &mut logits[..piece.len() * v])?;
+        if let Some(sb) = sb.as_mut() {
+            sb.eval_all_logits(piece, &mut base_logits[..piece.len() * v])?;
+        }
         for (i, row) in logits[..piece.len() * v].chunks(v).enumerate() {
             let target = tokens[start + i + 1] as usize;
-            let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
-            let lse = row.iter().map(|&l| (l as f64 - max).exp()).sum::<f64>().ln() + max;
-            nll += lse - row[target] as f64;
+            log_softmax(row, &mut lq);
+            nll -= lq[target];
+            if sb.is_some() {
+                let brow = &base_logits[i * v..(i + 1) * v];
+                log_softmax(brow, &mut lp);
+                // KL(base || model) = Σ p_base (log p_base − log p_model)
+                kl += lp.iter().zip(&lq).map(|(&a, &b)| a.exp() * (a - b)).sum::<f64>();
+                let am = |r: &[f32]| r.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |x| x.0);
+                agree += (am(row) == am(brow)) as usize;
+            }
         }
         let done = end as f64 / n_pred as f64;
         let bar = (done * 40.0) as usize;
@@ -438,6 +472,54 @@ fn cmd_perplexity(args: &Args) -> Result<()> {
     println!("mean_nll: {:.6}", nll / n_pred as f64);
     println!("perplexity: {ppl:.4}");
     println!("bits_per_byte: {:.6}", nll / std::f64::consts::LN_2 / text.len() as f64);
+    if base.is_some() {
+        println!("mean_kl: {:.6e}", kl / n_pred as f64);
+        println!("top1_agree: {:.6}", agree as f64 / n_pred as f64);
+    }
+    Ok(())
+}
+
+fn cmd_quantize(args: &Args) -> Result<()> {
+    use sutra::quant::{quantize_model, Method, QuantType, QuantizeParams};
+    let input = PathBuf::from(args.pos.get(1).ok_or_else(|| Error::invalid(format!("IN is required\n{USAGE}")))?);
+    let output = PathBuf::from(args.pos.get(2).ok_or_else(|| Error::invalid(format!("OUT is required\n{USAGE}")))?);
+    let qtype = match args.required("type")? {
+        "q8" => QuantType::Q8,
+        "q4" => QuantType::Q4,
+        other => return Err(Error::invalid(format!("--type {other}: q8 or q4 expected"))),
+    };
+    let method = match args.get("method").unwrap_or("rtn") {
+        "rtn" => Method::Rtn,
+        "awq" => Method::Awq,
+        other => return Err(Error::invalid(format!("--method {other}: rtn or awq expected"))),
+    };
+    let p = QuantizeParams {
+        qtype,
+        group: args.num("group", 64)?,
+        method,
+        calib_file: args.get("calib").map(PathBuf::from),
+        calib_tokens: args.num("calib-tokens", 8192)?,
+        tokenizer: args.get("tokenizer").map(PathBuf::from),
+        n_threads: args.num("threads", 0)?,
+        keep: args.get("keep").map(|k| k.split(',').map(String::from).collect()).unwrap_or_default(),
+    };
+    let t0 = Instant::now();
+    quantize_model(&input, &output, &p, &mut |f| {
+        eprint!("\rquantizing: {:3.0}%", f * 100.0);
+        true
+    })?;
+    eprintln!();
+    let size = std::fs::metadata(&output).map_err(|e| Error::io(&output, e))?.len();
+    let src = std::fs::metadata(&input).map_err(|e| Error::io(&input, e))?.len();
+    let m = Model::load(&output, &ModelParams::default())?;
+    println!(
+        "wrote {} ({}, {:.2}x smaller than the input) in {:.2} s; {:.3} bits per parameter overall",
+        output.display(),
+        human(size),
+        src as f64 / size as f64,
+        t0.elapsed().as_secs_f64(),
+        size as f64 * 8.0 / m.info().n_params as f64
+    );
     Ok(())
 }
 
@@ -461,6 +543,7 @@ fn main() -> ExitCode {
         "generate" => cmd_generate(&sub),
         "chat" => cmd_chat(&sub),
         "perplexity" => cmd_perplexity(&sub),
+        "quantize" => cmd_quantize(&sub),
         "" | "help" | "-h" => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;

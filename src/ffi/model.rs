@@ -59,6 +59,10 @@ pub enum sutra_dtype {
     U8 = 4,
     /// 64-bit integers.
     I64 = 5,
+    /// libsutra group-wise 8-bit weights.
+    Q8 = 6,
+    /// libsutra group-wise 4-bit weights.
+    Q4 = 7,
 }
 
 /// What a model is, as read from its checkpoint.
@@ -223,6 +227,8 @@ pub unsafe extern "C" fn sutra_model_get_info(model: *const sutra_model, out_inf
                 DType::I8 => sutra_dtype::I8,
                 DType::U8 => sutra_dtype::U8,
                 DType::I64 => sutra_dtype::I64,
+                DType::Q8 => sutra_dtype::Q8,
+                DType::Q4 => sutra_dtype::Q4,
             },
             bytes_per_token: i.bytes_per_token,
         };

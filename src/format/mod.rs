@@ -4,6 +4,7 @@
 //! model asks for a tensor by its checkpoint name and gets either the tensor with the shape
 //! it expects or an error that names the tensor, the expected and the found shape.
 
+pub mod quantized;
 pub mod safetensors;
 pub mod synth;
 
@@ -32,16 +33,71 @@ impl<'a> WeightReader<'a> {
         self.file.get(name)
     }
 
-    /// The squeezed shape of `name` (leading 1s dropped).
+    /// The squeezed logical shape of `name` (leading 1s dropped).
     pub fn shape(&self, name: &str) -> Result<Vec<usize>> {
-        Ok(self.tensor(name)?.squeezed_shape())
+        let mut s = self.logical_shape(self.tensor(name)?);
+        while s.len() > 1 && s[0] == 1 {
+            s.remove(0);
+        }
+        Ok(s)
+    }
+
+    /// All elements of `name` as f32, dequantizing a quantized matrix.
+    fn to_f32(&self, t: &Tensor) -> Result<Vec<f32>> {
+        match self.file.quant.as_ref().and_then(|q| q.tensors.get(&t.name)) {
+            Some(e) => {
+                let m = self.quantized(&t.name, e.rows, e.cols)?;
+                let mut out = vec![0f32; e.rows * e.cols];
+                for (r, row) in out.chunks_mut(e.cols).enumerate() {
+                    m.row_to_f32(r, row);
+                }
+                Ok(out)
+            }
+            None => t.to_f32_vec().map_err(|e| e.context(&self.file.name)),
+        }
+    }
+
+    /// The quantized matrix `name` with its group parameters and AWQ input scale.
+    fn quantized(&self, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
+        let q = self.file.quant.as_ref().ok_or_else(|| Error::Internal(format!("'{name}' is not quantized")))?;
+        let e = q.tensors.get(name).ok_or_else(|| Error::Internal(format!("'{name}' is not quantized")))?;
+        let mins = if e.kind == DType::Q4 { Some(self.tensor(&format!("{name}.mins"))?.clone()) } else { None };
+        let input_scale = match self.file.tensors.get(&format!("{name}.input_scale")) {
+            Some(t) => Some(t.to_f32_vec()?.into()),
+            None => None,
+        };
+        Ok(Matrix {
+            tensor: self.tensor(name)?.clone(),
+            rows,
+            cols,
+            quant: Some(crate::tensor::QuantParts {
+                kind: e.kind,
+                group: q.group,
+                scales: self.tensor(&format!("{name}.scales"))?.clone(),
+                mins,
+            }),
+            input_scale,
+        })
+    }
+
+    /// The logical shape of `t` (a quantized matrix's packed storage has another shape).
+    fn logical_shape(&self, t: &Tensor) -> Vec<usize> {
+        match self.file.quant.as_ref().and_then(|q| q.tensors.get(&t.name)) {
+            Some(e) => vec![e.rows, e.cols],
+            None => t.shape.clone(),
+        }
     }
 
     fn check(&self, t: &Tensor, want: &[usize]) -> Result<()> {
-        if t.squeezed_shape() != want && t.shape != want {
+        let shape = self.logical_shape(t);
+        let mut squeezed = shape.clone();
+        while squeezed.len() > 1 && squeezed[0] == 1 {
+            squeezed.remove(0);
+        }
+        if squeezed != want && shape != want {
             return Err(Error::format(format!(
                 "{}: tensor '{}' has shape {:?}, expected {:?}",
-                self.file.name, t.name, t.shape, want
+                self.file.name, t.name, shape, want
             )));
         }
         Ok(())
@@ -51,20 +107,23 @@ impl<'a> WeightReader<'a> {
     pub fn vector(&self, name: &str, n: usize) -> Result<Vec<f32>> {
         let t = self.tensor(name)?;
         self.check(t, &[n])?;
-        t.to_f32_vec().map_err(|e| e.context(&self.file.name))
+        self.to_f32(t)
     }
 
     /// A float tensor of exactly `shape` (after squeezing), flattened, as owned f32.
     pub fn floats(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
         let t = self.tensor(name)?;
         self.check(t, shape)?;
-        t.to_f32_vec().map_err(|e| e.context(&self.file.name))
+        self.to_f32(t)
     }
 
     /// A `[rows, cols]` matrix used in place (f32, bf16 or f16 keep their storage).
     pub fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
         let t = self.tensor(name)?;
         self.check(t, &[rows, cols])?;
+        if self.file.quant.as_ref().is_some_and(|q| q.tensors.contains_key(name)) {
+            return self.quantized(name, rows, cols);
+        }
         match t.dtype {
             DType::F32 | DType::BF16 | DType::F16 => Ok(Matrix::new(t.clone(), rows, cols)),
             other => Err(Error::unsupported(format!(
@@ -78,7 +137,7 @@ impl<'a> WeightReader<'a> {
     pub fn matrix_transposed(&self, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
         let t = self.tensor(name)?;
         self.check(t, &[cols, rows])?;
-        let src = t.to_f32_vec().map_err(|e| e.context(&self.file.name))?;
+        let src = self.to_f32(t)?;
         let mut dst = vec![0f32; rows * cols];
         for c in 0..cols {
             for r in 0..rows {

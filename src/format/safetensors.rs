@@ -23,6 +23,8 @@ pub struct SafetensorsFile {
     pub metadata: HashMap<String, String>,
     /// Total bytes of the container.
     pub n_bytes: usize,
+    /// The quantization record, for libsutra quantized files.
+    pub quant: Option<super::quantized::QuantInfo>,
 }
 
 impl SafetensorsFile {
@@ -129,7 +131,8 @@ impl SafetensorsFile {
                 return Err(fail(format!("tensors '{}' and '{}' overlap", w[0].2, w[1].2)));
             }
         }
-        Ok(SafetensorsFile { name: name.to_string(), tensors, metadata, n_bytes: bytes.len() })
+        let quant = super::quantized::QuantInfo::parse(name, &metadata, &tensors)?;
+        Ok(SafetensorsFile { name: name.to_string(), tensors, metadata, n_bytes: bytes.len(), quant })
     }
 
     /// The tensor called `key`, or a format error naming it and the file.
@@ -154,6 +157,8 @@ pub fn write(
             DType::I8 => safetensors::Dtype::I8,
             DType::U8 => safetensors::Dtype::U8,
             DType::I64 => safetensors::Dtype::I64,
+            DType::Q8 => safetensors::Dtype::I8,
+            DType::Q4 => safetensors::Dtype::U8,
         };
         let view =
             TensorView::new(dt, shape.clone(), data).map_err(|e| Error::invalid(format!("tensor '{name}': {e:?}")))?;

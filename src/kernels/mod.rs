@@ -7,6 +7,7 @@
 
 pub mod dot;
 pub mod norm;
+pub mod qdot;
 
 pub use dot::{dot_bf16, dot_f16, dot_f32, isa, Isa};
 pub use norm::{group_norm, l2_normalize, layer_norm, rms_norm};
@@ -17,14 +18,32 @@ use rayon::prelude::*;
 /// Below this many multiply-adds a product runs on the calling thread only.
 const PAR_MIN_WORK: usize = 1 << 15;
 
-/// Row `r` of `m` dotted with `x`.
+/// Row `r` of `m` dotted with `x`; `xsum` holds x's group sums for q4 matrices.
 #[inline]
-fn row_dot(m: &Matrix, data: &MatrixData<'_>, r: usize, x: &[f32]) -> f32 {
-    let span = r * m.cols..(r + 1) * m.cols;
+fn row_dot(m: &Matrix, data: &MatrixData<'_>, r: usize, x: &[f32], xsum: &[f32]) -> f32 {
+    let c = m.cols;
+    let span = r * c..(r + 1) * c;
     match data {
         MatrixData::F32(d) => dot_f32(&d[span], x),
         MatrixData::BF16(d) => dot_bf16(&d[span], x),
         MatrixData::F16(d) => dot_f16(&d[span], x),
+        MatrixData::Q8 { q, scales, group } => {
+            let ng = c.div_ceil(*group);
+            qdot::dot_q8(&q[span], &scales[r * ng..(r + 1) * ng], *group, x)
+        }
+        MatrixData::Q4 { q, scales, mins, group } => {
+            let ng = c.div_ceil(*group);
+            let g = r * ng..(r + 1) * ng;
+            qdot::dot_q4(&q[r * c / 2..(r + 1) * c / 2], &scales[g.clone()], &mins[g], *group, x, xsum)
+        }
+    }
+}
+
+/// The input as the stored weights expect it: multiplied by the matrix's AWQ input scale.
+fn scaled_input<'a>(m: &Matrix, x: &'a [f32]) -> std::borrow::Cow<'a, [f32]> {
+    match &m.input_scale {
+        None => std::borrow::Cow::Borrowed(x),
+        Some(s) => std::borrow::Cow::Owned(x.iter().enumerate().map(|(i, v)| v * s[i % m.cols]).collect()),
     }
 }
 
@@ -36,17 +55,24 @@ fn chunk_rows(rows: usize) -> usize {
 /// y = W x, with `W` `[rows, cols]`, `x` of `cols`, `y` of `rows`.
 pub fn matvec(m: &Matrix, x: &[f32], y: &mut [f32]) {
     assert!(x.len() == m.cols && y.len() == m.rows, "matvec: shape mismatch");
+    crate::quant::awq::record(m, x, 1);
     let data = m.data();
+    let x = scaled_input(m, x);
+    let mut xsum = Vec::new();
+    if let MatrixData::Q4 { group, .. } = &data {
+        qdot::group_sums(&x, *group, &mut xsum);
+    }
+    let (x, xsum) = (&x[..], &xsum[..]);
     if m.rows * m.cols < PAR_MIN_WORK || rayon::current_num_threads() == 1 {
         for (r, yr) in y.iter_mut().enumerate() {
-            *yr = row_dot(m, &data, r, x);
+            *yr = row_dot(m, &data, r, x, xsum);
         }
         return;
     }
     let chunk = chunk_rows(m.rows);
     y.par_chunks_mut(chunk).enumerate().for_each(|(c, ys)| {
         for (j, yr) in ys.iter_mut().enumerate() {
-            *yr = row_dot(m, &data, c * chunk + j, x);
+            *yr = row_dot(m, &data, c * chunk + j, x, xsum);
         }
     });
 }
@@ -60,6 +86,8 @@ pub fn matmul(m: &Matrix, x: &[f32], t: usize, y: &mut [f32]) {
     if t == 1 {
         return matvec(m, x, y);
     }
+    crate::quant::awq::record(m, x, t);
+    let x = &scaled_input(m, x)[..];
     let (rows, cols) = (m.rows, m.cols);
     // yt is [rows, t]: rows are split between threads, then transposed into y.
     let mut yt = vec![0f32; rows * t];
@@ -79,7 +107,7 @@ pub fn matmul(m: &Matrix, x: &[f32], t: usize, y: &mut [f32]) {
                 }
                 _ => {
                     for k in 0..nr {
-                        m.row_to_f32(r0 + j + k, &mut buf[k * cols..(k + 1) * cols]);
+                        m.stored_row_to_f32(r0 + j + k, &mut buf[k * cols..(k + 1) * cols]);
                     }
                     let b = &buf[..];
                     let row = |k: usize| &b[k.min(nr - 1) * cols..][..cols];

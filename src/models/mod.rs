@@ -123,7 +123,20 @@ pub(crate) fn count_layers(file: &SafetensorsFile, prefix: &str) -> usize {
         .map_or(0, |m| m + 1)
 }
 
-/// Total element count of every tensor in the file.
+/// Total element count of every model tensor in the file (quantized matrices by their
+/// logical shape; their scale tensors not counted).
 pub(crate) fn count_params(file: &SafetensorsFile) -> u64 {
-    file.tensors.values().map(|t| t.numel() as u64).sum()
+    let q = file.quant.as_ref();
+    file.tensors
+        .iter()
+        .filter(|(k, _)| {
+            !crate::format::quantized::COMPANIONS.iter().any(|suffix| {
+                k.strip_suffix(suffix).is_some_and(|base| q.is_some_and(|q| q.tensors.contains_key(base)))
+            })
+        })
+        .map(|(k, t)| match q.and_then(|q| q.tensors.get(k)) {
+            Some(e) => (e.rows * e.cols) as u64,
+            None => t.numel() as u64,
+        })
+        .sum()
 }

@@ -15,6 +15,10 @@ pub enum DType {
     U8,
     /// Signed 64-bit integer (token lists in reference files).
     I64,
+    /// libsutra's group-wise 8-bit weights (`quant` module): i8 values + f16 scales.
+    Q8,
+    /// libsutra's group-wise 4-bit weights (`quant` module): packed nibbles + f16 scales and minimums.
+    Q4,
 }
 
 impl DType {
@@ -23,14 +27,18 @@ impl DType {
         n * match self {
             DType::F32 => 4,
             DType::F16 | DType::BF16 => 2,
-            DType::I8 | DType::U8 => 1,
+            DType::I8 | DType::U8 | DType::Q8 => 1,
             DType::I64 => 8,
+            DType::Q4 => return n.div_ceil(2),
         }
     }
 
     /// Required alignment in bytes of an element.
     pub fn align(self) -> usize {
-        self.size_of(1)
+        match self {
+            DType::Q4 | DType::Q8 => 1,
+            _ => self.size_of(1),
+        }
     }
 
     /// The safetensors name of the type.
@@ -42,6 +50,8 @@ impl DType {
             DType::I8 => "I8",
             DType::U8 => "U8",
             DType::I64 => "I64",
+            DType::Q8 => "Q8",
+            DType::Q4 => "Q4",
         }
     }
 }

@@ -1,8 +1,10 @@
-//! A weight matrix `[rows, cols]` (row-major, `y = W x`) over f32, bf16 or f16 storage.
+//! A weight matrix `[rows, cols]` (row-major, `y = W x`) over f32, bf16, f16 or
+//! group-quantized (q8, q4) storage.
 
 use super::{bf16_to_f32, f16_to_f32, DType, Tensor};
+use std::sync::Arc;
 
-/// Element storage of a [`Matrix`], borrowed from its tensor.
+/// Element storage of a [`Matrix`], borrowed from its tensors.
 pub enum MatrixData<'a> {
     /// f32 rows.
     F32(&'a [f32]),
@@ -10,33 +12,83 @@ pub enum MatrixData<'a> {
     BF16(&'a [u16]),
     /// f16 rows (raw bits).
     F16(&'a [u16]),
+    /// q8 rows: `q` [rows, cols], `scales` f16 [rows, groups].
+    Q8 {
+        /// Quantized weights.
+        q: &'a [i8],
+        /// One f16 scale per group.
+        scales: &'a [u16],
+        /// Weights per group.
+        group: usize,
+    },
+    /// q4 rows: `q` packed [rows, cols/2], `scales`/`mins` f16 [rows, groups].
+    Q4 {
+        /// Packed 4-bit weights (see `quant::block`).
+        q: &'a [u8],
+        /// One f16 scale per group.
+        scales: &'a [u16],
+        /// One f16 minimum per group.
+        mins: &'a [u16],
+        /// Weights per group.
+        group: usize,
+    },
+}
+
+/// The parameters of a group-quantized matrix.
+#[derive(Clone, Debug)]
+pub struct QuantParts {
+    /// [`DType::Q8`] or [`DType::Q4`].
+    pub kind: DType,
+    /// Weights per group.
+    pub group: usize,
+    /// f16 scales [rows, groups].
+    pub scales: Tensor,
+    /// f16 minimums [rows, groups] (q4).
+    pub mins: Option<Tensor>,
 }
 
 /// A `[rows, cols]` matrix: row `r` holds the weights of output `r` (PyTorch `nn.Linear` layout).
 #[derive(Clone, Debug)]
 pub struct Matrix {
-    /// The underlying tensor (mapped or owned).
+    /// The underlying weights (mapped or owned; packed when quantized).
     pub tensor: Tensor,
     /// Output dimension.
     pub rows: usize,
     /// Input dimension.
     pub cols: usize,
+    /// Group parameters when the weights are quantized.
+    pub quant: Option<QuantParts>,
+    /// Activation-aware scaling (AWQ): the stored weights are `W·diag(s)`, and products
+    /// multiply the input by this vector, `1/s` [cols], first.
+    pub input_scale: Option<Arc<[f32]>>,
 }
 
 impl Matrix {
-    /// Wraps `tensor` (whose element count must be `rows * cols`, checked by the caller's reader).
+    /// Wraps a float `tensor` (whose element count must be `rows * cols`).
     pub fn new(tensor: Tensor, rows: usize, cols: usize) -> Matrix {
         debug_assert_eq!(tensor.numel(), rows * cols);
-        Matrix { tensor, rows, cols }
+        Matrix { tensor, rows, cols, quant: None, input_scale: None }
     }
 
-    /// Element type of the weights.
+    /// Storage type of the weights (Q8/Q4 when quantized).
     pub fn dtype(&self) -> DType {
-        self.tensor.dtype
+        self.quant.as_ref().map_or(self.tensor.dtype, |q| q.kind)
     }
 
     /// Typed access to all elements.
     pub fn data(&self) -> MatrixData<'_> {
+        if let Some(qp) = &self.quant {
+            let scales = qp.scales.as_u16().unwrap_or_default();
+            return match qp.kind {
+                DType::Q8 => MatrixData::Q8 { q: self.tensor.as_i8().unwrap_or_default(), scales, group: qp.group },
+                _ => MatrixData::Q4 {
+                    q: self.tensor.bytes(),
+                    scales,
+                    mins: qp.mins.as_ref().and_then(|m| m.as_u16()).unwrap_or_default(),
+                    group: qp.group,
+                },
+            };
+        }
         match self.tensor.dtype {
             DType::BF16 => MatrixData::BF16(self.tensor.as_u16().unwrap_or_default()),
             DType::F16 => MatrixData::F16(self.tensor.as_u16().unwrap_or_default()),
@@ -44,18 +96,44 @@ impl Matrix {
         }
     }
 
-    /// Writes row `r` as f32 into `out` (`out.len() == cols`).
-    pub fn row_to_f32(&self, r: usize, out: &mut [f32]) {
-        let span = r * self.cols..(r + 1) * self.cols;
+    /// Writes stored row `r` as f32 into `out` (`out.len() == cols`): for AWQ matrices these
+    /// are the scaled weights that products pair with the scaled input.
+    pub fn stored_row_to_f32(&self, r: usize, out: &mut [f32]) {
+        let c = self.cols;
+        let span = r * c..(r + 1) * c;
         match self.data() {
             MatrixData::F32(d) => out.copy_from_slice(&d[span]),
             MatrixData::BF16(d) => out.iter_mut().zip(&d[span]).for_each(|(o, &b)| *o = bf16_to_f32(b)),
             MatrixData::F16(d) => out.iter_mut().zip(&d[span]).for_each(|(o, &b)| *o = f16_to_f32(b)),
+            MatrixData::Q8 { q, scales, group } => {
+                let ng = c.div_ceil(group);
+                crate::quant::block::dequantize_q8_row(&q[span], &scales[r * ng..(r + 1) * ng], group, out)
+            }
+            MatrixData::Q4 { q, scales, mins, group } => {
+                let ng = c.div_ceil(group);
+                crate::quant::block::dequantize_q4_row(
+                    &q[r * c / 2..(r + 1) * c / 2],
+                    &scales[r * ng..(r + 1) * ng],
+                    &mins[r * ng..(r + 1) * ng],
+                    group,
+                    out,
+                )
+            }
         }
     }
 
-    /// Bytes of weights read by one full product.
+    /// Writes row `r` of the matrix as the model sees it (e.g. an embedding row) into `out`.
+    pub fn row_to_f32(&self, r: usize, out: &mut [f32]) {
+        self.stored_row_to_f32(r, out);
+        if let Some(s) = &self.input_scale {
+            out.iter_mut().zip(s.iter()).for_each(|(o, s)| *o *= s);
+        }
+    }
+
+    /// Bytes of weights (and quantization parameters) read by one full product.
     pub fn n_bytes(&self) -> usize {
-        self.tensor.bytes().len()
+        let q =
+            self.quant.as_ref().map_or(0, |q| q.scales.bytes().len() + q.mins.as_ref().map_or(0, |m| m.bytes().len()));
+        self.tensor.bytes().len() + q + self.input_scale.as_ref().map_or(0, |s| 4 * s.len())
     }
 }

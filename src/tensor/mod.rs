@@ -9,7 +9,7 @@ mod matrix;
 mod storage;
 
 pub use dtype::{bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16, DType};
-pub use matrix::{Matrix, MatrixData};
+pub use matrix::{Matrix, MatrixData, QuantParts};
 pub use storage::Storage;
 
 use crate::error::{Error, Result};
@@ -72,6 +72,11 @@ impl Tensor {
         Tensor { name: self.name.clone(), dtype: self.dtype, shape: self.shape.clone(), storage, range: 0..len }
     }
 
+    /// An identifier of the storage this tensor views (the same for all tensors of one file).
+    pub fn storage_id(&self) -> usize {
+        Arc::as_ptr(&self.storage) as *const u8 as usize
+    }
+
     /// Number of elements.
     pub fn numel(&self) -> usize {
         self.shape.iter().product()
@@ -90,6 +95,11 @@ impl Tensor {
     /// The elements as raw 16-bit words, if the dtype is BF16 or F16.
     pub fn as_u16(&self) -> Option<&[u16]> {
         matches!(self.dtype, DType::BF16 | DType::F16).then(|| bytemuck::cast_slice(self.bytes()))
+    }
+
+    /// The elements as signed bytes, if the dtype is I8.
+    pub fn as_i8(&self) -> Option<&[i8]> {
+        (self.dtype == DType::I8).then(|| bytemuck::cast_slice(self.bytes()))
     }
 
     /// All elements converted to f32 (a copy).
