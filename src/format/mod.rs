@@ -61,7 +61,6 @@ impl<'a> WeightReader<'a> {
     fn quantized(&self, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
         let q = self.file.quant.as_ref().ok_or_else(|| Error::Internal(format!("'{name}' is not quantized")))?;
         let e = q.tensors.get(name).ok_or_else(|| Error::Internal(format!("'{name}' is not quantized")))?;
-        let mins = if e.kind == DType::Q4 { Some(self.tensor(&format!("{name}.mins"))?.clone()) } else { None };
         let input_scale = match self.file.tensors.get(&format!("{name}.input_scale")) {
             Some(t) => Some(t.to_f32_vec()?.into()),
             None => None,
@@ -74,7 +73,6 @@ impl<'a> WeightReader<'a> {
                 kind: e.kind,
                 group: q.group,
                 scales: self.tensor(&format!("{name}.scales"))?.clone(),
-                mins,
             }),
             input_scale,
         })

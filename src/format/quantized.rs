@@ -3,7 +3,7 @@
 //!
 //! Layout. A quantized matrix `NAME` (logical shape `[rows, cols]`) is stored as
 //! - `NAME`: the packed weights, `I8 [rows, cols]` (q8) or `U8 [rows, cols/2]` (q4);
-//! - `NAME.scales`: `F16 [rows, groups]`; `NAME.mins`: `F16 [rows, groups]` (q4 only);
+//! - `NAME.scales`: `F16 [rows, groups]`;
 //! - `NAME.input_scale`: `F32 [cols]`, present when AWQ scaled the matrix (products
 //!   multiply their input by it).
 //!
@@ -43,7 +43,7 @@ pub struct QuantInfo {
 }
 
 /// Companion tensor suffixes (they are not model tensors).
-pub const COMPANIONS: [&str; 3] = [".scales", ".mins", ".input_scale"];
+pub const COMPANIONS: [&str; 2] = [".scales", ".input_scale"];
 
 impl QuantInfo {
     /// Reads and checks the record of `file`'s metadata against its tensors; `None` for a
@@ -104,11 +104,7 @@ impl QuantInfo {
                 ));
             }
             let ng = cols.div_ceil(group);
-            let mut companions = vec![(".scales", DType::F16, vec![rows, ng])];
-            if kind == DType::Q4 {
-                companions.push((".mins", DType::F16, vec![rows, ng]));
-            }
-            for (suffix, dt, shape) in companions {
+            for (suffix, dt, shape) in [(".scales", DType::F16, vec![rows, ng])] {
                 let cn = format!("{t}{suffix}");
                 match tensors.get(&cn) {
                     Some(c) if c.dtype == dt && c.shape == shape => {}

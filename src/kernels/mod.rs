@@ -18,9 +18,9 @@ use rayon::prelude::*;
 /// Below this many multiply-adds a product runs on the calling thread only.
 const PAR_MIN_WORK: usize = 1 << 15;
 
-/// Row `r` of `m` dotted with `x`; `xsum` holds x's group sums for q4 matrices.
+/// Row `r` of `m` dotted with `x`.
 #[inline]
-fn row_dot(m: &Matrix, data: &MatrixData<'_>, r: usize, x: &[f32], xsum: &[f32]) -> f32 {
+fn row_dot(m: &Matrix, data: &MatrixData<'_>, r: usize, x: &[f32]) -> f32 {
     let c = m.cols;
     let span = r * c..(r + 1) * c;
     match data {
@@ -31,10 +31,9 @@ fn row_dot(m: &Matrix, data: &MatrixData<'_>, r: usize, x: &[f32], xsum: &[f32])
             let ng = c.div_ceil(*group);
             qdot::dot_q8(&q[span], &scales[r * ng..(r + 1) * ng], *group, x)
         }
-        MatrixData::Q4 { q, scales, mins, group } => {
+        MatrixData::Q4 { q, scales, group } => {
             let ng = c.div_ceil(*group);
-            let g = r * ng..(r + 1) * ng;
-            qdot::dot_q4(&q[r * c / 2..(r + 1) * c / 2], &scales[g.clone()], &mins[g], *group, x, xsum)
+            qdot::dot_q4(&q[r * c / 2..(r + 1) * c / 2], &scales[r * ng..(r + 1) * ng], *group, x)
         }
     }
 }
@@ -57,22 +56,17 @@ pub fn matvec(m: &Matrix, x: &[f32], y: &mut [f32]) {
     assert!(x.len() == m.cols && y.len() == m.rows, "matvec: shape mismatch");
     crate::quant::awq::record(m, x, 1);
     let data = m.data();
-    let x = scaled_input(m, x);
-    let mut xsum = Vec::new();
-    if let MatrixData::Q4 { group, .. } = &data {
-        qdot::group_sums(&x, *group, &mut xsum);
-    }
-    let (x, xsum) = (&x[..], &xsum[..]);
+    let x = &scaled_input(m, x)[..];
     if m.rows * m.cols < PAR_MIN_WORK || rayon::current_num_threads() == 1 {
         for (r, yr) in y.iter_mut().enumerate() {
-            *yr = row_dot(m, &data, r, x, xsum);
+            *yr = row_dot(m, &data, r, x);
         }
         return;
     }
     let chunk = chunk_rows(m.rows);
     y.par_chunks_mut(chunk).enumerate().for_each(|(c, ys)| {
         for (j, yr) in ys.iter_mut().enumerate() {
-            *yr = row_dot(m, &data, c * chunk + j, x, xsum);
+            *yr = row_dot(m, &data, c * chunk + j, x);
         }
     });
 }

@@ -1,18 +1,12 @@
 //! Dot products of f32 activations with group-quantized weight rows (q8, q4), dequantizing
 //! on the fly: a scalar reference and an AVX2+FMA path picked at run time.
 //!
-//! For q4, `Σ (d·q + m)·x = d·Σ q·x + m·Σ x` per group: the per-group sums of `x` are the
-//! same for every row, so [`group_sums`] computes them once per product.
+//! q4 levels are looked up as bytes (`quant::block::LEVELS`) — on AVX2 with one byte shuffle
+//! per 16 weights.
 
 use super::dot::{isa, Isa};
-use crate::quant::block::q4_at;
+use crate::quant::block::{q4_at, LEVELS};
 use crate::tensor::f16_to_f32;
-
-/// Σ x over each group of `group` elements.
-pub fn group_sums(x: &[f32], group: usize, out: &mut Vec<f32>) {
-    out.clear();
-    out.extend(x.chunks(group).map(|g| g.iter().sum::<f32>()));
-}
 
 /// q8 row · x, portable reference.
 pub fn dot_q8_scalar(q: &[i8], scales: &[u16], group: usize, x: &[f32]) -> f32 {
@@ -24,12 +18,12 @@ pub fn dot_q8_scalar(q: &[i8], scales: &[u16], group: usize, x: &[f32]) -> f32 {
     total
 }
 
-/// q4 row · x, portable reference; `xsum` from [`group_sums`].
-pub fn dot_q4_scalar(q: &[u8], scales: &[u16], mins: &[u16], group: usize, x: &[f32], xsum: &[f32]) -> f32 {
+/// q4 row · x, portable reference.
+pub fn dot_q4_scalar(q: &[u8], scales: &[u16], group: usize, x: &[f32]) -> f32 {
     let mut total = 0f32;
     for (g, xs) in x.chunks(group).enumerate() {
-        let s: f32 = xs.iter().enumerate().map(|(j, &x)| q4_at(q, g * group + j) as f32 * x).sum();
-        total += f16_to_f32(scales[g]) * s + f16_to_f32(mins[g]) * xsum[g];
+        let s: f32 = xs.iter().enumerate().map(|(j, &x)| LEVELS[q4_at(q, g * group + j) as usize] as f32 * x).sum();
+        total += f16_to_f32(scales[g]) * s;
     }
     total
 }
@@ -47,17 +41,18 @@ pub fn dot_q8(q: &[i8], scales: &[u16], group: usize, x: &[f32]) -> f32 {
 
 /// q4 row · x with the best available instructions.
 #[inline]
-pub fn dot_q4(q: &[u8], scales: &[u16], mins: &[u16], group: usize, x: &[f32], xsum: &[f32]) -> f32 {
+pub fn dot_q4(q: &[u8], scales: &[u16], group: usize, x: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if isa() == Isa::Avx2 && group % 32 == 0 && x.len() % 32 == 0 {
         // SAFETY: AVX2, FMA and F16C were detected at run time; lengths are multiples of 32.
-        return unsafe { x86::dot_q4(q, scales, mins, group, x, xsum) };
+        return unsafe { x86::dot_q4(q, scales, group, x) };
     }
-    dot_q4_scalar(q, scales, mins, group, x, xsum)
+    dot_q4_scalar(q, scales, group, x)
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
+    use crate::quant::block::LEVELS;
     use crate::tensor::f16_to_f32;
     use std::arch::x86_64::*;
 
@@ -105,12 +100,13 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn dot_q4(q: &[u8], scales: &[u16], mins: &[u16], group: usize, x: &[f32], xsum: &[f32]) -> f32 {
+    pub unsafe fn dot_q4(q: &[u8], scales: &[u16], group: usize, x: &[f32]) -> f32 {
         let n = x.len().min(q.len() * 2);
         let (pq, px) = (q.as_ptr(), x.as_ptr());
         let mask = _mm_set1_epi8(0x0f);
+        // SAFETY: LEVELS is 16 bytes.
+        let table = _mm_loadu_si128(LEVELS.as_ptr() as *const __m128i);
         let mut total = _mm256_setzero_ps();
-        let mut mins_acc = 0f32;
         let mut g0 = 0;
         let mut gi = 0;
         // SAFETY: each 32-weight block reads 16 packed bytes at i/2 and 32 floats at i, all
@@ -122,12 +118,12 @@ mod x86 {
             let mut i = g0;
             while i < end {
                 let bytes = _mm_loadu_si128(pq.add(i / 2) as *const __m128i);
-                let lo = _mm_and_si128(bytes, mask);
-                let hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), mask);
-                let l0 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo));
-                let l1 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8)));
-                let h0 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi));
-                let h1 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8)));
+                let lo = _mm_shuffle_epi8(table, _mm_and_si128(bytes, mask));
+                let hi = _mm_shuffle_epi8(table, _mm_and_si128(_mm_srli_epi16(bytes, 4), mask));
+                let l0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo));
+                let l1 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8)));
+                let h0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi));
+                let h1 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8)));
                 a0 = _mm256_fmadd_ps(l0, _mm256_loadu_ps(px.add(i)), a0);
                 a1 = _mm256_fmadd_ps(l1, _mm256_loadu_ps(px.add(i + 8)), a1);
                 a0 = _mm256_fmadd_ps(h0, _mm256_loadu_ps(px.add(i + 16)), a0);
@@ -136,11 +132,10 @@ mod x86 {
             }
             let d = _mm256_set1_ps(f16_to_f32(scales[gi]));
             total = _mm256_fmadd_ps(d, _mm256_add_ps(a0, a1), total);
-            mins_acc += f16_to_f32(mins[gi]) * xsum[gi];
             g0 = end;
             gi += 1;
         }
-        hsum(total) + mins_acc
+        hsum(total)
     }
 }
 
@@ -165,18 +160,16 @@ mod tests {
                 let tol = 1e-5 * cols as f32;
                 let (a, b) = (dot_q8(&q8, &s8, group, &x), dot_q8_scalar(&q8, &s8, group, &x));
                 assert!((a - b).abs() <= tol, "q8 cols {cols} group {group}: {a} vs {b}");
-                let (mut q4, mut s4, mut m4) = (vec![0u8; cols], vec![0u16; ng], vec![0u16; ng]);
-                quantize_q4_row(&w, group, None, &mut q4, &mut s4, &mut m4);
+                let (mut q4, mut s4) = (vec![0u8; cols], vec![0u16; ng]);
+                quantize_q4_row(&w, group, None, &mut q4, &mut s4);
                 let mut packed = vec![0u8; cols / 2];
                 pack_q4(&q4, &mut packed);
-                let mut xs = Vec::new();
-                group_sums(&x, group, &mut xs);
-                let a = dot_q4(&packed, &s4, &m4, group, &x, &xs);
-                let b = dot_q4_scalar(&packed, &s4, &m4, group, &x, &xs);
+                let a = dot_q4(&packed, &s4, group, &x);
+                let b = dot_q4_scalar(&packed, &s4, group, &x);
                 assert!((a - b).abs() <= tol, "q4 cols {cols} group {group}: {a} vs {b}");
                 // And both equal the dot with the dequantized row.
                 let mut deq = vec![0f32; cols];
-                dequantize_q4_row(&packed, &s4, &m4, group, &mut deq);
+                dequantize_q4_row(&packed, &s4, group, &mut deq);
                 let want: f32 = deq.iter().zip(&x).map(|(a, b)| a * b).sum();
                 assert!((a - want).abs() <= tol, "q4 vs dequantized");
             }

@@ -7,13 +7,14 @@
 //!
 //! * **q8** (symmetric, 8.0 + 16/G bits per weight): `d = max|w| / 127`,
 //!   `q = round(w / d)` in [-127, 127], `w ≈ d·q`. Weights: `i8 [rows, cols]`.
-//! * **q4** (asymmetric, 4.0 + 32/G bits per weight): a scale `d` and a minimum `m` per
-//!   group, `q = round((w − m) / d)` in [0, 15], `w ≈ d·q + m`. Weights: `u8 [rows, cols/2]`,
-//!   packed per block of 32 weights in 16 bytes: byte `j` holds weight `j` in its low nibble
-//!   and weight `j + 16` in its high nibble (so a SIMD unpack yields 16 consecutive weights).
+//! * **q4** (symmetric, non-uniform, 4.0 + 16/G bits per weight: 4.5 at G = 32): a scale `d`
+//!   per group and a 4-bit index `q` per weight into the 16 [`LEVELS`], `w ≈ d·LEVELS[q]`.
+//!   Weights: `u8 [rows, cols/2]`, packed per block of 32 weights in 16 bytes: byte `j` holds
+//!   weight `j` in its low nibble and weight `j + 16` in its high nibble (so a SIMD unpack
+//!   yields 16 consecutive weights).
 //!
-//! `d` and `m` are rounded to f16 before the weights are quantized with them, so quantizing
-//! and dequantizing agree exactly with what the kernels compute.
+//! `d` is rounded to f16 before the weights are quantized with it, so quantizing and
+//! dequantizing agree exactly with what the kernels compute.
 
 use crate::tensor::{f16_to_f32, f32_to_f16};
 
@@ -53,102 +54,91 @@ pub fn dequantize_q8_row(q: &[i8], scales: &[u16], group: usize, out: &mut [f32]
     }
 }
 
-/// Quantizes one group to 4 bits with the range [lo, hi]: returns (d, m) as f16 bits and
-/// writes the 4-bit values to `q`.
-fn q4_group(ws: &[f32], lo: f32, hi: f32, q: &mut [u8]) -> (u16, u16) {
-    let (hm, m) = half(lo);
-    let (hd, d) = half(((hi - m) / 15.0).max(0.0));
-    let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
-    for (j, &v) in ws.iter().enumerate() {
-        q[j] = ((v - m) * inv).round().clamp(0.0, 15.0) as u8;
+/// The 16 levels of a q4 weight, in units of the group scale `d` (weight = d·LEVELS[q]).
+///
+/// A non-uniform grid: the quantiles of a normal distribution scaled to ±127, the "NormalFloat"
+/// levels of Dettmers et al., "QLoRA" (2023), rounded to integers so that SIMD code can look
+/// them up as bytes. Trained weights are close to normal within a group, so these levels sit
+/// where the weights are and lose less than 16 evenly spaced ones.
+pub const LEVELS: [i8; 16] = [-127, -88, -67, -50, -36, -23, -12, 0, 10, 20, 31, 43, 56, 71, 92, 127];
+
+/// The level index nearest to `v` (in units of d).
+#[inline]
+fn nearest_level(v: f32) -> u8 {
+    // Midpoints between consecutive levels.
+    let mut best = 0u8;
+    for k in 1..16 {
+        let mid = (LEVELS[k - 1] as f32 + LEVELS[k] as f32) * 0.5;
+        if v > mid {
+            best = k as u8;
+        }
     }
-    (hd, hm)
+    best
 }
 
-/// Weighted squared error of dequantizing `q` with (d, m) against `ws`.
-fn q4_error(ws: &[f32], q: &[u8], d: u16, m: u16, importance: Option<&[f32]>) -> f32 {
-    let (d, m) = (f16_to_f32(d), f16_to_f32(m));
+/// Quantizes one group with scale `d` (f16 bits returned) into `q`.
+fn q4_assign(ws: &[f32], d: f32, q: &mut [u8]) -> u16 {
+    let h = f32_to_f16(d);
+    let d = f16_to_f32(h);
+    let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+    for (j, &v) in ws.iter().enumerate() {
+        q[j] = nearest_level(v * inv);
+    }
+    h
+}
+
+/// Weighted squared error of dequantizing `q` with scale `d` (f16 bits) against `ws`.
+fn q4_error(ws: &[f32], q: &[u8], d: u16, importance: Option<&[f32]>) -> f32 {
+    let d = f16_to_f32(d);
     ws.iter()
         .enumerate()
         .map(|(j, &v)| {
-            let e = v - (d * q[j] as f32 + m);
+            let e = v - d * LEVELS[q[j] as usize] as f32;
             e * e * importance.map_or(1.0, |imp| imp[j])
         })
         .sum()
 }
 
-/// The (d, m) minimizing Σ imp·(w − d·q − m)² for fixed `q`, as f16 bits (None when singular).
-fn q4_refit(ws: &[f32], q: &[u8], imp: &[f32]) -> Option<(u16, u16)> {
-    let (mut sw, mut sq, mut sqq, mut sx, mut sqx) = (0f64, 0f64, 0f64, 0f64, 0f64);
-    for (j, &x) in ws.iter().enumerate() {
-        let (w, qv, x) = (imp[j].max(1e-12) as f64, q[j] as f64, x as f64);
-        sw += w;
-        sq += w * qv;
-        sqq += w * qv * qv;
-        sx += w * x;
-        sqx += w * qv * x;
-    }
-    let det = sw * sqq - sq * sq;
-    if det.abs() < 1e-20 {
-        return None;
-    }
-    let d = (sw * sqx - sq * sx) / det;
-    let m = (sqq * sx - sq * sqx) / det;
-    (d > 0.0).then(|| (f32_to_f16(d as f32), f32_to_f16(m as f32)))
-}
-
-/// Quantizes one row to q4 (values unpacked, one per byte, into `q`).
+/// Quantizes one row to q4 (level indices, one per byte, into `q`; f16 scales per group).
 ///
-/// Plain round-to-nearest uses each group's min and max. With `importance` (one weight per
-/// column: how much an error in that column costs, e.g. the mean squared activation), each
-/// group's range is also searched: both ends shrunk independently (clipping), each rounding
-/// refit by weighted least squares, and the (d, m) with the least weighted error kept.
-pub fn quantize_q4_row(
-    w: &[f32],
-    group: usize,
-    importance: Option<&[f32]>,
-    q: &mut [u8],
-    scales: &mut [u16],
-    mins: &mut [u16],
-) {
+/// Plain round-to-nearest takes `d = max|w| / 127` and the nearest level. With `importance`
+/// (one weight per column: how much an error in that column costs, e.g. the mean squared
+/// activation) the scale is also searched: a grid of candidates around `max|w| / 127`, each
+/// rounding then refit by weighted least squares, keeping the least weighted error.
+pub fn quantize_q4_row(w: &[f32], group: usize, importance: Option<&[f32]>, q: &mut [u8], scales: &mut [u16]) {
     let mut trial = vec![0u8; group];
     for (g, ws) in w.chunks(group).enumerate() {
-        let lo = ws.iter().fold(f32::INFINITY, |a, &v| a.min(v));
-        let hi = ws.iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v));
+        let amax = ws.iter().fold(0f32, |a, v| a.max(v.abs()));
         let qg = &mut q[g * group..g * group + ws.len()];
-        let (mut d, mut m) = q4_group(ws, lo, hi, qg);
+        let mut d = q4_assign(ws, amax / 127.0, qg);
         if let Some(imp) = importance {
             let imp = &imp[g * group..g * group + ws.len()];
-            let mut best = q4_error(ws, qg, d, m, Some(imp));
+            let mut best = q4_error(ws, qg, d, Some(imp));
             let t = &mut trial[..ws.len()];
-            // Shrink each end of the range independently, then refit (d, m) by weighted
-            // least squares for the rounding that range gave, and keep the best.
-            for a in 0..6 {
-                for b in 0..6 {
-                    let (l, h) = (lo * (1.0 - 0.04 * a as f32), hi * (1.0 - 0.04 * b as f32));
-                    let (td, tm) = q4_group(ws, l, h, t);
-                    let candidates = [(td, tm), q4_refit(ws, t, imp).unwrap_or((td, tm))];
-                    for (cd, cm) in candidates {
-                        let (fd, fm) = (f16_to_f32(cd), f16_to_f32(cm));
-                        if fd <= 0.0 {
-                            continue;
-                        }
-                        let inv = 1.0 / fd;
-                        for (j, &v) in ws.iter().enumerate() {
-                            t[j] = ((v - fm) * inv).round().clamp(0.0, 15.0) as u8;
-                        }
-                        let e = q4_error(ws, t, cd, cm, Some(imp));
-                        if e < best {
-                            best = e;
-                            (d, m) = (cd, cm);
-                            qg.copy_from_slice(t);
-                        }
+            for step in -8..=8 {
+                let cand = amax / 127.0 * (1.0 + 0.025 * step as f32);
+                let td = q4_assign(ws, cand, t);
+                // Least-squares scale for this rounding: d = Σ imp·w·L / Σ imp·L².
+                let (num, den) = ws.iter().enumerate().fold((0f64, 0f64), |(n, dd), (j, &v)| {
+                    let l = LEVELS[t[j] as usize] as f64;
+                    let wgt = imp[j].max(1e-12) as f64;
+                    (n + wgt * v as f64 * l, dd + wgt * l * l)
+                });
+                let refit = if den > 0.0 { f32_to_f16((num / den) as f32) } else { td };
+                for cd in [td, refit] {
+                    let e = if cd == td { q4_error(ws, t, cd, Some(imp)) } else {
+                        let tmp = q4_assign(ws, f16_to_f32(cd), t);
+                        q4_error(ws, t, tmp, Some(imp))
+                    };
+                    if e < best {
+                        best = e;
+                        d = cd;
+                        qg.copy_from_slice(t);
                     }
                 }
             }
         }
         scales[g] = d;
-        mins[g] = m;
     }
 }
 
@@ -174,11 +164,11 @@ pub fn q4_at(packed: &[u8], i: usize) -> u8 {
 }
 
 /// Dequantizes a packed q4 row.
-pub fn dequantize_q4_row(packed: &[u8], scales: &[u16], mins: &[u16], group: usize, out: &mut [f32]) {
+pub fn dequantize_q4_row(packed: &[u8], scales: &[u16], group: usize, out: &mut [f32]) {
     for (g, os) in out.chunks_mut(group).enumerate() {
-        let (d, m) = (f16_to_f32(scales[g]), f16_to_f32(mins[g]));
+        let d = f16_to_f32(scales[g]);
         for (j, o) in os.iter_mut().enumerate() {
-            *o = d * q4_at(packed, g * group + j) as f32 + m;
+            *o = d * LEVELS[q4_at(packed, g * group + j) as usize] as f32;
         }
     }
 }
@@ -213,46 +203,44 @@ mod tests {
         }
     }
 
-    /// q4: within half a step of the group's range / 15, packed and unpacked consistently.
+    /// q4: each weight lands on its nearest level (error at most half the widest gap between
+    /// levels, 21/127 of d), packed and unpacked consistently.
     #[test]
-    fn q4_round_trip_within_half_a_step() {
+    fn q4_round_trip_within_half_a_gap() {
         for group in [32, 64, 128] {
             let w = row(128 * 3, 100 + group as u64);
             let ng = n_groups(w.len(), group);
-            let (mut q, mut s, mut m) = (vec![0u8; w.len()], vec![0u16; ng], vec![0u16; ng]);
-            quantize_q4_row(&w, group, None, &mut q, &mut s, &mut m);
+            let (mut q, mut s) = (vec![0u8; w.len()], vec![0u16; ng]);
+            quantize_q4_row(&w, group, None, &mut q, &mut s);
             let mut packed = vec![0u8; w.len() / 2];
             pack_q4(&q, &mut packed);
             for (i, &v) in q.iter().enumerate() {
                 assert_eq!(q4_at(&packed, i), v);
             }
             let mut out = vec![0f32; w.len()];
-            dequantize_q4_row(&packed, &s, &m, group, &mut out);
+            dequantize_q4_row(&packed, &s, group, &mut out);
             for (g, (ws, os)) in w.chunks(group).zip(out.chunks(group)).enumerate() {
-                let lo = ws.iter().fold(0f32, |a, &v| a.min(v));
-                let hi = ws.iter().fold(0f32, |a, &v| a.max(v));
-                let step = (hi - lo) / 15.0;
-                assert!((f16_to_f32(s[g]) - step).abs() <= step * 2e-3 + 1e-6);
+                let amax = ws.iter().fold(0f32, |a, v| a.max(v.abs()));
+                let d = f16_to_f32(s[g]);
+                assert!((d - amax / 127.0).abs() <= amax / 127.0 * 1e-3);
                 for (a, b) in ws.iter().zip(os) {
-                    assert!((a - b).abs() <= step * 0.5 + (hi - lo) * 2e-3, "group {group}: {a} vs {b}");
+                    assert!((a - b).abs() <= d * 21.0 / 2.0 + amax * 1e-3, "group {group}: {a} vs {b}");
                 }
             }
         }
     }
 
-    /// The range search and refit never do worse than plain min/max on the weighted error.
+    /// The scale search never does worse than plain RTN on the weighted error.
     #[test]
-    fn q4_clip_search_lowers_weighted_error() {
+    fn q4_scale_search_lowers_weighted_error() {
         let w = row(256, 5);
         let imp: Vec<f32> = (0..256).map(|i| 1.0 + (i % 7) as f32).collect();
         let err = |imp_opt: Option<&[f32]>| {
-            let (mut q, mut s, mut m) = (vec![0u8; 256], vec![0u16; 4], vec![0u16; 4]);
-            quantize_q4_row(&w, 64, imp_opt, &mut q, &mut s, &mut m);
-            (0..4)
-                .map(|g| q4_error(&w[g * 64..][..64], &q[g * 64..][..64], s[g], m[g], Some(&imp[g * 64..][..64])))
-                .sum::<f32>()
+            let (mut q, mut s) = (vec![0u8; 256], vec![0u16; 4]);
+            quantize_q4_row(&w, 64, imp_opt, &mut q, &mut s);
+            (0..4).map(|g| q4_error(&w[g * 64..][..64], &q[g * 64..][..64], s[g], Some(&imp[g * 64..][..64]))).sum::<f32>()
         };
-        assert!(err(Some(&imp)) <= err(None));
+        assert!(err(Some(&imp)) < err(None));
     }
 
     #[test]
@@ -263,11 +251,11 @@ mod tests {
         let mut out = vec![1f32; 64];
         dequantize_q8_row(&q, &s, 32, &mut out);
         assert!(out.iter().all(|&v| v == 0.0));
-        let (mut q4, mut s4, mut m4) = (vec![0u8; 64], vec![0u16; 2], vec![0u16; 2]);
-        quantize_q4_row(&w, 32, None, &mut q4, &mut s4, &mut m4);
+        let (mut q4, mut s4) = (vec![0u8; 64], vec![0u16; 2]);
+        quantize_q4_row(&w, 32, None, &mut q4, &mut s4);
         let mut packed = vec![0u8; 32];
         pack_q4(&q4, &mut packed);
-        dequantize_q4_row(&packed, &s4, &m4, 32, &mut out);
+        dequantize_q4_row(&packed, &s4, 32, &mut out);
         assert!(out.iter().all(|&v| v == 0.0));
     }
 }

@@ -10,7 +10,10 @@
 //! a multiple of 32 and that has at least 1024 elements — the linear layers, the embedding
 //! and the head (they dominate small models). Everything else (norms, token-shift mixes,
 //! decay and LoRA vectors, RWKV-7's low-rank `w1/w2`…, convolution kernels) keeps the
-//! source precision: those tensors are small and numerically sensitive.
+//! source precision: those tensors are small and numerically sensitive. With `--type q4` the
+//! output head (`head.weight`, `lm_head.weight`, or a tied embedding) is stored in q8: every
+//! logit depends on it directly, and on the Shakespeare model it alone causes about 40% of
+//! the q4 KL divergence (llama.cpp keeps its output tensor in Q6_K for the same reason).
 
 pub mod awq;
 pub mod block;
@@ -30,7 +33,7 @@ use std::sync::Arc;
 pub enum QuantType {
     /// 8-bit symmetric, one f16 scale per group.
     Q8,
-    /// 4-bit asymmetric, f16 scale and minimum per group.
+    /// 4-bit symmetric over 16 non-uniform levels, f16 scale per group.
     Q4,
 }
 
@@ -80,6 +83,12 @@ impl Default for QuantizeParams {
     }
 }
 
+/// True for the tensor that projects to the logits (a tied embedding when there is no head).
+pub fn is_output_head(name: &str, file: &SafetensorsFile) -> bool {
+    let has_head = file.tensors.contains_key("head.weight") || file.tensors.contains_key("lm_head.weight");
+    matches!(name, "head.weight" | "lm_head.weight") || (!has_head && name == "backbone.embeddings.weight")
+}
+
 /// True when `t` is quantized by the rule in the module documentation.
 pub fn is_quantizable(t: &Tensor) -> bool {
     t.name.ends_with(".weight")
@@ -93,7 +102,6 @@ pub fn is_quantizable(t: &Tensor) -> bool {
 struct Quantized {
     weights: Vec<u8>,
     scales: Vec<u16>,
-    mins: Vec<u16>,
     input_scale: Option<Vec<f32>>,
     alpha: Option<f32>,
 }
@@ -111,7 +119,6 @@ fn quantize_matrix(
     let g = p.group;
     let ng = block::n_groups(cols, g);
     let mut scales = vec![0u16; rows * ng];
-    let mut mins = vec![0u16; if p.qtype == QuantType::Q4 { rows * ng } else { 0 }];
     let per_row = if p.qtype == QuantType::Q8 { cols } else { cols / 2 };
     let mut weights = vec![0u8; rows * per_row];
     let scaled_row = |r: usize| -> Vec<f32> {
@@ -129,19 +136,14 @@ fn quantize_matrix(
             });
         }
         QuantType::Q4 => {
-            weights
-                .par_chunks_mut(per_row)
-                .zip(scales.par_chunks_mut(ng))
-                .zip(mins.par_chunks_mut(ng))
-                .enumerate()
-                .for_each(|(r, ((wq, sc), mn))| {
-                    let mut q = vec![0u8; cols];
-                    block::quantize_q4_row(&scaled_row(r), g, importance, &mut q, sc, mn);
-                    block::pack_q4(&q, wq);
-                });
+            weights.par_chunks_mut(per_row).zip(scales.par_chunks_mut(ng)).enumerate().for_each(|(r, (wq, sc))| {
+                let mut q = vec![0u8; cols];
+                block::quantize_q4_row(&scaled_row(r), g, importance, &mut q, sc);
+                block::pack_q4(&q, wq);
+            });
         }
     }
-    Quantized { weights, scales, mins, input_scale: scale.map(|s| s.iter().map(|v| 1.0 / v).collect()), alpha: None }
+    Quantized { weights, scales, input_scale: scale.map(|s| s.iter().map(|v| 1.0 / v).collect()), alpha: None }
 }
 
 /// Runs the model on `calib_tokens` tokens of the calibration text and returns the input
@@ -250,8 +252,13 @@ pub fn quantize_model(
         }
         let (rows, cols) = (t.shape[0], t.shape[1]);
         let w = t.to_f32_vec()?;
-        let q = pool.install(|| match stats.get(*name) {
-            Some(st) if p.method == Method::Awq => {
+        let mut pt = p.clone();
+        if p.qtype == QuantType::Q4 && is_output_head(name, &file) {
+            pt.qtype = QuantType::Q8;
+        }
+        let p = &pt;
+        let q = pool.install(|| match (stats.get(*name), p.method) {
+            (Some(st), Method::Awq) => {
                 let qrow = |row: &[f32], deq: &mut [f32]| roundtrip_row(row, p, deq);
                 let (alpha, s) = awq::search_scale(&w, rows, cols, st, &qrow);
                 let imp: Vec<f32> = st.mean_sq().iter().zip(&s).map(|(x2, s)| x2 / (s * s)).collect();
@@ -259,6 +266,8 @@ pub fn quantize_model(
                 q.alpha = Some(alpha);
                 q
             }
+            // No activations (an embedding looked up by row): least squared error.
+            (None, Method::Awq) => quantize_matrix(&w, rows, cols, p, None, Some(&vec![1.0; cols])),
             _ => quantize_matrix(&w, rows, cols, p, None, None),
         });
         let (ty, stored) = match p.qtype {
@@ -268,9 +277,6 @@ pub fn quantize_model(
         let ng = block::n_groups(cols, p.group);
         out.push(((*name).clone(), stored.0, stored.1, q.weights));
         out.push((format!("{name}.scales"), DType::F16, vec![rows, ng], bytemuck::cast_slice(&q.scales).to_vec()));
-        if p.qtype == QuantType::Q4 {
-            out.push((format!("{name}.mins"), DType::F16, vec![rows, ng], bytemuck::cast_slice(&q.mins).to_vec()));
-        }
         if let Some(s) = &q.input_scale {
             out.push((format!("{name}.input_scale"), DType::F32, vec![cols], bytemuck::cast_slice(s).to_vec()));
         }
@@ -319,11 +325,11 @@ fn roundtrip_row(row: &[f32], p: &QuantizeParams, deq: &mut [f32]) {
             block::dequantize_q8_row(&q, &s, g, deq);
         }
         QuantType::Q4 => {
-            let (mut q, mut s, mut m) = (vec![0u8; row.len()], vec![0u16; ng], vec![0u16; ng]);
-            block::quantize_q4_row(row, g, None, &mut q, &mut s, &mut m);
+            let (mut q, mut s) = (vec![0u8; row.len()], vec![0u16; ng]);
+            block::quantize_q4_row(row, g, None, &mut q, &mut s);
             let mut packed = vec![0u8; row.len() / 2];
             block::pack_q4(&q, &mut packed);
-            block::dequantize_q4_row(&packed, &s, &m, g, deq);
+            block::dequantize_q4_row(&packed, &s, g, deq);
         }
     }
 }

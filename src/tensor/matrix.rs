@@ -21,14 +21,12 @@ pub enum MatrixData<'a> {
         /// Weights per group.
         group: usize,
     },
-    /// q4 rows: `q` packed [rows, cols/2], `scales`/`mins` f16 [rows, groups].
+    /// q4 rows: `q` packed [rows, cols/2], `scales` f16 [rows, groups].
     Q4 {
-        /// Packed 4-bit weights (see `quant::block`).
+        /// Packed 4-bit level indices (see `quant::block`).
         q: &'a [u8],
         /// One f16 scale per group.
         scales: &'a [u16],
-        /// One f16 minimum per group.
-        mins: &'a [u16],
         /// Weights per group.
         group: usize,
     },
@@ -43,8 +41,6 @@ pub struct QuantParts {
     pub group: usize,
     /// f16 scales [rows, groups].
     pub scales: Tensor,
-    /// f16 minimums [rows, groups] (q4).
-    pub mins: Option<Tensor>,
 }
 
 /// A `[rows, cols]` matrix: row `r` holds the weights of output `r` (PyTorch `nn.Linear` layout).
@@ -81,12 +77,7 @@ impl Matrix {
             let scales = qp.scales.as_u16().unwrap_or_default();
             return match qp.kind {
                 DType::Q8 => MatrixData::Q8 { q: self.tensor.as_i8().unwrap_or_default(), scales, group: qp.group },
-                _ => MatrixData::Q4 {
-                    q: self.tensor.bytes(),
-                    scales,
-                    mins: qp.mins.as_ref().and_then(|m| m.as_u16()).unwrap_or_default(),
-                    group: qp.group,
-                },
+                _ => MatrixData::Q4 { q: self.tensor.bytes(), scales, group: qp.group },
             };
         }
         match self.tensor.dtype {
@@ -109,15 +100,9 @@ impl Matrix {
                 let ng = c.div_ceil(group);
                 crate::quant::block::dequantize_q8_row(&q[span], &scales[r * ng..(r + 1) * ng], group, out)
             }
-            MatrixData::Q4 { q, scales, mins, group } => {
+            MatrixData::Q4 { q, scales, group } => {
                 let ng = c.div_ceil(group);
-                crate::quant::block::dequantize_q4_row(
-                    &q[r * c / 2..(r + 1) * c / 2],
-                    &scales[r * ng..(r + 1) * ng],
-                    &mins[r * ng..(r + 1) * ng],
-                    group,
-                    out,
-                )
+                crate::quant::block::dequantize_q4_row(&q[r * c / 2..(r + 1) * c / 2], &scales[r * ng..(r + 1) * ng], group, out)
             }
         }
     }
@@ -133,7 +118,7 @@ impl Matrix {
     /// Bytes of weights (and quantization parameters) read by one full product.
     pub fn n_bytes(&self) -> usize {
         let q =
-            self.quant.as_ref().map_or(0, |q| q.scales.bytes().len() + q.mins.as_ref().map_or(0, |m| m.bytes().len()));
+            self.quant.as_ref().map_or(0, |q| q.scales.bytes().len());
         self.tensor.bytes().len() + q + self.input_scale.as_ref().map_or(0, |s| 4 * s.len())
     }
 }
