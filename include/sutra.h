@@ -72,6 +72,22 @@ typedef enum sutra_family {
   SUTRA_FAMILY_MAMBA = 1,
 } sutra_family;
 
+// How `sutra_quantize_model` chooses scales.
+typedef enum sutra_quant_method {
+  // Plain round to nearest.
+  SUTRA_QUANT_METHOD_RTN = 0,
+  // Activation-aware scaling, calibrated on `calib_path`.
+  SUTRA_QUANT_METHOD_AWQ = 1,
+} sutra_quant_method;
+
+// Target weight format of `sutra_quantize_model`.
+typedef enum sutra_quant_type {
+  // 8-bit symmetric, f16 scale per group.
+  SUTRA_QUANT_TYPE_Q8 = 0,
+  // 4-bit symmetric over 16 normal-quantile levels, f16 scale per group (head in q8).
+  SUTRA_QUANT_TYPE_Q4 = 1,
+} sutra_quant_type;
+
 // Why `sutra_generate` stopped.
 typedef enum sutra_stop_reason {
   // `max_tokens` were generated.
@@ -172,6 +188,24 @@ typedef struct sutra_model_info {
   uint64_t bytes_per_token;
 } sutra_model_info;
 
+// Parameters of `sutra_quantize_model`. Start from `sutra_quantize_default_params()`.
+typedef struct sutra_quantize_params {
+  // q8 or q4.
+  enum sutra_quant_type qtype;
+  // Weights per group: 32, 64 or 128.
+  int32_t group_size;
+  // RTN or AWQ.
+  enum sutra_quant_method method;
+  // Calibration text (UTF-8 file), required for AWQ; may be NULL otherwise.
+  const char *calib_path;
+  // Tokens of calibration text to run (AWQ).
+  int32_t calib_tokens;
+  // Tokenizer for the calibration text; NULL = the one next to the model.
+  const char *tokenizer_path;
+  // Worker threads; 0 = all cores.
+  int32_t n_threads;
+} sutra_quantize_params;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -260,6 +294,14 @@ int32_t sutra_model_n_vocab(const struct sutra_model *model);
 
 // Fills `*out_info` with the model's architecture and sizes.
 enum sutra_status sutra_model_get_info(const struct sutra_model *model, struct sutra_model_info *out_info);
+
+// Defaults: q4, groups of 32, RTN, 8192 calibration tokens, all cores.
+struct sutra_quantize_params sutra_quantize_default_params(void);
+
+// Quantizes the checkpoint at `in_path` into a libsutra quantized file at `out_path`
+// (loadable with `sutra_model_load`). `params` may be NULL for defaults. `progress` (may be
+// NULL) returning false cancels: SUTRA_ERR_CANCELLED, and no file is left behind.
+enum sutra_status sutra_quantize_model(const char *in_path, const char *out_path, const struct sutra_quantize_params *params, sutra_progress_callback progress, void *user_data);
 
 // Creates a session at the initial state of `model`.
 enum sutra_status sutra_session_new(const struct sutra_model *model, struct sutra_session **out_session);

@@ -77,6 +77,7 @@ pub struct Model {
     pool: rayon::ThreadPool,
     fingerprint: u64,
     storage_id: usize,
+    source: String,
 }
 
 impl Model {
@@ -115,6 +116,7 @@ impl Model {
 
     /// Builds a model from an opened checkpoint.
     pub fn from_file(file: SafetensorsFile, params: &ModelParams) -> Result<Model> {
+        let source = file.name.clone();
         let storage_id = file.tensors.values().next().map_or(0, |t| t.storage_id());
         let arch = models::load(&file)?;
         let n_threads = match params.n_threads {
@@ -131,7 +133,7 @@ impl Model {
         for v in [i.version as usize, i.n_layer, i.n_embd, i.n_vocab, i.n_head, i.head_size, arch.state_len()] {
             fp = session::fnv1a(&(v as u64).to_le_bytes(), fp);
         }
-        Ok(Model { arch, pool, fingerprint: fp, storage_id })
+        Ok(Model { arch, pool, fingerprint: fp, storage_id, source })
     }
 
     /// Architecture and sizes.
@@ -152,6 +154,11 @@ impl Model {
     /// A hash of the architecture and every size that shapes the state.
     pub fn fingerprint(&self) -> u64 {
         self.fingerprint
+    }
+
+    /// The path the model was loaded from (`<memory>` for in-memory loads).
+    pub fn source_path(&self) -> &str {
+        &self.source
     }
 
     /// Identifies the mapped (or owned) file the weights live in.

@@ -11,11 +11,13 @@
 
 mod generate;
 mod model;
+mod quant;
 mod session;
 mod tokenizer;
 
 pub use generate::*;
 pub use model::*;
+pub use quant::*;
 pub use session::*;
 pub use tokenizer::*;
 

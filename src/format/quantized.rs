@@ -104,15 +104,13 @@ impl QuantInfo {
                 ));
             }
             let ng = cols.div_ceil(group);
-            for (suffix, dt, shape) in [(".scales", DType::F16, vec![rows, ng])] {
-                let cn = format!("{t}{suffix}");
-                match tensors.get(&cn) {
-                    Some(c) if c.dtype == dt && c.shape == shape => {}
-                    Some(c) => {
-                        return fail(format!("tensor '{cn}' is {:?} {:?}, expected {dt:?} {shape:?}", c.dtype, c.shape))
-                    }
-                    None => return fail(format!("tensor '{cn}' is missing")),
+            let cn = format!("{t}.scales");
+            match tensors.get(&cn) {
+                Some(c) if c.dtype == DType::F16 && c.shape == [rows, ng] => {}
+                Some(c) => {
+                    return fail(format!("tensor '{cn}' is {:?} {:?}, expected F16 [{rows}, {ng}]", c.dtype, c.shape))
                 }
+                None => return fail(format!("tensor '{cn}' is missing")),
             }
             if let Some(c) = tensors.get(&format!("{t}.input_scale")) {
                 if c.dtype != DType::F32 || c.shape != [cols] {

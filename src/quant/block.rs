@@ -126,7 +126,9 @@ pub fn quantize_q4_row(w: &[f32], group: usize, importance: Option<&[f32]>, q: &
                 });
                 let refit = if den > 0.0 { f32_to_f16((num / den) as f32) } else { td };
                 for cd in [td, refit] {
-                    let e = if cd == td { q4_error(ws, t, cd, Some(imp)) } else {
+                    let e = if cd == td {
+                        q4_error(ws, t, cd, Some(imp))
+                    } else {
                         let tmp = q4_assign(ws, f16_to_f32(cd), t);
                         q4_error(ws, t, tmp, Some(imp))
                     };
@@ -239,7 +241,9 @@ mod tests {
         let err = |imp_opt: Option<&[f32]>| {
             let (mut q, mut s) = (vec![0u8; 256], vec![0u16; 4]);
             quantize_q4_row(&w, 64, imp_opt, &mut q, &mut s);
-            (0..4).map(|g| q4_error(&w[g * 64..][..64], &q[g * 64..][..64], s[g], Some(&imp[g * 64..][..64]))).sum::<f32>()
+            (0..4)
+                .map(|g| q4_error(&w[g * 64..][..64], &q[g * 64..][..64], s[g], Some(&imp[g * 64..][..64])))
+                .sum::<f32>()
         };
         assert!(err(Some(&imp)) < err(None));
     }

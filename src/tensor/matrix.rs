@@ -102,7 +102,12 @@ impl Matrix {
             }
             MatrixData::Q4 { q, scales, group } => {
                 let ng = c.div_ceil(group);
-                crate::quant::block::dequantize_q4_row(&q[r * c / 2..(r + 1) * c / 2], &scales[r * ng..(r + 1) * ng], group, out)
+                crate::quant::block::dequantize_q4_row(
+                    &q[r * c / 2..(r + 1) * c / 2],
+                    &scales[r * ng..(r + 1) * ng],
+                    group,
+                    out,
+                )
             }
         }
     }
@@ -117,8 +122,7 @@ impl Matrix {
 
     /// Bytes of weights (and quantization parameters) read by one full product.
     pub fn n_bytes(&self) -> usize {
-        let q =
-            self.quant.as_ref().map_or(0, |q| q.scales.bytes().len());
+        let q = self.quant.as_ref().map_or(0, |q| q.scales.bytes().len());
         self.tensor.bytes().len() + q + self.input_scale.as_ref().map_or(0, |s| 4 * s.len())
     }
 }

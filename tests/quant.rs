@@ -1,0 +1,269 @@
+//! Quantization: quantized files load through the same path and stay close to the original;
+//! AWQ beats plain rounding; q8 is nearly lossless; bad parameters, cancellation and damaged
+//! quantized files give clear errors.
+
+mod common;
+use common::*;
+use std::collections::HashMap;
+use std::ffi::{c_void, CString};
+use std::path::{Path, PathBuf};
+use std::ptr::null;
+use sutra::format::SafetensorsFile;
+use sutra::quant::{quantize_model, Method, QuantType, QuantizeParams};
+use sutra::tensor::DType;
+use sutra::{Model, ModelParams, Session, Status};
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("sutra-quant-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d.join(name)
+}
+
+fn shakespeare_f32() -> PathBuf {
+    repo("models/rwkv7-shakespeare-6x256/model.safetensors")
+}
+
+fn params(qtype: QuantType, group: usize, method: Method) -> QuantizeParams {
+    QuantizeParams {
+        qtype,
+        group,
+        method,
+        calib_file: Some(fixture("shakespeare/train_head64k.txt")),
+        calib_tokens: 8192,
+        ..Default::default()
+    }
+}
+
+fn quantize(src: &Path, name: &str, p: &QuantizeParams) -> PathBuf {
+    let out = tmp(name);
+    quantize_model(src, &out, p, &mut |_| true).unwrap();
+    out
+}
+
+/// Mean KL(base ‖ model) and top-1 agreement over `tokens` (one stream from the zero state).
+fn kl(base: &Model, model: &Model, tokens: &[u32]) -> (f64, f64) {
+    let v = base.info().n_vocab;
+    let (base, model) = (std::sync::Arc::new(clone_model(base)), std::sync::Arc::new(clone_model(model)));
+    let mut lb = vec![0f32; tokens.len() * v];
+    let mut lm = vec![0f32; tokens.len() * v];
+    Session::new(&base).eval_all_logits(tokens, &mut lb).unwrap();
+    Session::new(&model).eval_all_logits(tokens, &mut lm).unwrap();
+    let lsm = |r: &[f32]| {
+        let m = r.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+        let lse = r.iter().map(|&x| (x as f64 - m).exp()).sum::<f64>().ln() + m;
+        r.iter().map(|&x| x as f64 - lse).collect::<Vec<f64>>()
+    };
+    let am = |r: &[f32]| r.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0;
+    let (mut total, mut agree) = (0f64, 0usize);
+    for (b, m) in lb.chunks(v).zip(lm.chunks(v)) {
+        let (p, q) = (lsm(b), lsm(m));
+        total += p.iter().zip(&q).map(|(a, b)| a.exp() * (a - b)).sum::<f64>();
+        agree += (am(b) == am(m)) as usize;
+    }
+    (total / tokens.len() as f64, agree as f64 / tokens.len() as f64)
+}
+
+fn clone_model(m: &Model) -> Model {
+    // Models are immutable; tests reload by path to get an owned handle.
+    Model::load(Path::new(&m.source_path()), &ModelParams { n_threads: 2, use_mmap: true }).unwrap()
+}
+
+fn valid_tokens(n: usize) -> Vec<u32> {
+    let t = sutra::Tokenizer::from_file(&repo("models/rwkv7-shakespeare-6x256/tokenizer.json")).unwrap();
+    let text = std::fs::read_to_string(fixture("shakespeare/valid.txt")).unwrap();
+    let mut ids = vec![0];
+    ids.extend(t.encode(&text[..20000], false).unwrap());
+    ids.truncate(n);
+    ids
+}
+
+/// The acceptance protocol in small (2,048 tokens of valid.txt instead of 104,210): q8 is
+/// within 1e-4 mean KL of f32, and AWQ beats RTN at every group size.
+#[test]
+fn q8_is_near_lossless_and_awq_beats_rtn() {
+    let base = Model::load(&shakespeare_f32(), &ModelParams { n_threads: 2, use_mmap: true }).unwrap();
+    let toks = valid_tokens(2048);
+    let q8 = Model::load(
+        &quantize(&shakespeare_f32(), "q8.st", &params(QuantType::Q8, 64, Method::Rtn)),
+        &ModelParams::default(),
+    )
+    .unwrap();
+    let (kl8, top8) = kl(&base, &q8, &toks);
+    assert!(kl8 <= 1e-4, "q8 mean KL {kl8}");
+    assert!(top8 >= 0.98, "q8 top-1 {top8}");
+    for group in [32, 64, 128] {
+        let rtn = quantize(&shakespeare_f32(), &format!("rtn{group}.st"), &params(QuantType::Q4, group, Method::Rtn));
+        let awq = quantize(&shakespeare_f32(), &format!("awq{group}.st"), &params(QuantType::Q4, group, Method::Awq));
+        let (k_rtn, _) = kl(&base, &Model::load(&rtn, &ModelParams::default()).unwrap(), &toks);
+        let (k_awq, _) = kl(&base, &Model::load(&awq, &ModelParams::default()).unwrap(), &toks);
+        assert!(k_awq < k_rtn, "group {group}: AWQ KL {k_awq} is not below RTN {k_rtn}");
+        assert!(k_awq < 2e-2, "group {group}: AWQ KL {k_awq}");
+    }
+}
+
+/// A quantized model is a model: info, step and prefill paths agree, state save/load works,
+/// and the file is mapped and used in place.
+#[test]
+fn quantized_files_load_and_run_every_path() {
+    let golden = fixture("golden/rwkv7/model.safetensors");
+    for (qt, g) in [(QuantType::Q8, 32), (QuantType::Q4, 64), (QuantType::Q4, 128)] {
+        let p = QuantizeParams { qtype: qt, group: g, ..Default::default() };
+        let path = quantize(&golden, &format!("golden-{qt:?}-{g}.st"), &p);
+        let m = load(&path, 2);
+        let i = m.info();
+        assert_eq!((i.n_layer, i.n_embd, i.n_vocab), (2, 128, 256));
+        let want_dtype = if qt == QuantType::Q8 { DType::Q8 } else { DType::Q4 };
+        assert_eq!(i.weight_dtype, want_dtype);
+        assert_eq!(i.n_params, load(&golden, 1).info().n_params, "parameters are counted by logical shape");
+        let (toks, want, v) = expected(&fixture("golden/rwkv7/expected.safetensors"), "logits");
+        let mut s = Session::new(&m);
+        let mut step = vec![0f32; v];
+        s.eval_stepwise(&toks, Some(&mut step)).unwrap();
+        let mut pre = vec![0f32; v];
+        Session::new(&m).eval(&toks, Some(&mut pre)).unwrap();
+        assert_close(&pre, &step, 1e-4, 1e-3, "quantized prefill vs step");
+        // Close to the f32 reference: same argmax on the last row, cosine > 0.99.
+        let last = &want[(toks.len() - 1) * v..];
+        let dot: f32 = step.iter().zip(last).map(|(a, b)| a * b).sum();
+        let cos =
+            dot / (step.iter().map(|a| a * a).sum::<f32>().sqrt() * last.iter().map(|a| a * a).sum::<f32>().sqrt());
+        assert!(cos > if qt == QuantType::Q8 { 0.9999 } else { 0.99 }, "{qt:?} g{g}: cosine {cos}");
+        let blob = s.state_to_vec();
+        let mut s2 = Session::new(&m);
+        s2.load_state(&blob).unwrap();
+        assert_eq!(s2.state(), s.state());
+        // The same file from memory gives the same logits.
+        let bytes = std::fs::read(&path).unwrap();
+        let mm = std::sync::Arc::new(Model::load_from_memory(&bytes, &ModelParams::default()).unwrap());
+        let mut l2 = vec![0f32; v];
+        Session::new(&mm).eval_stepwise(&toks, Some(&mut l2)).unwrap();
+        assert_eq!(l2, step);
+    }
+}
+
+#[test]
+fn bad_parameters_and_inputs_are_clear_errors() {
+    let golden = fixture("golden/rwkv7/model.safetensors");
+    let out = tmp("never.st");
+    let run = |p: &QuantizeParams, src: &Path| quantize_model(src, &out, p, &mut |_| true).unwrap_err();
+    let e = run(&QuantizeParams { group: 48, ..Default::default() }, &golden);
+    assert_eq!(e.status(), Status::SUTRA_ERR_INVALID_ARGUMENT);
+    assert!(e.to_string().contains("48"));
+    let e = run(&QuantizeParams { method: Method::Awq, ..Default::default() }, &golden);
+    assert!(e.to_string().contains("calib"), "{e}");
+    let e = run(
+        &QuantizeParams { method: Method::Awq, calib_file: Some("/no/such/calib.txt".into()), ..Default::default() },
+        &golden,
+    );
+    assert_eq!(e.status(), Status::SUTRA_ERR_IO);
+    assert!(e.to_string().contains("/no/such/calib.txt"));
+    // AWQ with no tokenizer next to the model.
+    let e = run(&params(QuantType::Q4, 32, Method::Awq), &golden);
+    assert!(e.to_string().contains("tokenizer"), "{e}");
+    // Not a model.
+    let other = tmp("other.st");
+    sutra::format::safetensors::write(&other, &[("x.weight".into(), DType::F32, vec![32, 32], vec![0; 4096])], None)
+        .unwrap();
+    assert_eq!(run(&QuantizeParams::default(), &other).status(), Status::SUTRA_ERR_UNSUPPORTED);
+    assert_eq!(run(&QuantizeParams::default(), Path::new("/no/model.st")).status(), Status::SUTRA_ERR_IO);
+    assert!(!out.exists());
+}
+
+#[test]
+fn cancelling_leaves_no_file() {
+    let golden = fixture("golden/rwkv7/model.safetensors");
+    for stop_at in [0.0f32, 0.5, 1.0] {
+        let out = tmp(&format!("cancel-{stop_at}.st"));
+        let e = quantize_model(&golden, &out, &QuantizeParams::default(), &mut |f| f < stop_at).unwrap_err();
+        assert_eq!(e.status(), Status::SUTRA_ERR_CANCELLED);
+        assert!(!out.exists() && !out.with_extension("partial").exists(), "stop at {stop_at}");
+    }
+}
+
+/// Rewrites a quantized file with `edit` applied to its metadata and tensors.
+fn rewrite(
+    src: &Path,
+    name: &str,
+    edit: impl FnOnce(&mut HashMap<String, String>, &mut Vec<(String, DType, Vec<usize>, Vec<u8>)>),
+) -> PathBuf {
+    let f = SafetensorsFile::open(src, false).unwrap();
+    let mut meta = f.metadata.clone();
+    let mut ts: Vec<_> =
+        f.tensors.values().map(|t| (t.name.clone(), t.dtype, t.shape.clone(), t.bytes().to_vec())).collect();
+    edit(&mut meta, &mut ts);
+    let p = tmp(name);
+    sutra::format::safetensors::write(&p, &ts, Some(meta)).unwrap();
+    p
+}
+
+#[test]
+fn damaged_quantized_files_are_format_errors() {
+    let q = quantize(&fixture("golden/rwkv7/model.safetensors"), "base-q4.st", &QuantizeParams::default());
+    let err = |p: &Path| match Model::load(p, &ModelParams::default()) {
+        Ok(_) => panic!("{} loaded", p.display()),
+        Err(e) => e,
+    };
+    let v2 = rewrite(&q, "v2.st", |m, _| {
+        m.insert("sutra.format_version".into(), "2".into());
+    });
+    let e = err(&v2);
+    assert_eq!(e.status(), Status::SUTRA_ERR_FORMAT);
+    assert!(e.to_string().contains("version 2"), "{e}");
+    let bytes = std::fs::read(&q).unwrap();
+    let trunc = tmp("trunc-q.st");
+    std::fs::write(&trunc, &bytes[..bytes.len() - 100]).unwrap();
+    assert_eq!(err(&trunc).status(), Status::SUTRA_ERR_FORMAT);
+    // Metadata says q8 where the tensor holds packed q4.
+    let lie = rewrite(&q, "lie.st", |m, _| {
+        let t = m["sutra.tensors"].replace("\"q4\"", "\"q8\"");
+        m.insert("sutra.tensors".into(), t);
+    });
+    let e = err(&lie);
+    assert_eq!(e.status(), Status::SUTRA_ERR_FORMAT);
+    assert!(e.to_string().contains("metadata"), "{e}");
+    // A scale tensor missing.
+    let noscale = rewrite(&q, "noscale.st", |_, ts| ts.retain(|t| t.0 != "blocks.1.att.key.weight.scales"));
+    let e = err(&noscale);
+    assert!(e.to_string().contains("blocks.1.att.key.weight.scales"), "{e}");
+    let badgroup = rewrite(&q, "badgroup.st", |m, _| {
+        m.insert("sutra.group_size".into(), "33".into());
+    });
+    assert_eq!(err(&badgroup).status(), Status::SUTRA_ERR_FORMAT);
+}
+
+#[test]
+fn c_api_quantizes_and_cancels() {
+    use sutra::ffi::*;
+    let src = CString::new(fixture("golden/rwkv7/model.safetensors").display().to_string()).unwrap();
+    let out_path = tmp("c-q8.st");
+    let out = CString::new(out_path.display().to_string()).unwrap();
+    unsafe extern "C" fn stop(_f: f32, _u: *mut c_void) -> bool {
+        false
+    }
+    unsafe {
+        let mut p = sutra_quantize_default_params();
+        p.qtype = sutra_quant_type::Q8;
+        assert_eq!(
+            sutra_quantize_model(src.as_ptr(), out.as_ptr(), &p, Some(stop), std::ptr::null_mut()),
+            Status::SUTRA_ERR_CANCELLED
+        );
+        assert!(!out_path.exists());
+        assert_eq!(
+            sutra_quantize_model(null(), out.as_ptr(), &p, None, std::ptr::null_mut()),
+            Status::SUTRA_ERR_INVALID_ARGUMENT
+        );
+        p.group_size = 0;
+        assert_eq!(
+            sutra_quantize_model(src.as_ptr(), out.as_ptr(), &p, None, std::ptr::null_mut()),
+            Status::SUTRA_ERR_INVALID_ARGUMENT
+        );
+        p.group_size = 32;
+        assert_eq!(sutra_quantize_model(src.as_ptr(), out.as_ptr(), &p, None, std::ptr::null_mut()), Status::SUTRA_OK);
+        let mut m = std::ptr::null_mut();
+        assert_eq!(sutra_model_load(out.as_ptr(), null(), &mut m), Status::SUTRA_OK);
+        let mut info = std::mem::zeroed::<sutra_model_info>();
+        assert_eq!(sutra_model_get_info(m, &mut info), Status::SUTRA_OK);
+        assert_eq!(info.weight_dtype, sutra_dtype::Q8);
+        sutra_model_free(m);
+    }
+}
