@@ -81,14 +81,13 @@ fn tokens_arg<'a>(tokens: *const i32, n: usize) -> Result<&'a [u32]> {
     Ok(ids)
 }
 
-/// Feeds `n_tokens` tokens in order (sequence path when more than one); if `logits_out` is
-/// not NULL it receives `n_vocab` floats: the logits after the last token.
-#[no_mangle]
-pub unsafe extern "C" fn sutra_session_eval(
+/// Checks the arguments of an eval call and runs it on the sequence or the step path.
+fn eval_impl(
     session: *mut sutra_session,
     tokens: *const i32,
     n_tokens: usize,
     logits_out: *mut f32,
+    stepwise: bool,
 ) -> Status {
     guard(|| {
         non_null(session, "session")?;
@@ -102,8 +101,24 @@ pub unsafe extern "C" fn sutra_session_eval(
             // SAFETY: the caller provides n_vocab writable floats at logits_out.
             Some(unsafe { std::slice::from_raw_parts_mut(logits_out, v) })
         };
-        s.eval(ids, logits)
+        if stepwise {
+            s.eval_stepwise(ids, logits)
+        } else {
+            s.eval(ids, logits)
+        }
     })
+}
+
+/// Feeds `n_tokens` tokens in order (sequence path when more than one); if `logits_out` is
+/// not NULL it receives `n_vocab` floats: the logits after the last token.
+#[no_mangle]
+pub unsafe extern "C" fn sutra_session_eval(
+    session: *mut sutra_session,
+    tokens: *const i32,
+    n_tokens: usize,
+    logits_out: *mut f32,
+) -> Status {
+    eval_impl(session, tokens, n_tokens, logits_out, false)
 }
 
 /// Like `sutra_session_eval` but steps one token at a time (the single-token path), e.g. to
@@ -115,20 +130,7 @@ pub unsafe extern "C" fn sutra_session_eval_stepwise(
     n_tokens: usize,
     logits_out: *mut f32,
 ) -> Status {
-    guard(|| {
-        non_null(session, "session")?;
-        let ids = tokens_arg(tokens, n_tokens)?;
-        // SAFETY: non-NULL session handles point to live sessions used by one thread.
-        let s = &mut unsafe { &mut *session }.session;
-        let v = s.model().info().n_vocab;
-        let logits = if logits_out.is_null() {
-            None
-        } else {
-            // SAFETY: the caller provides n_vocab writable floats at logits_out.
-            Some(unsafe { std::slice::from_raw_parts_mut(logits_out, v) })
-        };
-        s.eval_stepwise(ids, logits)
-    })
+    eval_impl(session, tokens, n_tokens, logits_out, true)
 }
 
 /// Bytes needed by `sutra_session_state_save`.
