@@ -13,6 +13,9 @@ pub enum Isa {
     Scalar,
     /// x86-64 AVX2 with FMA and F16C.
     Avx2,
+    /// x86-64 AVX-512 (F and BW) on top of AVX2: used by the quantized dot products, which
+    /// are compute-bound; the float ones are memory-bound and keep the AVX2 code.
+    Avx512,
 }
 
 static ISA: Lazy<Isa> = Lazy::new(|| {
@@ -22,13 +25,18 @@ static ISA: Lazy<Isa> = Lazy::new(|| {
     #[cfg(target_arch = "x86_64")]
     {
         if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c") {
+            let no512 = std::env::var_os("SUTRA_NO_AVX512").is_some_and(|v| v != "0");
+            if !no512 && is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") {
+                return Isa::Avx512;
+            }
             return Isa::Avx2;
         }
     }
     Isa::Scalar
 });
 
-/// The instruction set chosen at start-up (`SUTRA_FORCE_SCALAR=1` forces the portable path).
+/// The instruction set chosen at start-up (`SUTRA_FORCE_SCALAR=1` forces the portable path,
+/// `SUTRA_NO_AVX512=1` stops at AVX2).
 pub fn isa() -> Isa {
     *ISA
 }
@@ -81,7 +89,7 @@ pub fn dot_f16_scalar(w: &[u16], x: &[f32]) -> f32 {
 #[inline]
 pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
-    if isa() == Isa::Avx2 {
+    if isa() != Isa::Scalar {
         // SAFETY: AVX2, FMA and F16C were detected at run time.
         return unsafe { x86::dot_f32(a, b) };
     }
@@ -92,7 +100,7 @@ pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
 #[inline]
 pub fn dot_bf16(w: &[u16], x: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
-    if isa() == Isa::Avx2 {
+    if isa() != Isa::Scalar {
         // SAFETY: AVX2, FMA and F16C were detected at run time.
         return unsafe { x86::dot_bf16(w, x) };
     }
@@ -103,7 +111,7 @@ pub fn dot_bf16(w: &[u16], x: &[f32]) -> f32 {
 #[inline]
 pub fn dot_f16(w: &[u16], x: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
-    if isa() == Isa::Avx2 {
+    if isa() != Isa::Scalar {
         // SAFETY: AVX2, FMA and F16C were detected at run time.
         return unsafe { x86::dot_f16(w, x) };
     }
@@ -115,7 +123,7 @@ pub fn dot_f16(w: &[u16], x: &[f32]) -> f32 {
 #[inline]
 pub fn block3x4(w: [&[f32]; 3], x: [&[f32]; 4]) -> [[f32; 4]; 3] {
     #[cfg(target_arch = "x86_64")]
-    if isa() == Isa::Avx2 {
+    if isa() != Isa::Scalar {
         // SAFETY: AVX2, FMA and F16C were detected at run time.
         return unsafe { x86::block3x4(w, x) };
     }

@@ -32,7 +32,12 @@ pub fn dot_q4_scalar(q: &[u8], scales: &[u16], group: usize, x: &[f32]) -> f32 {
 #[inline]
 pub fn dot_q8(q: &[i8], scales: &[u16], group: usize, x: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
-    if isa() == Isa::Avx2 && group % 32 == 0 && x.len() % 32 == 0 {
+    if isa() == Isa::Avx512 && group % 32 == 0 && x.len() % 32 == 0 {
+        // SAFETY: AVX-512 F/BW were detected at run time; lengths are multiples of 32.
+        return unsafe { x86::dot_q8_512(q, scales, group, x) };
+    }
+    #[cfg(target_arch = "x86_64")]
+    if isa() != Isa::Scalar && group % 32 == 0 && x.len() % 32 == 0 {
         // SAFETY: AVX2, FMA and F16C were detected at run time; lengths are multiples of 32.
         return unsafe { x86::dot_q8(q, scales, group, x) };
     }
@@ -43,7 +48,12 @@ pub fn dot_q8(q: &[i8], scales: &[u16], group: usize, x: &[f32]) -> f32 {
 #[inline]
 pub fn dot_q4(q: &[u8], scales: &[u16], group: usize, x: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
-    if isa() == Isa::Avx2 && group % 32 == 0 && x.len() % 32 == 0 {
+    if isa() == Isa::Avx512 && group % 32 == 0 && x.len() % 32 == 0 {
+        // SAFETY: AVX-512 F/BW were detected at run time; lengths are multiples of 32.
+        return unsafe { x86::dot_q4_512(q, scales, group, x) };
+    }
+    #[cfg(target_arch = "x86_64")]
+    if isa() != Isa::Scalar && group % 32 == 0 && x.len() % 32 == 0 {
         // SAFETY: AVX2, FMA and F16C were detected at run time; lengths are multiples of 32.
         return unsafe { x86::dot_q4(q, scales, group, x) };
     }
@@ -137,6 +147,66 @@ mod x86 {
         }
         hsum(total)
     }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
+    pub unsafe fn dot_q8_512(q: &[i8], scales: &[u16], group: usize, x: &[f32]) -> f32 {
+        let n = x.len().min(q.len());
+        let (pq, px) = (q.as_ptr(), x.as_ptr());
+        let mut total = _mm512_setzero_ps();
+        let (mut g0, mut gi) = (0, 0);
+        // SAFETY: every load reads 16 bytes of q and 16 floats of x within [0, n); n and the
+        // group are multiples of 32 (checked by the caller).
+        while g0 < n {
+            let end = (g0 + group).min(n);
+            _mm_prefetch(pq.add(g0).cast::<i8>().wrapping_add(PREFETCH), _MM_HINT_T0);
+            let mut acc = _mm512_setzero_ps();
+            let mut i = g0;
+            while i < end {
+                let q0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(pq.add(i) as *const __m128i)));
+                let q1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(pq.add(i + 16) as *const __m128i)));
+                acc = _mm512_fmadd_ps(q0, _mm512_loadu_ps(px.add(i)), acc);
+                acc = _mm512_fmadd_ps(q1, _mm512_loadu_ps(px.add(i + 16)), acc);
+                i += 32;
+            }
+            total = _mm512_fmadd_ps(_mm512_set1_ps(f16_to_f32(scales[gi])), acc, total);
+            g0 = end;
+            gi += 1;
+        }
+        _mm512_reduce_add_ps(total)
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
+    pub unsafe fn dot_q4_512(q: &[u8], scales: &[u16], group: usize, x: &[f32]) -> f32 {
+        let n = x.len().min(q.len() * 2);
+        let (pq, px) = (q.as_ptr(), x.as_ptr());
+        let mask = _mm_set1_epi8(0x0f);
+        // SAFETY: LEVELS is 16 bytes.
+        let table = _mm_loadu_si128(LEVELS.as_ptr() as *const __m128i);
+        let mut total = _mm512_setzero_ps();
+        let (mut g0, mut gi) = (0, 0);
+        // SAFETY: each 32-weight block reads 16 packed bytes at i/2 and 32 floats at i, all
+        // within [0, n); n and the group are multiples of 32 (checked by the caller).
+        while g0 < n {
+            let end = (g0 + group).min(n);
+            _mm_prefetch(pq.add(g0 / 2).cast::<i8>().wrapping_add(PREFETCH), _MM_HINT_T0);
+            let mut acc = _mm512_setzero_ps();
+            let mut i = g0;
+            while i < end {
+                let bytes = _mm_loadu_si128(pq.add(i / 2) as *const __m128i);
+                let lo = _mm_shuffle_epi8(table, _mm_and_si128(bytes, mask));
+                let hi = _mm_shuffle_epi8(table, _mm_and_si128(_mm_srli_epi16(bytes, 4), mask));
+                let l = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(lo));
+                let h = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(hi));
+                acc = _mm512_fmadd_ps(l, _mm512_loadu_ps(px.add(i)), acc);
+                acc = _mm512_fmadd_ps(h, _mm512_loadu_ps(px.add(i + 16)), acc);
+                i += 32;
+            }
+            total = _mm512_fmadd_ps(_mm512_set1_ps(f16_to_f32(scales[gi])), acc, total);
+            g0 = end;
+            gi += 1;
+        }
+        _mm512_reduce_add_ps(total)
+    }
 }
 
 #[cfg(test)]
@@ -160,6 +230,13 @@ mod tests {
                 let tol = 1e-5 * cols as f32;
                 let (a, b) = (dot_q8(&q8, &s8, group, &x), dot_q8_scalar(&q8, &s8, group, &x));
                 assert!((a - b).abs() <= tol, "q8 cols {cols} group {group}: {a} vs {b}");
+                #[cfg(target_arch = "x86_64")]
+                if isa() == Isa::Avx512 {
+                    // The AVX2 path too, on a machine that would otherwise take AVX-512.
+                    // SAFETY: AVX-512 implies AVX2/FMA/F16C were detected.
+                    let c = unsafe { x86::dot_q8(&q8, &s8, group, &x) };
+                    assert!((c - b).abs() <= tol, "q8 avx2");
+                }
                 let (mut q4, mut s4) = (vec![0u8; cols], vec![0u16; ng]);
                 quantize_q4_row(&w, group, None, &mut q4, &mut s4);
                 let mut packed = vec![0u8; cols / 2];
@@ -167,6 +244,12 @@ mod tests {
                 let a = dot_q4(&packed, &s4, group, &x);
                 let b = dot_q4_scalar(&packed, &s4, group, &x);
                 assert!((a - b).abs() <= tol, "q4 cols {cols} group {group}: {a} vs {b}");
+                #[cfg(target_arch = "x86_64")]
+                if isa() == Isa::Avx512 {
+                    // SAFETY: AVX-512 implies AVX2/FMA/F16C were detected.
+                    let c = unsafe { x86::dot_q4(&packed, &s4, group, &x) };
+                    assert!((c - b).abs() <= tol, "q4 avx2");
+                }
                 // And both equal the dot with the dequantized row.
                 let mut deq = vec![0f32; cols];
                 dequantize_q4_row(&packed, &s4, group, &mut deq);
