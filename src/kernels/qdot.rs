@@ -32,12 +32,12 @@ pub fn dot_q4_scalar(q: &[u8], scales: &[u16], group: usize, x: &[f32]) -> f32 {
 #[inline]
 pub fn dot_q8(q: &[i8], scales: &[u16], group: usize, x: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
-    if isa() == Isa::Avx512 && group % 32 == 0 && x.len() % 32 == 0 {
+    if isa() == Isa::Avx512 && group.is_multiple_of(32) && x.len().is_multiple_of(32) {
         // SAFETY: AVX-512 F/BW were detected at run time; lengths are multiples of 32.
         return unsafe { x86::dot_q8_512(q, scales, group, x) };
     }
     #[cfg(target_arch = "x86_64")]
-    if isa() != Isa::Scalar && group % 32 == 0 && x.len() % 32 == 0 {
+    if isa() != Isa::Scalar && group.is_multiple_of(32) && x.len().is_multiple_of(32) {
         // SAFETY: AVX2, FMA and F16C were detected at run time; lengths are multiples of 32.
         return unsafe { x86::dot_q8(q, scales, group, x) };
     }
@@ -48,12 +48,12 @@ pub fn dot_q8(q: &[i8], scales: &[u16], group: usize, x: &[f32]) -> f32 {
 #[inline]
 pub fn dot_q4(q: &[u8], scales: &[u16], group: usize, x: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
-    if isa() == Isa::Avx512 && group % 32 == 0 && x.len() % 32 == 0 {
+    if isa() == Isa::Avx512 && group.is_multiple_of(32) && x.len().is_multiple_of(32) {
         // SAFETY: AVX-512 F/BW were detected at run time; lengths are multiples of 32.
         return unsafe { x86::dot_q4_512(q, scales, group, x) };
     }
     #[cfg(target_arch = "x86_64")]
-    if isa() != Isa::Scalar && group % 32 == 0 && x.len() % 32 == 0 {
+    if isa() != Isa::Scalar && group.is_multiple_of(32) && x.len().is_multiple_of(32) {
         // SAFETY: AVX2, FMA and F16C were detected at run time; lengths are multiples of 32.
         return unsafe { x86::dot_q4(q, scales, group, x) };
     }

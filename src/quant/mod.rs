@@ -93,7 +93,7 @@ pub fn is_output_head(name: &str, file: &SafetensorsFile) -> bool {
 pub fn is_quantizable(t: &Tensor) -> bool {
     t.name.ends_with(".weight")
         && t.shape.len() == 2
-        && t.shape[1] % block::BLOCK == 0
+        && t.shape[1].is_multiple_of(block::BLOCK)
         && t.numel() >= 1024
         && matches!(t.dtype, DType::F32 | DType::BF16 | DType::F16)
 }
