@@ -4,11 +4,13 @@
 //! model asks for a tensor by its checkpoint name and gets either the tensor with the shape
 //! it expects or an error that names the tensor, the expected and the found shape.
 
+pub mod config;
 pub mod safetensors;
 pub mod synth;
 
 use crate::error::{Error, Result};
 use crate::tensor::{DType, Matrix, Tensor};
+pub use config::HfConfig;
 pub use safetensors::SafetensorsFile;
 
 /// Shape-checking access to the tensors of a checkpoint by their verbatim names.
@@ -86,5 +88,43 @@ impl<'a> WeightReader<'a> {
             }
         }
         Ok(Matrix::new(Tensor::from_f32(name, vec![rows, cols], &dst), rows, cols))
+    }
+
+    /// A stored `[n, cols, rows]` stack of matrices used as `x @ W[i]`, each transposed into an
+    /// owned f32 `[rows, cols]` (e.g. RWKV-6 `time_maa_w2`).
+    pub fn stacked_transposed(&self, name: &str, n: usize, rows: usize, cols: usize) -> Result<Vec<Matrix>> {
+        let src = self.floats(name, &[n, cols, rows])?;
+        Ok(src
+            .chunks_exact(rows * cols)
+            .enumerate()
+            .map(|(i, m)| {
+                let mut dst = vec![0f32; rows * cols];
+                for c in 0..cols {
+                    for r in 0..rows {
+                        dst[r * cols + c] = m[c * rows + r];
+                    }
+                }
+                Matrix::new(Tensor::from_f32(&format!("{name}[{i}]"), vec![rows, cols], &dst), rows, cols)
+            })
+            .collect())
+    }
+
+    /// The name of the file read (for error messages).
+    pub fn file_name(&self) -> &str {
+        &self.file.name
+    }
+
+    /// The squeezed shape of `name`, which must have `dims` dimensions; a format error
+    /// naming the tensor and describing the expected shape (`what`) otherwise.
+    pub fn shape_of(&self, name: &str, dims: usize, what: &str) -> Result<Vec<usize>> {
+        let s = self.tensor(name)?.shape.clone();
+        let sq = self.shape(name)?;
+        if sq.len() == dims {
+            return Ok(sq);
+        }
+        if s.len() == dims {
+            return Ok(s);
+        }
+        Err(Error::format(format!("{}: tensor '{name}' has shape {s:?}, expected {what}", self.file.name)))
     }
 }

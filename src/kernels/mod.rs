@@ -166,6 +166,24 @@ pub fn add_assign(y: &mut [f32], x: &[f32]) {
     y.iter_mut().zip(x).for_each(|(a, b)| *a += b);
 }
 
+/// One step of a depthwise causal 1-D convolution (Mamba's `conv1d`, groups = channels,
+/// padding K−1) over `x.len()` channels of kernel width K.
+///
+/// `window` is `[channels, K]`: each channel's last K inputs, oldest first. It shifts left by
+/// one and takes `x[c]` as its newest entry (index K−1); then
+/// `out[c] = Σ_k window[c, k]·w[c, k] + bias[c]`, `w` being `[channels, K]` (PyTorch's
+/// `[channels, 1, K]` weight squeezed).
+pub fn conv1d_causal_step(window: &mut [f32], x: &[f32], w: &[f32], bias: &[f32], out: &mut [f32]) {
+    let k = w.len() / x.len();
+    for (ch, ((win, wc), (&xc, o))) in
+        window.chunks_exact_mut(k).zip(w.chunks_exact(k)).zip(x.iter().zip(out.iter_mut())).enumerate()
+    {
+        win.copy_within(1.., 0);
+        win[k - 1] = xc;
+        *o = bias[ch] + win.iter().zip(wc).map(|(a, b)| a * b).sum::<f32>();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,6 +212,37 @@ mod tests {
         let n = st.len();
         let t = Tensor::new("w", dtype, vec![rows, cols], st, 0..n).unwrap();
         (Matrix::new(t, rows, cols), exact)
+    }
+
+    /// Stepping the causal conv token by token equals the full zero-padded convolution, and
+    /// the window ends holding the last K inputs, oldest first.
+    #[test]
+    fn conv1d_step_matches_full_convolution() {
+        let mut seed = 3;
+        let (ch, k, t) = (5usize, 4usize, 7usize);
+        let w: Vec<f32> = (0..ch * k).map(|_| lcg(&mut seed)).collect();
+        let b: Vec<f32> = (0..ch).map(|_| lcg(&mut seed)).collect();
+        let xs: Vec<f32> = (0..t * ch).map(|_| lcg(&mut seed)).collect();
+        let mut window = vec![0f32; ch * k];
+        let mut out = vec![0f32; ch];
+        for i in 0..t {
+            conv1d_causal_step(&mut window, &xs[i * ch..(i + 1) * ch], &w, &b, &mut out);
+            for c in 0..ch {
+                let mut want = b[c];
+                for j in 0..k {
+                    // Tap j sees the input k−1−j steps back.
+                    if let Some(src) = (i + j + 1).checked_sub(k) {
+                        want += w[c * k + j] * xs[src * ch + c];
+                    }
+                }
+                assert!((out[c] - want).abs() < 1e-5, "t={i} c={c}: {} vs {want}", out[c]);
+            }
+        }
+        for c in 0..ch {
+            for j in 0..k {
+                assert_eq!(window[c * k + j], xs[(t - k + j) * ch + c]);
+            }
+        }
     }
 
     /// SIMD dot products equal the scalar references on odd lengths (float rounding only).
