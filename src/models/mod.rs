@@ -10,6 +10,10 @@
 //! that shapes cannot tell come from the `config.json` beside the weights when there is one
 //! ([`HfConfig`]); each architecture documents its defaults without one.
 
+mod common;
+pub mod rwkv4;
+pub mod rwkv5;
+pub mod rwkv6;
 pub mod rwkv7;
 
 use crate::error::{Error, Result};
@@ -139,9 +143,12 @@ pub fn detect(file: &SafetensorsFile) -> Result<&'static str> {
 
 /// Loads the architecture found in `file`; `config` is the parsed `config.json` beside it,
 /// if any (used by the layouts that need one; checked against the shapes where it applies).
-pub fn load(file: &SafetensorsFile, _config: Option<&HfConfig>) -> Result<Box<dyn Architecture>> {
+pub fn load(file: &SafetensorsFile, config: Option<&HfConfig>) -> Result<Box<dyn Architecture>> {
     match detect(file)? {
         "rwkv7" => Ok(Box::new(rwkv7::Rwkv7::load(file)?)),
+        "rwkv6" => Ok(Box::new(rwkv6::Rwkv6::load(file)?)),
+        "rwkv5" => Ok(Box::new(rwkv5::Rwkv5::load(file)?)),
+        "rwkv4" => Ok(Box::new(rwkv4::Rwkv4::load(file, config)?)),
         other => Err(Error::Internal(format!("detected '{other}' but no loader"))),
     }
 }
