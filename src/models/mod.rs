@@ -11,6 +11,8 @@
 //! ([`HfConfig`]); each architecture documents its defaults without one.
 
 mod common;
+pub mod mamba1;
+pub mod mamba2;
 pub mod rwkv4;
 pub mod rwkv5;
 pub mod rwkv6;
@@ -149,6 +151,8 @@ pub fn load(file: &SafetensorsFile, config: Option<&HfConfig>) -> Result<Box<dyn
         "rwkv6" => Ok(Box::new(rwkv6::Rwkv6::load(file)?)),
         "rwkv5" => Ok(Box::new(rwkv5::Rwkv5::load(file)?)),
         "rwkv4" => Ok(Box::new(rwkv4::Rwkv4::load(file, config)?)),
+        "mamba1" => Ok(Box::new(mamba1::Mamba1::load(file, config)?)),
+        "mamba2" => Ok(Box::new(mamba2::Mamba2::load(file, config)?)),
         other => Err(Error::Internal(format!("detected '{other}' but no loader"))),
     }
 }
