@@ -113,18 +113,4 @@ impl<'a> WeightReader<'a> {
     pub fn file_name(&self) -> &str {
         &self.file.name
     }
-
-    /// The squeezed shape of `name`, which must have `dims` dimensions; a format error
-    /// naming the tensor and describing the expected shape (`what`) otherwise.
-    pub fn shape_of(&self, name: &str, dims: usize, what: &str) -> Result<Vec<usize>> {
-        let s = self.tensor(name)?.shape.clone();
-        let sq = self.shape(name)?;
-        if sq.len() == dims {
-            return Ok(sq);
-        }
-        if s.len() == dims {
-            return Ok(s);
-        }
-        Err(Error::format(format!("{}: tensor '{name}' has shape {s:?}, expected {what}", self.file.name)))
-    }
 }

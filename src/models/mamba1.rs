@@ -17,6 +17,7 @@ use super::common::{embed, head_logits, shape2};
 use super::{count_layers, count_params, Architecture, Family, ModelInfo};
 use crate::error::{Error, Result};
 use crate::format::{HfConfig, SafetensorsFile, WeightReader};
+use crate::kernels::ssm::scan_update_dot;
 use crate::kernels::{add_assign, conv1d_causal_step, matmul, rms_norm, silu, softplus};
 use crate::tensor::Matrix;
 
@@ -246,16 +247,9 @@ impl Mamba1 {
                 let a = &l.a[c * ns..(c + 1) * ns];
                 for (i, y) in yc.iter_mut().enumerate() {
                     let (dti, ui) = (dt[i * di + c], u[i * di + c]);
-                    let bc = &dbc[i * nb + nr..(i + 1) * nb];
-                    let (b, cm) = bc.split_at(ns);
-                    let dtu = dti * ui;
-                    let mut acc = 0f32;
-                    for s in 0..ns {
-                        let hs = (dti * a[s]).exp() * h[s] + dtu * b[s];
-                        h[s] = hs;
-                        acc += hs * cm[s];
-                    }
-                    *y = (acc + l.d[c] * ui) * silu(uz[i * 2 * di + di + c]);
+                    let (b, cm) = dbc[i * nb + nr..(i + 1) * nb].split_at(ns);
+                    let scan = scan_update_dot(h, a, dti, dti * ui, b, cm);
+                    *y = (scan + l.d[c] * ui) * silu(uz[i * 2 * di + di + c]);
                 }
             }
         };

@@ -21,6 +21,7 @@ use super::mamba1::embedding_key;
 use super::{count_layers, count_params, Architecture, Family, ModelInfo};
 use crate::error::{Error, Result};
 use crate::format::{HfConfig, SafetensorsFile, WeightReader};
+use crate::kernels::ssm::decay_update_dot;
 use crate::kernels::{add_assign, conv1d_causal_step, matmul, rms_norm, silu, softplus};
 use crate::tensor::Matrix;
 
@@ -296,14 +297,7 @@ impl Mamba2 {
                 let dth = dt[i * nh + h];
                 let decay = (dth * l.a[h]).exp();
                 for (p, (sp, yp)) in s.chunks_exact_mut(ns).zip(y.iter_mut()).enumerate() {
-                    let dx = dth * xh[p];
-                    let mut acc = 0f32;
-                    for j in 0..ns {
-                        let v = sp[j] * decay + dx * b[j];
-                        sp[j] = v;
-                        acc += v * c[j];
-                    }
-                    *yp = acc + l.d[h] * xh[p];
+                    *yp = decay_update_dot(sp, decay, dth * xh[p], b, c) + l.d[h] * xh[p];
                 }
             }
         };
