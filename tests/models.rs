@@ -463,3 +463,65 @@ fn mamba2_config_with_infinity_time_step_limit_loads() {
         assert_close(&got, &want, ABS, REL, lim);
     }
 }
+
+/// An 8-layer RWKV-4 rewritten into the transformers layout gives the official file's logits:
+/// exactly without a config, and with `rescale_every: 4` (two halvings of the residual
+/// stream, blocks 4-7 scaled by 1/2) up to the LayerNorm epsilon's effect, within the
+/// golden tolerance: the rescaling only moves values through LayerNorms.
+#[test]
+fn rwkv4_hf_rescale_every_keeps_the_function() {
+    let dir = tmp_dir("rwkv4-rescale");
+    let official = dir.join("official.safetensors");
+    let spec = SynthSpec {
+        arch: "rwkv4".into(),
+        n_layer: 8,
+        n_embd: 96,
+        n_vocab: 123,
+        head_size: 0,
+        dtype: DType::F32,
+        seed: 3,
+    };
+    synthesize_with(&spec, &MambaSizes::default(), &official).unwrap();
+    let f = SafetensorsFile::open(&official, false).unwrap();
+    let hf_name = |k: &str| {
+        if k == "head.weight" {
+            return k.to_string();
+        }
+        let k = k
+            .replace("emb.", "embeddings.")
+            .replace(".ln0", ".pre_ln")
+            .replace(".att.", ".attention.")
+            .replace(".ffn.", ".feed_forward.")
+            .replace("time_mix_k", "time_mix_key")
+            .replace("time_mix_v", "time_mix_value")
+            .replace("time_mix_r", "time_mix_receptance");
+        format!("rwkv.{k}")
+    };
+    let ts: Vec<_> =
+        f.tensors.values().map(|t| (hf_name(&t.name), t.dtype, t.shape.clone(), t.bytes().to_vec())).collect();
+    let hf_dir = tmp_dir("rwkv4-rescale-hf");
+    let hf = hf_dir.join("model.safetensors");
+    sutra::format::safetensors::write(&hf, &ts, None).unwrap();
+    std::fs::write(
+        hf_dir.join("config.json"),
+        r#"{"model_type": "rwkv", "hidden_size": 96, "num_hidden_layers": 8, "rescale_every": 4}"#,
+    )
+    .unwrap();
+    let toks = tokens(30, 123);
+    let run = |p: &Path| {
+        let m = load(p, 2);
+        let mut l = vec![0f32; toks.len() * 123];
+        Session::new(&m).eval_all_logits(&toks, &mut l).unwrap();
+        l
+    };
+    let (a, b) = (run(&official), run(&hf));
+    assert_close(&b, &a, ABS, REL, "HF layout with rescale_every 4 vs official");
+    std::fs::remove_file(hf_dir.join("config.json")).unwrap();
+    assert_close(&run(&hf), &a, 1e-6, 0.0, "HF layout without config vs official");
+    // A config that disagrees with the shapes names both.
+    std::fs::write(hf_dir.join("config.json"), r#"{"hidden_size": 95}"#).unwrap();
+    let e = load_err(&hf).to_string();
+    assert!(e.contains("hidden_size") && e.contains("config.json") && e.contains("rwkv.embeddings.weight"), "{e}");
+    std::fs::remove_dir_all(&dir).ok();
+    std::fs::remove_dir_all(&hf_dir).ok();
+}
