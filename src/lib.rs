@@ -82,6 +82,11 @@ pub struct Model {
 
 impl Model {
     /// Loads the checkpoint at `path`; its architecture is detected from tensor names.
+    ///
+    /// A `config.json` in the same directory, when present, supplies what shapes cannot
+    /// tell (Mamba-2 `n_groups`, epsilons, RWKV-4 HF `rescale_every`); it must be valid JSON
+    /// (bare `Infinity` tolerated) and agree with the shapes, or the load fails with
+    /// [`Error::Format`] naming the config and the tensor.
     pub fn load(path: &Path, params: &ModelParams) -> Result<Model> {
         Self::load_with_progress(path, params, &mut |_| true)
     }
@@ -97,28 +102,41 @@ impl Model {
             return Err(Error::Cancelled);
         }
         let file = SafetensorsFile::open(path, params.use_mmap)?;
+        let config = format::HfConfig::beside(path.parent().unwrap_or(Path::new(".")))?;
         if !progress(0.25) {
             return Err(Error::Cancelled);
         }
-        let model = Self::from_file(file, params)?;
+        let model = Self::from_file(file, config.as_ref(), params)?;
         if !progress(1.0) {
             return Err(Error::Cancelled);
         }
         Ok(model)
     }
 
-    /// Loads a checkpoint held in memory (copied, so `bytes` may be freed afterwards).
+    /// Loads a checkpoint held in memory (copied, so `bytes` may be freed afterwards). No
+    /// `config.json` is read: the documented defaults apply (see [`load_from_memory_with_config`](Self::load_from_memory_with_config)).
     pub fn load_from_memory(bytes: &[u8], params: &ModelParams) -> Result<Model> {
-        let storage = Arc::new(tensor::Storage::from_bytes(bytes));
-        let file = SafetensorsFile::parse(storage, "<memory>")?;
-        Self::from_file(file, params)
+        Self::load_from_memory_with_config(bytes, None, params)
     }
 
-    /// Builds a model from an opened checkpoint.
-    pub fn from_file(file: SafetensorsFile, params: &ModelParams) -> Result<Model> {
+    /// [`load_from_memory`](Self::load_from_memory) with the text of a `config.json`.
+    pub fn load_from_memory_with_config(bytes: &[u8], config: Option<&str>, params: &ModelParams) -> Result<Model> {
+        let storage = Arc::new(tensor::Storage::from_bytes(bytes));
+        let file = SafetensorsFile::parse(storage, "<memory>")?;
+        let config = config.map(|c| format::HfConfig::parse(c, "<memory config>")).transpose()?;
+        Self::from_file(file, config.as_ref(), params)
+    }
+
+    /// Builds a model from an opened checkpoint and its optional `config.json`.
+    pub fn from_file(file: SafetensorsFile, config: Option<&format::HfConfig>, params: &ModelParams) -> Result<Model> {
         let source = file.name.clone();
         let storage_id = file.tensors.values().next().map_or(0, |t| t.storage_id());
-        let arch = models::load(&file)?;
+        // A quantized file carries its source's config.json in its metadata.
+        let embedded = match (config, file.metadata.get("sutra.hf_config")) {
+            (None, Some(text)) => Some(format::HfConfig::parse(text, &format!("{source} (sutra.hf_config)"))?),
+            _ => None,
+        };
+        let arch = models::load(&file, config.or(embedded.as_ref()))?;
         let n_threads = match params.n_threads {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,

@@ -267,3 +267,99 @@ fn c_api_quantizes_and_cancels() {
         sutra_model_free(m);
     }
 }
+
+/// Every architecture runs quantized: the golden models of each family in q8 and q4 stay
+/// close to their references (per-row cosine; q8 also agrees on the most likely token). These
+/// tiny models have random weights, so 4-bit noise is large (cosine ~0.93-0.99): the bound
+/// only catches gross breakage; `quantized_products_equal_dequantized_weights` checks exactness.
+#[test]
+fn every_architecture_quantizes() {
+    for arch in ["rwkv4", "rwkv5", "rwkv6", "rwkv7", "mamba1", "mamba2"] {
+        let src = fixture(&format!("golden/{arch}/model.safetensors"));
+        let (toks, want, v) = expected(&fixture(&format!("golden/{arch}/expected.safetensors")), "logits");
+        for (qt, min_cos) in [(QuantType::Q8, 0.999), (QuantType::Q4, 0.9)] {
+            let p = QuantizeParams { qtype: qt, group: 32, ..Default::default() };
+            let path = quantize(&src, &format!("{arch}-{qt:?}.st"), &p);
+            let m = load(&path, 2);
+            let mut got = vec![0f32; toks.len() * v];
+            let mut s = Session::new(&m);
+            for (i, &t) in toks.iter().enumerate() {
+                s.eval_stepwise(&[t], Some(&mut got[i * v..(i + 1) * v])).unwrap();
+            }
+            let mut agree = 0;
+            for (g, w) in got.chunks(v).zip(want.chunks(v)) {
+                let dot: f32 = g.iter().zip(w).map(|(a, b)| a * b).sum();
+                let cos =
+                    dot / (g.iter().map(|a| a * a).sum::<f32>().sqrt() * w.iter().map(|a| a * a).sum::<f32>().sqrt());
+                assert!(cos >= min_cos, "{arch} {qt:?}: cosine {cos}");
+                let am = |r: &[f32]| r.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0;
+                agree += (am(g) == am(w)) as usize;
+            }
+            if qt == QuantType::Q8 {
+                assert!(agree * 10 >= toks.len() * 9, "{arch} q8: argmax agreement {agree}/{}", toks.len());
+            }
+        }
+    }
+}
+
+/// The quantized kernels compute exactly what the dequantized weights give: each golden
+/// model quantized (q8 and q4, RTN and, for the Shakespeare model, AWQ with its input scales)
+/// against an f32 checkpoint holding the dequantized weights, at the f32 tolerance.
+#[test]
+fn quantized_products_equal_dequantized_weights() {
+    let mut cases: Vec<(PathBuf, QuantizeParams)> = Vec::new();
+    for arch in ["rwkv4", "rwkv5", "rwkv6", "rwkv7", "mamba1", "mamba2"] {
+        for qt in [QuantType::Q8, QuantType::Q4] {
+            cases.push((
+                fixture(&format!("golden/{arch}/model.safetensors")),
+                QuantizeParams { qtype: qt, group: 32, ..Default::default() },
+            ));
+        }
+    }
+    cases.push((shakespeare_f32(), params(QuantType::Q4, 64, Method::Awq)));
+    for (i, (src, p)) in cases.iter().enumerate() {
+        let q = quantize(src, &format!("exact-{i}.st"), p);
+        // Dequantize every quantized matrix (input scale folded back in) into an f32 file.
+        let f = SafetensorsFile::open(&q, false).unwrap();
+        let info = f.quant.clone().unwrap();
+        let rd = sutra::format::WeightReader::new(&f);
+        let mut ts = Vec::new();
+        for (name, t) in &f.tensors {
+            if let Some(e) = info.tensors.get(name) {
+                let m = rd.matrix(name, e.rows, e.cols).unwrap();
+                let mut w = vec![0f32; e.rows * e.cols];
+                for (r, row) in w.chunks_mut(e.cols).enumerate() {
+                    m.row_to_f32(r, row);
+                }
+                ts.push((name.clone(), DType::F32, vec![e.rows, e.cols], bytemuck::cast_slice(&w).to_vec()));
+            } else if !sutra::format::quantized::COMPANIONS.iter().any(|c| name.ends_with(c)) {
+                ts.push((name.clone(), t.dtype, t.shape.clone(), t.bytes().to_vec()));
+            }
+        }
+        let deq = tmp(&format!("exact-{i}-f32.st"));
+        let meta =
+            f.metadata.get("sutra.hf_config").map(|c| HashMap::from([("sutra.hf_config".to_string(), c.clone())]));
+        sutra::format::safetensors::write(&deq, &ts, meta).unwrap();
+        let (mq, md) = (load(&q, 2), load(&deq, 2));
+        let v = mq.info().n_vocab;
+        let toks: Vec<u32> = (0..24).map(|k| ((k * 37 + 5) % v) as u32).collect();
+        for stepwise in [true, false] {
+            let (mut a, mut b) = (vec![0f32; v], vec![0f32; v]);
+            let (mut sa, mut sb) = (Session::new(&mq), Session::new(&md));
+            if stepwise {
+                sa.eval_stepwise(&toks, Some(&mut a)).unwrap();
+                sb.eval_stepwise(&toks, Some(&mut b)).unwrap();
+            } else {
+                sa.eval(&toks, Some(&mut a)).unwrap();
+                sb.eval(&toks, Some(&mut b)).unwrap();
+            }
+            assert_close(
+                &a,
+                &b,
+                1e-4,
+                1e-3,
+                &format!("{} {:?} {:?} stepwise={stepwise}", src.display(), p.qtype, p.method),
+            );
+        }
+    }
+}

@@ -25,7 +25,7 @@ use sutra::{generate, Error, GenerateParams, Model, ModelParams, Result, Sampler
 const USAGE: &str = "usage:
   sutra info MODEL
   sutra logits MODEL --tokens 1,2,3 [--prefill] [--threads N] --out FILE.safetensors
-  sutra synth --arch rwkv7 --layers L --width D --vocab V [--head-size 64] [--dtype f32|bf16|f16] [--seed S] --out FILE
+  sutra synth --arch rwkv4|rwkv5|rwkv6|rwkv7|mamba1|mamba2 --layers L --width D --vocab V [--head-size 64] [--dtype f32|bf16|f16] [--seed S] --out FILE
   sutra bench MODEL [--threads N] [--prompt 512] [--gen 128] [--no-mmap]
   sutra tokenize TOKENIZER TEXT [--special]      (or --bench FILE: encode/decode MB/s)
   sutra generate MODEL [--tokenizer T] --prompt TEXT [-n 200] [--temp 0.8] [--top-p 0.9] [--top-k 0] [--seed S]

@@ -4,12 +4,14 @@
 //! model asks for a tensor by its checkpoint name and gets either the tensor with the shape
 //! it expects or an error that names the tensor, the expected and the found shape.
 
+pub mod config;
 pub mod quantized;
 pub mod safetensors;
 pub mod synth;
 
 use crate::error::{Error, Result};
 use crate::tensor::{DType, Matrix, Tensor};
+pub use config::HfConfig;
 pub use safetensors::SafetensorsFile;
 
 /// Shape-checking access to the tensors of a checkpoint by their verbatim names.
@@ -143,5 +145,29 @@ impl<'a> WeightReader<'a> {
             }
         }
         Ok(Matrix::new(Tensor::from_f32(name, vec![rows, cols], &dst), rows, cols))
+    }
+
+    /// A stored `[n, cols, rows]` stack of matrices used as `x @ W[i]`, each transposed into an
+    /// owned f32 `[rows, cols]` (e.g. RWKV-6 `time_maa_w2`).
+    pub fn stacked_transposed(&self, name: &str, n: usize, rows: usize, cols: usize) -> Result<Vec<Matrix>> {
+        let src = self.floats(name, &[n, cols, rows])?;
+        Ok(src
+            .chunks_exact(rows * cols)
+            .enumerate()
+            .map(|(i, m)| {
+                let mut dst = vec![0f32; rows * cols];
+                for c in 0..cols {
+                    for r in 0..rows {
+                        dst[r * cols + c] = m[c * rows + r];
+                    }
+                }
+                Matrix::new(Tensor::from_f32(&format!("{name}[{i}]"), vec![rows, cols], &dst), rows, cols)
+            })
+            .collect())
+    }
+
+    /// The name of the file read (for error messages).
+    pub fn file_name(&self) -> &str {
+        &self.file.name
     }
 }

@@ -8,6 +8,7 @@
 pub mod dot;
 pub mod norm;
 pub mod qdot;
+pub mod ssm;
 
 pub use dot::{dot_bf16, dot_f16, dot_f32, isa, Isa};
 pub use norm::{group_norm, l2_normalize, layer_norm, rms_norm};
@@ -174,6 +175,29 @@ pub fn softplus(x: f32) -> f32 {
     }
 }
 
+/// eˣ by a branch-free polynomial (Cephes' `expf`: range reduction by ln 2 and a degree-6
+/// polynomial; relative error below 3e-7 on [−87, 88], inputs clamped to that range).
+///
+/// Unlike `f32::exp` (a libm call) it inlines and uses no float-to-int conversion, so loops
+/// over it vectorize: used where an exponential per element sits in an inner loop (the
+/// Mamba-1 scan, [`ssm::scan_update_dot`]).
+#[inline(always)]
+pub fn exp_fast(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    // 1.5·2²³: adding it rounds to the nearest integer n, which then sits in the low mantissa
+    // bits (bits = 0x4B40_0000 + n), so 2ⁿ needs integer adds and a shift only.
+    const ROUND: f32 = 12_582_912.0;
+    let x = x.clamp(-87.0, 88.0);
+    let m = x * LOG2E + ROUND;
+    let n = m - ROUND;
+    let r = x - n * 0.693_359_4 - n * -2.121_944_4e-4;
+    let z = r * r;
+    let p =
+        ((((1.987_569_1e-4 * r + 1.398_2e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 0.166_666_65) * r + 0.5;
+    let y = p * z + r + 1.0;
+    y * f32::from_bits(m.to_bits().wrapping_sub(0x4B40_0000 - 127) << 23)
+}
+
 /// Token shift: `out[i] = cur[i] + (prev[i] - cur[i]) * mix[i]`.
 #[inline]
 pub fn token_shift(cur: &[f32], prev: &[f32], mix: &[f32], out: &mut [f32]) {
@@ -186,6 +210,24 @@ pub fn token_shift(cur: &[f32], prev: &[f32], mix: &[f32], out: &mut [f32]) {
 #[inline]
 pub fn add_assign(y: &mut [f32], x: &[f32]) {
     y.iter_mut().zip(x).for_each(|(a, b)| *a += b);
+}
+
+/// One step of a depthwise causal 1-D convolution (Mamba's `conv1d`, groups = channels,
+/// padding K−1) over `x.len()` channels of kernel width K.
+///
+/// `window` is `[channels, K]`: each channel's last K inputs, oldest first. It shifts left by
+/// one and takes `x[c]` as its newest entry (index K−1); then
+/// `out[c] = Σ_k window[c, k]·w[c, k] + bias[c]`, `w` being `[channels, K]` (PyTorch's
+/// `[channels, 1, K]` weight squeezed).
+pub fn conv1d_causal_step(window: &mut [f32], x: &[f32], w: &[f32], bias: &[f32], out: &mut [f32]) {
+    let k = w.len() / x.len();
+    for (ch, ((win, wc), (&xc, o))) in
+        window.chunks_exact_mut(k).zip(w.chunks_exact(k)).zip(x.iter().zip(out.iter_mut())).enumerate()
+    {
+        win.copy_within(1.., 0);
+        win[k - 1] = xc;
+        *o = bias[ch] + win.iter().zip(wc).map(|(a, b)| a * b).sum::<f32>();
+    }
 }
 
 #[cfg(test)]
@@ -216,6 +258,51 @@ mod tests {
         let n = st.len();
         let t = Tensor::new("w", dtype, vec![rows, cols], st, 0..n).unwrap();
         (Matrix::new(t, rows, cols), exact)
+    }
+
+    /// exp_fast agrees with the libm exponential to a few ulp over the whole clamped range.
+    #[test]
+    fn exp_fast_matches_libm() {
+        let mut worst = 0f64;
+        for i in 0..=200_000 {
+            let x = -87.0 + 175.0 * i as f32 / 200_000.0;
+            let (got, want) = (exp_fast(x) as f64, (x as f64).exp());
+            worst = worst.max((got - want).abs() / want);
+        }
+        assert!(worst < 3e-7, "relative error {worst}");
+        assert_eq!(exp_fast(0.0), 1.0);
+        assert!(exp_fast(-1e30) > 0.0 && exp_fast(-1e30) < 1e-37, "clamped below");
+    }
+
+    /// Stepping the causal conv token by token equals the full zero-padded convolution, and
+    /// the window ends holding the last K inputs, oldest first.
+    #[test]
+    fn conv1d_step_matches_full_convolution() {
+        let mut seed = 3;
+        let (ch, k, t) = (5usize, 4usize, 7usize);
+        let w: Vec<f32> = (0..ch * k).map(|_| lcg(&mut seed)).collect();
+        let b: Vec<f32> = (0..ch).map(|_| lcg(&mut seed)).collect();
+        let xs: Vec<f32> = (0..t * ch).map(|_| lcg(&mut seed)).collect();
+        let mut window = vec![0f32; ch * k];
+        let mut out = vec![0f32; ch];
+        for i in 0..t {
+            conv1d_causal_step(&mut window, &xs[i * ch..(i + 1) * ch], &w, &b, &mut out);
+            for c in 0..ch {
+                let mut want = b[c];
+                for j in 0..k {
+                    // Tap j sees the input k−1−j steps back.
+                    if let Some(src) = (i + j + 1).checked_sub(k) {
+                        want += w[c * k + j] * xs[src * ch + c];
+                    }
+                }
+                assert!((out[c] - want).abs() < 1e-5, "t={i} c={c}: {} vs {want}", out[c]);
+            }
+        }
+        for c in 0..ch {
+            for j in 0..k {
+                assert_eq!(window[c * k + j], xs[(t - k + j) * ch + c]);
+            }
+        }
     }
 
     /// SIMD dot products equal the scalar references on odd lengths (float rounding only).

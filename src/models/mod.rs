@@ -6,12 +6,20 @@
 //! numbered steps. Shared pieces (norms, products, token shift) live in
 //! [`kernels`](crate::kernels).
 //!
-//! The architecture is detected from sentinel tensor names ([`detect`]).
+//! The architecture is detected from sentinel tensor names ([`detect`]). Hyper-parameters
+//! that shapes cannot tell come from the `config.json` beside the weights when there is one
+//! ([`HfConfig`]); each architecture documents its defaults without one.
 
+mod common;
+pub mod mamba1;
+pub mod mamba2;
+pub mod rwkv4;
+pub mod rwkv5;
+pub mod rwkv6;
 pub mod rwkv7;
 
 use crate::error::{Error, Result};
-use crate::format::SafetensorsFile;
+use crate::format::{HfConfig, SafetensorsFile};
 use crate::tensor::DType;
 
 /// Model family.
@@ -75,41 +83,76 @@ pub trait Architecture: Send + Sync {
     fn forward(&self, state: &mut [f32], tokens: &[u32], logits: Option<&mut [f32]>);
 }
 
-/// Which architecture a checkpoint holds, from its sentinel tensor names.
+/// Which architecture a checkpoint holds, from its sentinel tensor names (as rwkv.cpp and
+/// the reference packages do):
+///
+/// | sentinel | architecture |
+/// |---|---|
+/// | `blocks.0.att.r_k` or `blocks.0.att.x_r` | `rwkv7` |
+/// | `blocks.0.att.time_maa_x` | `rwkv6` |
+/// | `blocks.0.att.ln_x.weight` with a 2-D `time_decay` `[H, N>1]` | `rwkv5` (5.2) |
+/// | `blocks.0.att.time_first` (no `ln_x`) | `rwkv4` (official layout) |
+/// | `rwkv.blocks.0.attention.time_first` | `rwkv4` (transformers `RwkvForCausalLM` layout) |
+/// | `backbone.layers.0.mixer.x_proj.weight` | `mamba1` (transformers `MambaForCausalLM`) |
+/// | `backbone.layers.0.mixer.dt_bias` (1-D `A_log`) | `mamba2` (transformers `Mamba2ForCausalLM`) |
 pub fn detect(file: &SafetensorsFile) -> Result<&'static str> {
     let has = |k: &str| file.tensors.contains_key(k);
     if has("blocks.0.att.r_k") || has("blocks.0.att.x_r") {
         return Ok("rwkv7");
     }
     if has("blocks.0.att.time_maa_x") {
-        return Err(Error::unsupported(format!("{}: an RWKV-6 checkpoint; RWKV-6 is not supported yet", file.name)));
+        return Ok("rwkv6");
     }
     if has("blocks.0.att.ln_x.weight") {
-        return Err(Error::unsupported(format!("{}: an RWKV-5 checkpoint; RWKV-5 is not supported yet", file.name)));
+        let td = file.get("blocks.0.att.time_decay")?.squeezed_shape();
+        if td.len() == 2 && td[1] > 1 && has("blocks.0.att.gate.weight") {
+            return Ok("rwkv5");
+        }
+        return Err(Error::unsupported(format!(
+            "{}: an RWKV-5.0/5.1 checkpoint (time_decay {td:?}); only RWKV-5.2 (time_decay [heads, head_size], \
+             att.gate) is supported",
+            file.name
+        )));
     }
     if has("blocks.0.att.time_first") || has("rwkv.blocks.0.attention.time_first") {
-        return Err(Error::unsupported(format!("{}: an RWKV-4 checkpoint; RWKV-4 is not supported yet", file.name)));
+        return Ok("rwkv4");
     }
     if has("backbone.layers.0.mixer.A_log") {
-        return Err(Error::unsupported(format!("{}: a Mamba checkpoint; Mamba is not supported yet", file.name)));
+        if has("backbone.layers.0.mixer.x_proj.weight") {
+            return Ok("mamba1");
+        }
+        if has("backbone.layers.0.mixer.dt_bias") {
+            return Ok("mamba2");
+        }
+        return Err(Error::unsupported(format!(
+            "{}: a Mamba checkpoint with neither mixer.x_proj (Mamba-1) nor mixer.dt_bias (Mamba-2)",
+            file.name
+        )));
     }
     let mut names: Vec<&str> = file.tensors.keys().map(|s| s.as_str()).take(4).collect();
     if file.tensors.len() > 4 {
         names.push("...");
     }
     Err(Error::unsupported(format!(
-        "{}: no supported architecture recognised among its {} tensors ({}); expected an RWKV-7 checkpoint \
-         (official layout: emb.weight, blocks.N.att.r_k, ...)",
+        "{}: no supported architecture recognised among its {} tensors ({}); expected RWKV v4/v5.2/v6/v7 \
+         (official layout: emb.weight, blocks.N.att.*; or transformers rwkv.blocks.N.attention.*) or Mamba-1/2 \
+         (transformers layout: backbone.layers.N.mixer.*)",
         file.name,
         file.tensors.len(),
         names.join(", ")
     )))
 }
 
-/// Loads the architecture found in `file`.
-pub fn load(file: &SafetensorsFile) -> Result<Box<dyn Architecture>> {
+/// Loads the architecture found in `file`; `config` is the parsed `config.json` beside it,
+/// if any (used by the layouts that need one; checked against the shapes where it applies).
+pub fn load(file: &SafetensorsFile, config: Option<&HfConfig>) -> Result<Box<dyn Architecture>> {
     match detect(file)? {
         "rwkv7" => Ok(Box::new(rwkv7::Rwkv7::load(file)?)),
+        "rwkv6" => Ok(Box::new(rwkv6::Rwkv6::load(file)?)),
+        "rwkv5" => Ok(Box::new(rwkv5::Rwkv5::load(file)?)),
+        "rwkv4" => Ok(Box::new(rwkv4::Rwkv4::load(file, config)?)),
+        "mamba1" => Ok(Box::new(mamba1::Mamba1::load(file, config)?)),
+        "mamba2" => Ok(Box::new(mamba2::Mamba2::load(file, config)?)),
         other => Err(Error::Internal(format!("detected '{other}' but no loader"))),
     }
 }

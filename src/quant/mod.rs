@@ -225,8 +225,7 @@ pub fn quantize_model(
         .build()
         .map_err(|e| Error::Internal(format!("thread pool: {e}")))?;
     // Loading checks that the file is a supported model before anything is written.
-    let model =
-        Arc::new(Model::from_file(SafetensorsFile::open(in_path, true)?, &ModelParams { n_threads, use_mmap: true })?);
+    let model = Arc::new(Model::load(in_path, &ModelParams { n_threads, use_mmap: true })?);
     let stats = match p.method {
         Method::Awq => {
             // The model's tensors come from its own mapping of the file.
@@ -303,6 +302,14 @@ pub fn quantize_model(
         _ => serde_json::Value::Null,
     };
     meta.insert("sutra.calibration".to_string(), calib.to_string());
+    // The source's config.json (what shapes cannot tell, e.g. Mamba-2 n_groups) travels along.
+    let config_path = in_path.parent().unwrap_or(Path::new(".")).join("config.json");
+    if config_path.is_file() {
+        let text = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
+        meta.insert("sutra.hf_config".to_string(), text);
+    } else if let Some(text) = file.metadata.get("sutra.hf_config") {
+        meta.insert("sutra.hf_config".to_string(), text.clone());
+    }
     let tmp = out_path.with_extension("partial");
     let written = crate::format::safetensors::write(&tmp, &out, Some(meta));
     let finish = written
