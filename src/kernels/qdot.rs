@@ -63,10 +63,23 @@ pub fn dot_q4(q: &[u8], scales: &[u16], group: usize, x: &[f32]) -> f32 {
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use crate::quant::block::LEVELS;
-    use crate::tensor::f16_to_f32;
     use std::arch::x86_64::*;
 
     const PREFETCH: usize = 2048;
+
+    /// An f16 scale broadcast to 8 lanes, converted by the F16C unit.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn scale8(h: u16) -> __m256 {
+        _mm256_broadcastss_ps(_mm_cvtph_ps(_mm_set1_epi16(h as i16)))
+    }
+
+    /// An f16 scale broadcast to 16 lanes.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    fn scale16(h: u16) -> __m512 {
+        _mm512_broadcastss_ps(_mm_cvtph_ps(_mm_set1_epi16(h as i16)))
+    }
 
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -101,7 +114,7 @@ mod x86 {
                 a1 = _mm256_fmadd_ps(q3, _mm256_loadu_ps(px.add(i + 24)), a1);
                 i += 32;
             }
-            let d = _mm256_set1_ps(f16_to_f32(scales[gi]));
+            let d = scale8(scales[gi]);
             total = _mm256_fmadd_ps(d, _mm256_add_ps(a0, a1), total);
             g0 = end;
             gi += 1;
@@ -140,7 +153,7 @@ mod x86 {
                 a1 = _mm256_fmadd_ps(h1, _mm256_loadu_ps(px.add(i + 24)), a1);
                 i += 32;
             }
-            let d = _mm256_set1_ps(f16_to_f32(scales[gi]));
+            let d = scale8(scales[gi]);
             total = _mm256_fmadd_ps(d, _mm256_add_ps(a0, a1), total);
             g0 = end;
             gi += 1;
@@ -168,7 +181,7 @@ mod x86 {
                 acc = _mm512_fmadd_ps(q1, _mm512_loadu_ps(px.add(i + 16)), acc);
                 i += 32;
             }
-            total = _mm512_fmadd_ps(_mm512_set1_ps(f16_to_f32(scales[gi])), acc, total);
+            total = _mm512_fmadd_ps(scale16(scales[gi]), acc, total);
             g0 = end;
             gi += 1;
         }
@@ -201,7 +214,7 @@ mod x86 {
                 acc = _mm512_fmadd_ps(h, _mm512_loadu_ps(px.add(i + 16)), acc);
                 i += 32;
             }
-            total = _mm512_fmadd_ps(_mm512_set1_ps(f16_to_f32(scales[gi])), acc, total);
+            total = _mm512_fmadd_ps(scale16(scales[gi]), acc, total);
             g0 = end;
             gi += 1;
         }
