@@ -63,6 +63,11 @@ fn kl(base: &Model, model: &Model, tokens: &[u32]) -> (f64, f64) {
     (total / tokens.len() as f64, agree as f64 / tokens.len() as f64)
 }
 
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    dot / (a.iter().map(|x| x * x).sum::<f32>().sqrt() * b.iter().map(|x| x * x).sum::<f32>().sqrt())
+}
+
 fn clone_model(m: &Model) -> Model {
     // Models are immutable; tests reload by path to get an owned handle.
     Model::load(Path::new(&m.source_path()), &ModelParams { n_threads: 2, use_mmap: true }).unwrap()
@@ -91,6 +96,25 @@ fn q8_is_near_lossless_and_awq_beats_rtn() {
     let (kl8, top8) = kl(&base, &q8, &toks);
     assert!(kl8 <= 1e-4, "q8 mean KL {kl8}");
     assert!(top8 >= 0.98, "q8 top-1 {top8}");
+    // The decode path (int8 activations) too, on the first 256 tokens.
+    let v = base.info().n_vocab;
+    let base_a = std::sync::Arc::new(clone_model(&base));
+    let q8_a = std::sync::Arc::new(clone_model(&q8));
+    let (mut sb, mut sq) = (Session::new(&base_a), Session::new(&q8_a));
+    let (mut lb, mut lq) = (vec![0f32; v], vec![0f32; v]);
+    let mut total = 0f64;
+    for &t in &toks[..256] {
+        sb.eval_stepwise(&[t], Some(&mut lb)).unwrap();
+        sq.eval_stepwise(&[t], Some(&mut lq)).unwrap();
+        let lsm = |r: &[f32]| {
+            let m = r.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+            let lse = r.iter().map(|&x| (x as f64 - m).exp()).sum::<f64>().ln() + m;
+            r.iter().map(|&x| x as f64 - lse).collect::<Vec<f64>>()
+        };
+        let (p, q) = (lsm(&lb), lsm(&lq));
+        total += p.iter().zip(&q).map(|(a, b)| a.exp() * (a - b)).sum::<f64>();
+    }
+    assert!(total / 256.0 <= 1e-4, "q8 decode-path mean KL {}", total / 256.0);
     for group in [32, 64, 128] {
         let rtn = quantize(&shakespeare_f32(), &format!("rtn{group}.st"), &params(QuantType::Q4, group, Method::Rtn));
         let awq = quantize(&shakespeare_f32(), &format!("awq{group}.st"), &params(QuantType::Q4, group, Method::Awq));
@@ -121,7 +145,9 @@ fn quantized_files_load_and_run_every_path() {
         s.eval_stepwise(&toks, Some(&mut step)).unwrap();
         let mut pre = vec![0f32; v];
         Session::new(&m).eval(&toks, Some(&mut pre)).unwrap();
-        assert_close(&pre, &step, 1e-4, 1e-3, "quantized prefill vs step");
+        // Decode multiplies quantized weights by int8 activations (per-32 absmax), prefill by
+        // f32 ones: the two paths agree up to that rounding.
+        assert!(cosine(&pre, &step) > 0.999, "{qt:?} g{g}: prefill vs step cosine {}", cosine(&pre, &step));
         // Close to the f32 reference: same argmax on the last row, cosine > 0.99.
         let last = &want[(toks.len() - 1) * v..];
         let dot: f32 = step.iter().zip(last).map(|(a, b)| a * b).sum();
@@ -270,14 +296,15 @@ fn c_api_quantizes_and_cancels() {
 
 /// Every architecture runs quantized: the golden models of each family in q8 and q4 stay
 /// close to their references (per-row cosine; q8 also agrees on the most likely token). These
-/// tiny models have random weights, so 4-bit noise is large (cosine ~0.93-0.99): the bound
-/// only catches gross breakage; `quantized_products_equal_dequantized_weights` checks exactness.
+/// tiny models have random weights, so 4-bit noise is large (cosine ~0.93-0.99), and decode
+/// runs on int8 activations: the bounds only catch gross breakage;
+/// `quantized_products_equal_dequantized_weights` checks exactness.
 #[test]
 fn every_architecture_quantizes() {
     for arch in ["rwkv4", "rwkv5", "rwkv6", "rwkv7", "mamba1", "mamba2"] {
         let src = fixture(&format!("golden/{arch}/model.safetensors"));
         let (toks, want, v) = expected(&fixture(&format!("golden/{arch}/expected.safetensors")), "logits");
-        for (qt, min_cos) in [(QuantType::Q8, 0.999), (QuantType::Q4, 0.9)] {
+        for (qt, min_cos) in [(QuantType::Q8, 0.995), (QuantType::Q4, 0.9)] {
             let p = QuantizeParams { qtype: qt, group: 32, ..Default::default() };
             let path = quantize(&src, &format!("{arch}-{qt:?}.st"), &p);
             let m = load(&path, 2);
@@ -304,7 +331,9 @@ fn every_architecture_quantizes() {
 
 /// The quantized kernels compute exactly what the dequantized weights give: each golden
 /// model quantized (q8 and q4, RTN and, for the Shakespeare model, AWQ with its input scales)
-/// against an f32 checkpoint holding the dequantized weights, at the f32 tolerance.
+/// against an f32 checkpoint holding the dequantized weights, at the f32 tolerance on the
+/// sequence path (products over many tokens take f32 activations); the decode path (one
+/// token: int8 activations) within their rounding.
 #[test]
 fn quantized_products_equal_dequantized_weights() {
     let mut cases: Vec<(PathBuf, QuantizeParams)> = Vec::new();
@@ -343,23 +372,15 @@ fn quantized_products_equal_dequantized_weights() {
         let (mq, md) = (load(&q, 2), load(&deq, 2));
         let v = mq.info().n_vocab;
         let toks: Vec<u32> = (0..24).map(|k| ((k * 37 + 5) % v) as u32).collect();
-        for stepwise in [true, false] {
-            let (mut a, mut b) = (vec![0f32; v], vec![0f32; v]);
-            let (mut sa, mut sb) = (Session::new(&mq), Session::new(&md));
-            if stepwise {
-                sa.eval_stepwise(&toks, Some(&mut a)).unwrap();
-                sb.eval_stepwise(&toks, Some(&mut b)).unwrap();
-            } else {
-                sa.eval(&toks, Some(&mut a)).unwrap();
-                sb.eval(&toks, Some(&mut b)).unwrap();
-            }
-            assert_close(
-                &a,
-                &b,
-                1e-4,
-                1e-3,
-                &format!("{} {:?} {:?} stepwise={stepwise}", src.display(), p.qtype, p.method),
-            );
-        }
+        let what = format!("{} {:?} {:?}", src.display(), p.qtype, p.method);
+        // All rows from one sequence call: every product has 24 rows of f32 activations.
+        let (mut a, mut b) = (vec![0f32; v * toks.len()], vec![0f32; v * toks.len()]);
+        Session::new(&mq).eval_all_logits(&toks, &mut a).unwrap();
+        Session::new(&md).eval_all_logits(&toks, &mut b).unwrap();
+        assert_close(&a, &b, 1e-4, 1e-3, &what);
+        let (mut sa, mut sb) = (vec![0f32; v], vec![0f32; v]);
+        Session::new(&mq).eval_stepwise(&toks, Some(&mut sa)).unwrap();
+        Session::new(&md).eval_stepwise(&toks, Some(&mut sb)).unwrap();
+        assert!(cosine(&sa, &sb) > 0.999, "{what} stepwise: cosine {}", cosine(&sa, &sb));
     }
 }

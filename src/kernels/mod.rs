@@ -19,11 +19,24 @@ use rayon::prelude::*;
 /// Below this many multiply-adds a product runs on the calling thread only.
 const PAR_MIN_WORK: usize = 1 << 15;
 
-/// Row `r` of `m` dotted with `x`.
+/// Row `r` of `m` dotted with `x` (or, for quantized rows, with `qa`, the int8 activations).
 #[inline]
-fn row_dot(m: &Matrix, data: &MatrixData<'_>, r: usize, x: &[f32]) -> f32 {
+fn row_dot(m: &Matrix, data: &MatrixData<'_>, r: usize, x: &[f32], qa: Option<&qdot::QActs>) -> f32 {
     let c = m.cols;
     let span = r * c..(r + 1) * c;
+    if let Some(a) = qa {
+        match data {
+            MatrixData::Q8 { q, scales, group } => {
+                let ng = c.div_ceil(*group);
+                return qdot::dot_q8_i8(&q[span], &scales[r * ng..(r + 1) * ng], *group, a);
+            }
+            MatrixData::Q4 { q, scales, group } => {
+                let ng = c.div_ceil(*group);
+                return qdot::dot_q4_i8(&q[r * c / 2..(r + 1) * c / 2], &scales[r * ng..(r + 1) * ng], *group, a);
+            }
+            _ => {}
+        }
+    }
     match data {
         MatrixData::F32(d) => dot_f32(&d[span], x),
         MatrixData::BF16(d) => dot_bf16(&d[span], x),
@@ -58,16 +71,25 @@ pub fn matvec(m: &Matrix, x: &[f32], y: &mut [f32]) {
     crate::quant::awq::record(m, x, 1);
     let data = m.data();
     let x = &scaled_input(m, x)[..];
+    // Decode with quantized weights is compute-bound: the activations are quantized to int8
+    // once, and every row's product runs on integers (prefill keeps f32 activations).
+    let qa = match data {
+        MatrixData::Q8 { .. } | MatrixData::Q4 { .. } if isa() != Isa::Scalar && m.cols.is_multiple_of(32) => {
+            Some(qdot::quantize_acts(x))
+        }
+        _ => None,
+    };
+    let qa = qa.as_ref();
     if m.rows * m.cols < PAR_MIN_WORK || rayon::current_num_threads() == 1 {
         for (r, yr) in y.iter_mut().enumerate() {
-            *yr = row_dot(m, &data, r, x);
+            *yr = row_dot(m, &data, r, x, qa);
         }
         return;
     }
     let chunk = chunk_rows(m.rows);
     y.par_chunks_mut(chunk).enumerate().for_each(|(c, ys)| {
         for (j, yr) in ys.iter_mut().enumerate() {
-            *yr = row_dot(m, &data, c * chunk + j, x);
+            *yr = row_dot(m, &data, c * chunk + j, x, qa);
         }
     });
 }

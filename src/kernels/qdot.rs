@@ -8,6 +8,82 @@ use super::dot::{isa, Isa};
 use crate::quant::block::{q4_at, LEVELS};
 use crate::tensor::f16_to_f32;
 
+/// Activations quantized for the integer products of decode: blocks of 32 values, each
+/// `x ≈ d·q` with `d = max|x| / 127` and `q` in [-127, 127] (as llama.cpp's q8 activations).
+#[derive(Debug, Clone, Default)]
+pub struct QActs {
+    /// Quantized values, one per activation.
+    pub q: Vec<i8>,
+    /// One scale per block of 32.
+    pub d: Vec<f32>,
+}
+
+/// Quantizes `x` (length a multiple of 32) per block of 32.
+pub fn quantize_acts(x: &[f32]) -> QActs {
+    let mut a = QActs { q: vec![0; x.len()], d: Vec::with_capacity(x.len() / 32) };
+    for (b, xs) in x.chunks(32).enumerate() {
+        let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+        for (j, &v) in xs.iter().enumerate() {
+            a.q[b * 32 + j] = (v * inv).round() as i8;
+        }
+        a.d.push(d);
+    }
+    a
+}
+
+/// q4 row · quantized activations, portable reference of the integer product:
+/// Σ_groups d_w · Σ_blocks d_x · Σ LEVELS[q]·x_q.
+pub fn dot_q4_i8_scalar(q: &[u8], scales: &[u16], group: usize, a: &QActs) -> f32 {
+    let mut total = 0f32;
+    for (g, sc) in scales.iter().enumerate().take(a.q.len().div_ceil(group)) {
+        let mut acc = 0f32;
+        for b in (g * group / 32)..((g + 1) * group / 32).min(a.d.len()) {
+            let s: i32 = (0..32).map(|j| LEVELS[q4_at(q, b * 32 + j) as usize] as i32 * a.q[b * 32 + j] as i32).sum();
+            acc += s as f32 * a.d[b];
+        }
+        total += f16_to_f32(*sc) * acc;
+    }
+    total
+}
+
+/// q8 row · quantized activations, portable reference of the integer product.
+pub fn dot_q8_i8_scalar(q: &[i8], scales: &[u16], group: usize, a: &QActs) -> f32 {
+    let mut total = 0f32;
+    for (g, sc) in scales.iter().enumerate().take(a.q.len().div_ceil(group)) {
+        let mut acc = 0f32;
+        for b in (g * group / 32)..((g + 1) * group / 32).min(a.d.len()) {
+            let s: i32 = (0..32).map(|j| q[b * 32 + j] as i32 * a.q[b * 32 + j] as i32).sum();
+            acc += s as f32 * a.d[b];
+        }
+        total += f16_to_f32(*sc) * acc;
+    }
+    total
+}
+
+/// q4 row · quantized activations with the best available instructions.
+#[inline]
+pub fn dot_q4_i8(q: &[u8], scales: &[u16], group: usize, a: &QActs) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if isa() != Isa::Scalar && group.is_multiple_of(32) {
+        // SAFETY: AVX2 was detected at run time; lengths are multiples of 32.
+        return unsafe { x86::dot_i8::<true>(q.as_ptr(), q.len() * 2, scales, group, a) };
+    }
+    dot_q4_i8_scalar(q, scales, group, a)
+}
+
+/// q8 row · quantized activations with the best available instructions.
+#[inline]
+pub fn dot_q8_i8(q: &[i8], scales: &[u16], group: usize, a: &QActs) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if isa() != Isa::Scalar && group.is_multiple_of(32) {
+        // SAFETY: AVX2 was detected at run time; lengths are multiples of 32.
+        return unsafe { x86::dot_i8::<false>(q.as_ptr().cast(), q.len(), scales, group, a) };
+    }
+    dot_q8_i8_scalar(q, scales, group, a)
+}
+
 /// q8 row · x, portable reference.
 pub fn dot_q8_scalar(q: &[i8], scales: &[u16], group: usize, x: &[f32]) -> f32 {
     let mut total = 0f32;
@@ -161,6 +237,56 @@ mod x86 {
         hsum(total)
     }
 
+    /// Integer dot of a q4 (`Q4 = true`, `n` weights packed at `q`) or q8 row with int8
+    /// activations: per block of 32, |w|·(x·sign w) with maddubs (no saturation: both ≤ 127),
+    /// pairs summed with madd, scaled by the activation block scale, then by the group scale.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_i8<const Q4: bool>(
+        q: *const u8,
+        n: usize,
+        scales: &[u16],
+        group: usize,
+        a: &super::QActs,
+    ) -> f32 {
+        let n = n.min(a.q.len());
+        let px = a.q.as_ptr();
+        let mask = _mm_set1_epi8(0x0f);
+        let ones = _mm256_set1_epi16(1);
+        // SAFETY: LEVELS is 16 bytes; the table is repeated in both lanes.
+        let t = _mm_loadu_si128(LEVELS.as_ptr() as *const __m128i);
+        let table = _mm256_set_m128i(t, t);
+        let mut total = _mm256_setzero_ps();
+        let (mut g0, mut gi) = (0, 0);
+        // SAFETY: block b reads 16 (q4) or 32 (q8) weight bytes and 32 activation bytes, all
+        // within [0, n); n and the group are multiples of 32.
+        while g0 < n {
+            let end = (g0 + group).min(n);
+            let wp = if Q4 { q.add(g0 / 2) } else { q.add(g0) };
+            _mm_prefetch(wp.cast::<i8>().wrapping_add(PREFETCH), _MM_HINT_T0);
+            let mut acc = _mm256_setzero_ps();
+            let mut i = g0;
+            while i < end {
+                let w = if Q4 {
+                    let bytes = _mm_loadu_si128(q.add(i / 2) as *const __m128i);
+                    let lo = _mm_and_si128(bytes, mask);
+                    let hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), mask);
+                    _mm256_shuffle_epi8(table, _mm256_set_m128i(hi, lo))
+                } else {
+                    _mm256_loadu_si256(q.add(i) as *const __m256i)
+                };
+                let x = _mm256_loadu_si256(px.add(i) as *const __m256i);
+                let p16 = _mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(x, w));
+                let p32 = _mm256_madd_epi16(p16, ones);
+                acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), _mm256_set1_ps(*a.d.get_unchecked(i / 32)), acc);
+                i += 32;
+            }
+            total = _mm256_fmadd_ps(scale8(scales[gi]), acc, total);
+            g0 = end;
+            gi += 1;
+        }
+        hsum(total)
+    }
+
     #[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
     pub unsafe fn dot_q8_512(q: &[i8], scales: &[u16], group: usize, x: &[f32]) -> f32 {
         let n = x.len().min(q.len());
@@ -227,6 +353,36 @@ mod tests {
     use super::*;
     use crate::format::synth::Rng;
     use crate::quant::block::*;
+
+    /// The integer (int8-activation) products equal their scalar references, and stay within
+    /// the activation rounding of the float product.
+    #[test]
+    fn integer_dots_match_reference() {
+        let mut r = Rng::new(23);
+        for &cols in &[32usize, 96, 160, 4096 + 64] {
+            for group in [32, 64, 128] {
+                let w: Vec<f32> = (0..cols).map(|_| r.normal()).collect();
+                let x: Vec<f32> = (0..cols).map(|_| r.normal()).collect();
+                let a = quantize_acts(&x);
+                let ng = n_groups(cols, group);
+                let (mut q8, mut s8) = (vec![0i8; cols], vec![0u16; ng]);
+                quantize_q8_row(&w, group, &mut q8, &mut s8);
+                let (i8d, i8s) = (dot_q8_i8(&q8, &s8, group, &a), dot_q8_i8_scalar(&q8, &s8, group, &a));
+                assert!((i8d - i8s).abs() <= 1e-4 * (1.0 + i8s.abs()), "q8 int cols {cols} g {group}: {i8d} vs {i8s}");
+                let f = dot_q8_scalar(&q8, &s8, group, &x);
+                let bound = 0.01 * (cols as f32).sqrt() * 3.0;
+                assert!((i8s - f).abs() <= bound, "q8 int vs float: {i8s} vs {f}");
+                let (mut q4, mut s4) = (vec![0u8; cols], vec![0u16; ng]);
+                quantize_q4_row(&w, group, None, &mut q4, &mut s4);
+                let mut packed = vec![0u8; cols / 2];
+                pack_q4(&q4, &mut packed);
+                let (a4, b4) = (dot_q4_i8(&packed, &s4, group, &a), dot_q4_i8_scalar(&packed, &s4, group, &a));
+                assert!((a4 - b4).abs() <= 1e-4 * (1.0 + b4.abs()), "q4 int cols {cols} g {group}: {a4} vs {b4}");
+                let f4 = dot_q4_scalar(&packed, &s4, group, &x);
+                assert!((b4 - f4).abs() <= bound, "q4 int vs float: {b4} vs {f4}");
+            }
+        }
+    }
 
     /// Each SIMD quantized dot equals its scalar reference on odd row counts and every group
     /// size, including a short last group.
