@@ -19,11 +19,6 @@ fn python_binding_round_trips() {
         .arg(&root)
         .output()
         .expect("python3 runs (the project's machines ship CPython 3.11)");
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("python binding ok: 6 checks"));
 }
