@@ -12,7 +12,7 @@ use super::exp_fast;
 #[inline]
 pub fn scan_update_dot(h: &mut [f32], a: &[f32], dt: f32, dtu: f32, b: &[f32], c: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
-    if isa() == Isa::Avx2 {
+    if isa() != Isa::Scalar {
         // SAFETY: AVX2 and FMA were detected at run time.
         return unsafe { x86::scan_update_dot(h, a, dt, dtu, b, c) };
     }
@@ -23,7 +23,7 @@ pub fn scan_update_dot(h: &mut [f32], a: &[f32], dt: f32, dtu: f32, b: &[f32], c
 #[inline]
 pub fn decay_update_dot(h: &mut [f32], decay: f32, dx: f32, b: &[f32], c: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
-    if isa() == Isa::Avx2 {
+    if isa() != Isa::Scalar {
         // SAFETY: AVX2 and FMA were detected at run time.
         return unsafe { x86::decay_update_dot(h, decay, dx, b, c) };
     }
