@@ -43,11 +43,11 @@ fn row_dot(m: &Matrix, data: &MatrixData<'_>, r: usize, x: &[f32], qa: Option<&q
         MatrixData::F16(d) => dot_f16(&d[span], x),
         MatrixData::Q8 { q, scales, group } => {
             let ng = c.div_ceil(*group);
-            qdot::dot_q8(&q[span], &scales[r * ng..(r + 1) * ng], *group, x)
+            qdot::dot_q8_f32(&q[span], &scales[r * ng..(r + 1) * ng], *group, x)
         }
         MatrixData::Q4 { q, scales, group } => {
             let ng = c.div_ceil(*group);
-            qdot::dot_q4(&q[r * c / 2..(r + 1) * c / 2], &scales[r * ng..(r + 1) * ng], *group, x)
+            qdot::dot_q4_f32(&q[r * c / 2..(r + 1) * c / 2], &scales[r * ng..(r + 1) * ng], *group, x)
         }
     }
 }
