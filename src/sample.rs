@@ -156,16 +156,23 @@ impl Sampler {
         if logits.is_empty() {
             return Err(Error::invalid("logits are empty"));
         }
+        // The stages are borrowed while the generator and history change.
+        let stages = std::mem::take(&mut self.stages);
+        let r = self.run(&stages, logits);
+        self.stages = stages;
+        r
+    }
+
+    fn run(&mut self, stages: &[Stage], logits: &[f32]) -> Result<u32> {
         let mut c: Vec<Cand> = logits.iter().enumerate().map(|(i, &l)| Cand { id: i as u32, logit: l }).collect();
+        // Until a stage sorts or filters, candidate i is token i.
         let mut sorted = false;
-        let stages = self.stages.clone();
-        for stage in &stages {
+        let mut identity = true;
+        for stage in stages {
             match stage {
                 Stage::LogitBias(b) => {
                     for &(id, v) in b {
-                        if let Some(x) = c.iter_mut().find(|x| x.id == id) {
-                            x.logit += v;
-                        }
+                        adjust(&mut c, identity, id, |l| *l += v);
                     }
                 }
                 Stage::Penalties { last_n, repeat, frequency, presence } => {
@@ -174,18 +181,16 @@ impl Sampler {
                     for &t in &self.history[start..] {
                         *counts.entry(t).or_insert(0) += 1;
                     }
-                    for x in c.iter_mut() {
-                        if let Some(&n) = counts.get(&x.id) {
-                            x.logit = if x.logit > 0.0 { x.logit / repeat } else { x.logit * repeat };
-                            x.logit -= frequency * n as f32 + presence;
-                        }
+                    for (&id, &n) in &counts {
+                        adjust(&mut c, identity, id, |l| {
+                            *l = if *l > 0.0 { *l / repeat } else { *l * repeat };
+                            *l -= frequency * n as f32 + presence;
+                        });
                     }
                 }
                 Stage::RwkvPresence { presence, frequency, .. } => {
-                    for x in c.iter_mut() {
-                        if let Some(&occ) = self.occurrence.get(&x.id) {
-                            x.logit -= presence + frequency * occ;
-                        }
+                    for (&id, &occ) in &self.occurrence {
+                        adjust(&mut c, identity, id, |l| *l -= presence + frequency * occ);
                     }
                 }
                 Stage::Temperature(t) => {
@@ -197,11 +202,13 @@ impl Sampler {
                 Stage::TopK(k) => {
                     if *k > 0 && *k < c.len() {
                         sort_desc(&mut c, &mut sorted);
+                        identity = false;
                         c.truncate(*k);
                     }
                 }
                 Stage::TopP { p, min_keep } => {
                     sort_desc(&mut c, &mut sorted);
+                    identity = false;
                     let probs = softmax(&c);
                     let mut cum = 0.0;
                     let mut keep = c.len();
@@ -219,6 +226,7 @@ impl Sampler {
                     // p_i >= p * p_max  <=>  logit_i >= logit_max + ln p
                     let floor = best + p.ln();
                     c.retain(|x| x.logit >= floor);
+                    identity = false;
                 }
                 Stage::Greedy => return Ok(argmax(&c)),
                 Stage::Dist => return self.draw(&c),
@@ -244,6 +252,15 @@ impl Sampler {
             }
         }
         Ok(c.iter().zip(&probs).rev().find(|(_, p)| **p > 0.0).map_or(c[0].id, |(x, _)| x.id))
+    }
+}
+
+/// Applies `f` to the logit of token `id`: by index while candidate i is still token i,
+/// else by search (ids missing after truncation are skipped).
+fn adjust(c: &mut [Cand], identity: bool, id: u32, f: impl FnOnce(&mut f32)) {
+    let x = if identity { c.get_mut(id as usize) } else { c.iter_mut().find(|x| x.id == id) };
+    if let Some(x) = x {
+        f(&mut x.logit);
     }
 }
 

@@ -1,6 +1,6 @@
 //! C ABI: quantizing a checkpoint into a libsutra quantized file.
 
-use super::{guard, non_null, path_arg, sutra_progress_callback};
+use super::{guard, path_arg, sutra_progress_callback};
 use crate::error::{Error, Status};
 use crate::quant::{quantize_model, Method, QuantType, QuantizeParams};
 use std::ffi::{c_char, c_void};
@@ -109,7 +109,6 @@ pub unsafe extern "C" fn sutra_quantize_model(
             n_threads: p.n_threads as usize,
             keep: Vec::new(),
         };
-        non_null(in_path, "in_path")?;
         let mut cb = |f: f32| match progress {
             // SAFETY: the caller supplied the callback with its user data.
             Some(cb) => unsafe { cb(f, user_data) },

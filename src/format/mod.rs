@@ -37,11 +37,7 @@ impl<'a> WeightReader<'a> {
 
     /// The squeezed logical shape of `name` (leading 1s dropped).
     pub fn shape(&self, name: &str) -> Result<Vec<usize>> {
-        let mut s = self.logical_shape(self.tensor(name)?);
-        while s.len() > 1 && s[0] == 1 {
-            s.remove(0);
-        }
-        Ok(s)
+        Ok(crate::tensor::squeeze(&self.logical_shape(self.tensor(name)?)))
     }
 
     /// All elements of `name` as f32, dequantizing a quantized matrix.
@@ -90,11 +86,7 @@ impl<'a> WeightReader<'a> {
 
     fn check(&self, t: &Tensor, want: &[usize]) -> Result<()> {
         let shape = self.logical_shape(t);
-        let mut squeezed = shape.clone();
-        while squeezed.len() > 1 && squeezed[0] == 1 {
-            squeezed.remove(0);
-        }
-        if squeezed != want && shape != want {
+        if crate::tensor::squeeze(&shape) != want && shape != want {
             return Err(Error::format(format!(
                 "{}: tensor '{}' has shape {:?}, expected {:?}",
                 self.file.name, t.name, shape, want

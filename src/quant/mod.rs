@@ -148,12 +148,7 @@ fn quantize_matrix(
 
 /// Runs the model on `calib_tokens` tokens of the calibration text and returns the input
 /// statistics of every product.
-fn calibrate(
-    model: &Arc<Model>,
-    storage_id: usize,
-    in_path: &Path,
-    p: &QuantizeParams,
-) -> Result<HashMap<String, awq::InputStats>> {
+fn calibrate(model: &Arc<Model>, in_path: &Path, p: &QuantizeParams) -> Result<HashMap<String, awq::InputStats>> {
     let calib =
         p.calib_file.as_ref().ok_or_else(|| Error::invalid("--method awq needs a calibration text (--calib FILE)"))?;
     let text = std::fs::read_to_string(calib).map_err(|e| Error::io(calib, e))?;
@@ -180,7 +175,8 @@ fn calibrate(
     if ids.is_empty() {
         return Err(Error::invalid(format!("calibration text {} has no usable tokens", calib.display())));
     }
-    let cal = awq::Calibration::start(storage_id);
+    // Only products over this model's own mapping of the file are recorded.
+    let cal = awq::Calibration::start(model.storage_id());
     let mut s = Session::new(model);
     // Independent windows of 512 tokens from the zero state, like a prompt would be.
     for w in ids.chunks(512) {
@@ -217,7 +213,6 @@ pub fn quantize_model(
     if file.quant.is_some() {
         return Err(Error::unsupported(format!("{}: already a quantized file", in_path.display())));
     }
-    let storage_id = file.tensors.values().next().map_or(0, |t| t.storage_id());
     let n_threads =
         if p.n_threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { p.n_threads };
     let pool = rayon::ThreadPoolBuilder::new()
@@ -228,15 +223,12 @@ pub fn quantize_model(
     let model = Arc::new(Model::load(in_path, &ModelParams { n_threads, use_mmap: true })?);
     let stats = match p.method {
         Method::Awq => {
-            // The model's tensors come from its own mapping of the file.
-            let id = model_storage_id(&model);
-            let mut st = calibrate(&model, id, in_path, p)?;
+            let mut st = calibrate(&model, in_path, p)?;
             st.retain(|k, _| file.tensors.get(k).is_some_and(is_quantizable));
             st
         }
         Method::Rtn => HashMap::new(),
     };
-    let _ = storage_id;
     cancelled(0.1, progress)?;
 
     let names: Vec<&String> = file.tensors.keys().collect();
@@ -339,8 +331,4 @@ fn roundtrip_row(row: &[f32], p: &QuantizeParams, deq: &mut [f32]) {
             block::dequantize_q4_row(&packed, &s, g, deq);
         }
     }
-}
-
-fn model_storage_id(model: &Model) -> usize {
-    model.storage_id()
 }

@@ -116,10 +116,12 @@ impl Tensor {
 
     /// The shape with leading singleton dimensions removed (`[1, 1, C]` becomes `[C]`).
     pub fn squeezed_shape(&self) -> Vec<usize> {
-        let mut s: Vec<usize> = self.shape.clone();
-        while s.len() > 1 && s[0] == 1 {
-            s.remove(0);
-        }
-        s
+        squeeze(&self.shape)
     }
+}
+
+/// `shape` without its leading singleton dimensions (`[1, 1, C]` becomes `[C]`).
+pub fn squeeze(shape: &[usize]) -> Vec<usize> {
+    let ones = shape.iter().take(shape.len().saturating_sub(1)).take_while(|&&d| d == 1).count();
+    shape[ones..].to_vec()
 }
