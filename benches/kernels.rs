@@ -9,7 +9,7 @@ use sutra::kernels::{matmul, matvec};
 use sutra::tensor::{f32_to_bf16, f32_to_f16, DType, Matrix, Storage, Tensor};
 
 fn matrix(dtype: DType, rows: usize, cols: usize) -> Matrix {
-    let mut rng = sutra::format::synth::Rng::new(3);
+    let mut rng = sutra::rng::Rng::new(3);
     let vals: Vec<f32> = (0..rows * cols).map(|_| rng.normal()).collect();
     let bytes: Vec<u8> = match dtype {
         DType::BF16 => vals.iter().flat_map(|&v| f32_to_bf16(v).to_le_bytes()).collect(),

@@ -13,7 +13,7 @@
 //! penalty decays the counts of past tokens every step).
 
 use crate::error::{Error, Result};
-use crate::format::synth::Rng;
+use crate::rng::Rng;
 use std::collections::HashMap;
 
 /// One stage of a sampler chain.

@@ -17,7 +17,10 @@
 //! session as it was.
 
 use crate::error::{Error, Result};
+use crate::exec::{Context, Observer, Seg};
+use crate::models::{Batch, Logits};
 use crate::Model;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 const MAGIC: &[u8; 8] = b"SUTRAST\0";
@@ -32,12 +35,27 @@ pub(crate) fn fnv1a(bytes: &[u8], seed: u64) -> u64 {
 }
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 
-/// One sequence's recurrent state over a shared [`Model`]. Used by one thread at a time.
-#[derive(Clone)]
+/// One sequence's recurrent state over a shared [`Model`], with the execution context its
+/// evaluations run in (scratch reused from call to call). Used by one thread at a time.
 pub struct Session {
     model: Arc<Model>,
     /// The architecture's state vector (layout documented per architecture).
     state: Vec<f32>,
+    /// Scratch, products' entry point and token buffer of this session's evaluations.
+    ctx: Context,
+    /// Set when an evaluation failed half-way (a panic inside the engine): the state may be
+    /// half-advanced, so every later evaluation is refused until [`reset`](Self::reset).
+    failed: Option<String>,
+}
+
+impl Clone for Session {
+    /// A session with a copy of this one's state (and failure mark); the copy gets its own
+    /// scratch.
+    fn clone(&self) -> Session {
+        let mut ctx = Context::new();
+        ctx.exec.lin.set_deltas(self.ctx.exec.lin.deltas().iter().cloned());
+        Session { model: self.model.clone(), state: self.state.clone(), ctx, failed: self.failed.clone() }
+    }
 }
 
 impl Session {
@@ -45,7 +63,7 @@ impl Session {
     pub fn new(model: &Arc<Model>) -> Session {
         let mut state = vec![0f32; model.arch().state_len()];
         model.arch().init_state(&mut state);
-        Session { model: model.clone(), state }
+        Session { model: model.clone(), state, ctx: Context::new(), failed: None }
     }
 
     /// The model this session runs.
@@ -53,9 +71,10 @@ impl Session {
         &self.model
     }
 
-    /// Back to the initial state.
+    /// Back to the initial state; clears the mark of a failed evaluation.
     pub fn reset(&mut self) {
         self.model.arch().init_state(&mut self.state);
+        self.failed = None;
     }
 
     /// The raw state vector.
@@ -63,7 +82,18 @@ impl Session {
         &self.state
     }
 
+    /// Installs (or removes, with `None`) an observer of every product's input (e.g. AWQ
+    /// calibration); returns the previous one.
+    pub fn set_observer(&mut self, o: Option<Box<dyn Observer>>) -> Option<Box<dyn Observer>> {
+        self.ctx.exec.lin.set_observer(o)
+    }
+
     fn check(&self, tokens: &[u32], logits: Option<&[f32]>, per_token: bool) -> Result<()> {
+        if let Some(why) = &self.failed {
+            return Err(Error::Internal(format!(
+                "this session is unusable until it is reset: an earlier evaluation failed ({why})"
+            )));
+        }
         if tokens.is_empty() {
             return Err(Error::invalid("n_tokens is 0: at least one token is needed"));
         }
@@ -83,36 +113,66 @@ impl Session {
         Ok(())
     }
 
+    /// Runs `f` (the forward passes of one evaluation) on the model's threads; a panic inside
+    /// marks the session failed and comes back as [`Error::Internal`].
+    fn run(&mut self, f: impl FnOnce(&Model, &mut Context, &mut [f32]) + Send) -> Result<()> {
+        let (model, ctx, state) = (&*self.model, &mut self.ctx, &mut self.state[..]);
+        match catch_unwind(AssertUnwindSafe(|| model.install(|| f(model, ctx, state)))) {
+            Ok(()) => Ok(()),
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                let msg = format!("internal error during evaluation: {what}");
+                self.failed = Some(msg.clone());
+                Err(Error::Internal(msg))
+            }
+        }
+    }
+
     /// Feeds `tokens` through the sequence (prefill) path; `logits` (n_vocab) receives the
     /// logits after the last token.
     pub fn eval(&mut self, tokens: &[u32], logits: Option<&mut [f32]>) -> Result<()> {
         self.check(tokens, logits.as_deref(), false)?;
         let v = self.model.info().n_vocab;
-        let (arch, state) = (self.model.arch(), &mut self.state);
-        self.model.install(|| {
+        self.run(|model, ctx, state| {
             let n_chunks = tokens.len().div_ceil(PREFILL_CHUNK);
             let mut logits = logits;
             for (ci, chunk) in tokens.chunks(PREFILL_CHUNK).enumerate() {
                 let out = if ci + 1 == n_chunks { logits.take().map(|l| &mut l[..v]) } else { None };
-                arch.forward(state, chunk, out);
+                forward_one(model, ctx, state, chunk, out.map_or(Logits::None, Logits::Last));
             }
-        });
-        Ok(())
+        })
+    }
+
+    /// [`eval`](Self::eval) of token ids as C passes them: each must be in `0..n_vocab`
+    /// (negative ids are refused by position, as out-of-range ones are). Converts into the
+    /// session's own buffer, so a decode step allocates nothing.
+    pub fn eval_ids(&mut self, ids: &[i32], logits: Option<&mut [f32]>, stepwise: bool) -> Result<()> {
+        if let Some(pos) = ids.iter().position(|&t| t < 0) {
+            return Err(Error::invalid(format!("token id {} at position {pos} is negative", ids[pos])));
+        }
+        let mut buf = std::mem::take(&mut self.ctx.ids);
+        buf.clear();
+        buf.extend(ids.iter().map(|&t| t as u32));
+        let r = if stepwise { self.eval_stepwise(&buf, logits) } else { self.eval(&buf, logits) };
+        self.ctx.ids = buf;
+        r
     }
 
     /// Feeds `tokens` one at a time through the single-token step path.
     pub fn eval_stepwise(&mut self, tokens: &[u32], logits: Option<&mut [f32]>) -> Result<()> {
         self.check(tokens, logits.as_deref(), false)?;
         let v = self.model.info().n_vocab;
-        let (arch, state) = (self.model.arch(), &mut self.state);
-        self.model.install(|| {
+        self.run(|model, ctx, state| {
             let mut logits = logits;
             for (i, tok) in tokens.iter().enumerate() {
                 let out = if i + 1 == tokens.len() { logits.take().map(|l| &mut l[..v]) } else { None };
-                arch.forward(state, std::slice::from_ref(tok), out);
+                forward_one(model, ctx, state, std::slice::from_ref(tok), out.map_or(Logits::None, Logits::Last));
             }
-        });
-        Ok(())
+        })
     }
 
     /// Feeds `tokens` through the sequence path and writes the logits after every token
@@ -120,12 +180,67 @@ impl Session {
     pub fn eval_all_logits(&mut self, tokens: &[u32], logits: &mut [f32]) -> Result<()> {
         self.check(tokens, Some(logits), true)?;
         let v = self.model.info().n_vocab;
-        let (arch, state) = (self.model.arch(), &mut self.state);
-        self.model.install(|| {
+        self.run(|model, ctx, state| {
             for (chunk, out) in tokens.chunks(PREFILL_CHUNK).zip(logits.chunks_mut(PREFILL_CHUNK * v)) {
-                arch.forward(state, chunk, Some(&mut out[..chunk.len() * v]));
+                forward_one(model, ctx, state, chunk, Logits::All(&mut out[..chunk.len() * v]));
             }
-        });
+        })
+    }
+
+    /// Advances several sessions of one model in one pass: session i is fed `tokens[i]`
+    /// (at least one token each), every weight matrix is read once for all of them, and row
+    /// i of `logits` (when given, `[n, n_vocab]`) receives the logits after session i's last
+    /// token. The results equal separate [`eval`](Self::eval) calls (to float rounding). On
+    /// error no session is changed.
+    pub fn eval_batch(sessions: &mut [&mut Session], tokens: &[&[u32]], logits: Option<&mut [f32]>) -> Result<()> {
+        let Some(first) = sessions.first() else { return Ok(()) };
+        let model = first.model.clone();
+        if tokens.len() != sessions.len() {
+            return Err(Error::invalid(format!("{} sessions but {} token lists", sessions.len(), tokens.len())));
+        }
+        let v = model.info().n_vocab;
+        for (i, (s, t)) in sessions.iter().zip(tokens).enumerate() {
+            if !Arc::ptr_eq(&s.model, &model) {
+                return Err(Error::invalid(format!("sessions[{i}] runs another model than sessions[0]")));
+            }
+            s.check(t, None, false).map_err(|e| Error::invalid(format!("sessions[{i}]: {e}")))?;
+        }
+        if let Some(l) = logits.as_deref() {
+            if l.len() < sessions.len() * v {
+                return Err(Error::BufferTooSmall { needed: sessions.len() * v, given: l.len() });
+            }
+        }
+        // The rows: every session's tokens, one after another; each session's adapters apply
+        // to its own rows.
+        let mut all = Vec::with_capacity(tokens.iter().map(|t| t.len()).sum());
+        let mut segs = Vec::with_capacity(tokens.len());
+        let mut ctx = Context::new();
+        let mut deltas = Vec::new();
+        for (s, t) in sessions.iter().zip(tokens) {
+            let seg = Seg { start: all.len(), len: t.len() };
+            all.extend_from_slice(t);
+            for d in s.ctx.exec.lin.deltas() {
+                deltas.push(crate::exec::Attached { rows: Some(seg.rows()), ..d.clone() });
+            }
+            segs.push(seg);
+        }
+        ctx.exec.lin.set_deltas(deltas);
+        let mut states: Vec<&mut [f32]> = sessions.iter_mut().map(|s| &mut s.state[..]).collect();
+        let n = segs.len();
+        let out = logits.map_or(Logits::None, |l| Logits::Last(&mut l[..n * v]));
+        let arch = model.arch();
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            model.install(|| {
+                arch.forward(&mut ctx, Batch { tokens: &all, segs: &segs, states: &mut states, logits: out })
+            })
+        }));
+        drop(states);
+        if r.is_err() {
+            for s in sessions.iter_mut() {
+                s.failed = Some("internal error during a batch evaluation".into());
+            }
+            return Err(Error::Internal("internal error during a batch evaluation (panic)".into()));
+        }
         Ok(())
     }
 
@@ -202,4 +317,11 @@ impl Session {
         }
         Ok(())
     }
+}
+
+/// One forward pass of one sequence's `tokens`.
+fn forward_one(model: &Model, ctx: &mut Context, state: &mut [f32], tokens: &[u32], logits: Logits<'_>) {
+    let segs = [Seg { start: 0, len: tokens.len() }];
+    let mut states = [state];
+    model.arch().forward(ctx, Batch { tokens, segs: &segs, states: &mut states, logits });
 }

@@ -241,7 +241,7 @@ fn cmd_bench(args: &Args) -> Result<()> {
     let load_s = t0.elapsed().as_secs_f64();
     let i = m.info().clone();
     let v = i.n_vocab;
-    let mut rng = sutra::format::synth::Rng::new(1234);
+    let mut rng = sutra::rng::Rng::new(1234);
     let prompt: Vec<u32> = (0..n_prompt.max(1)).map(|_| (rng.next_u64() % v as u64) as u32).collect();
     let mut s = Session::new(&m);
     let mut logits = vec![0f32; v];
@@ -399,13 +399,6 @@ fn cmd_chat(args: &Args) -> Result<()> {
     Ok(())
 }
 
-/// log-softmax of `row` into `out`.
-fn log_softmax(row: &[f32], out: &mut [f64]) {
-    let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
-    let lse = row.iter().map(|&l| (l as f64 - max).exp()).sum::<f64>().ln() + max;
-    out.iter_mut().zip(row).for_each(|(o, &l)| *o = l as f64 - lse);
-}
-
 fn cmd_perplexity(args: &Args) -> Result<()> {
     let m = load(args)?;
     let base = match args.get("kl-base") {
@@ -421,60 +414,25 @@ fn cmd_perplexity(args: &Args) -> Result<()> {
     let mut tokens = vec![args.num("bos", 0)? as u32];
     tokens.extend(tok.encode(&text, false)?);
     let ctx = args.num("ctx", 1024)?.max(1);
-    let v = m.info().n_vocab;
-    if let Some(b) = &base {
-        if b.info().n_vocab != v {
-            return Err(Error::invalid(format!("--kl-base has vocabulary {}, the model {v}", b.info().n_vocab)));
-        }
-    }
-    let mut s = Session::new(&m);
-    let mut sb = base.as_ref().map(Session::new);
-    let mut logits = vec![0f32; ctx * v];
-    let mut base_logits = vec![0f32; if base.is_some() { ctx * v } else { 0 }];
-    let (mut lp, mut lq) = (vec![0f64; v], vec![0f64; v]);
-    let (mut nll, mut kl, mut agree) = (0f64, 0f64, 0usize);
-    let n_pred = tokens.len() - 1;
     let t0 = Instant::now();
-    // The whole file is one stream from the zero state, fed in pieces of `ctx` tokens with
-    // the state carried over; every token after the first is scored.
-    for start in (0..n_pred).step_by(ctx) {
-        let end = (start + ctx).min(n_pred);
-        let piece = &tokens[start..end];
-        s.eval_all_logits(piece, &mut logits[..piece.len() * v])?;
-        if let Some(sb) = sb.as_mut() {
-            sb.eval_all_logits(piece, &mut base_logits[..piece.len() * v])?;
-        }
-        for (i, row) in logits[..piece.len() * v].chunks(v).enumerate() {
-            let target = tokens[start + i + 1] as usize;
-            log_softmax(row, &mut lq);
-            nll -= lq[target];
-            if sb.is_some() {
-                let brow = &base_logits[i * v..(i + 1) * v];
-                log_softmax(brow, &mut lp);
-                // KL(base || model) = Σ p_base (log p_base − log p_model)
-                kl += lp.iter().zip(&lq).map(|(&a, &b)| a.exp() * (a - b)).sum::<f64>();
-                let am = |r: &[f32]| r.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |x| x.0);
-                agree += (am(row) == am(brow)) as usize;
-            }
-        }
-        let done = end as f64 / n_pred as f64;
-        let bar = (done * 40.0) as usize;
+    let sc = sutra::score::score(&m, base.as_ref(), &tokens, ctx, &mut |end, n_pred| {
+        let bar = (end as f64 / n_pred as f64 * 40.0) as usize;
         eprint!(
             "\r[{}{}] {end}/{n_pred} tokens, {:.0} tokens/s",
             "#".repeat(bar),
             " ".repeat(40 - bar),
             end as f64 / t0.elapsed().as_secs_f64()
         );
-    }
+        true
+    })?;
     eprintln!();
-    let ppl = (nll / n_pred as f64).exp();
-    println!("tokens: {n_pred}");
-    println!("mean_nll: {:.6}", nll / n_pred as f64);
-    println!("perplexity: {ppl:.4}");
-    println!("bits_per_byte: {:.6}", nll / std::f64::consts::LN_2 / text.len() as f64);
-    if base.is_some() {
-        println!("mean_kl: {:.6e}", kl / n_pred as f64);
-        println!("top1_agree: {:.6}", agree as f64 / n_pred as f64);
+    println!("tokens: {}", sc.tokens);
+    println!("mean_nll: {:.6}", sc.mean_nll);
+    println!("perplexity: {:.4}", sc.perplexity());
+    println!("bits_per_byte: {:.6}", sc.mean_nll * sc.tokens as f64 / std::f64::consts::LN_2 / text.len() as f64);
+    if let (Some(kl), Some(agree)) = (sc.mean_kl, sc.top1_agree) {
+        println!("mean_kl: {kl:.6e}");
+        println!("top1_agree: {agree:.6}");
     }
     Ok(())
 }

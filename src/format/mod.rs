@@ -14,25 +14,50 @@ use crate::tensor::{DType, Matrix, Tensor};
 pub use config::HfConfig;
 pub use safetensors::SafetensorsFile;
 
-/// Shape-checking access to the tensors of a checkpoint by their verbatim names.
+/// Shape-checking access to the tensors of a checkpoint by their verbatim names, scoped to a
+/// prefix: `rd.pp("blocks").pp(3).matrix("att.key.weight", c, c)` reads
+/// `blocks.3.att.key.weight`, and every error names the full checkpoint key.
+#[derive(Clone)]
 pub struct WeightReader<'a> {
     file: &'a SafetensorsFile,
+    /// `""` or a dotted prefix ending in `.`.
+    prefix: String,
 }
 
 impl<'a> WeightReader<'a> {
-    /// A reader over `file`.
+    /// A reader over `file` at its root.
     pub fn new(file: &'a SafetensorsFile) -> Self {
-        WeightReader { file }
+        WeightReader { file, prefix: String::new() }
+    }
+
+    /// A reader scoped one level down: names are read as `{prefix}{part}.{name}`.
+    pub fn pp(&self, part: impl std::fmt::Display) -> WeightReader<'a> {
+        WeightReader { file: self.file, prefix: format!("{}{part}.", self.prefix) }
+    }
+
+    /// The full checkpoint key of `name` under this reader's prefix.
+    pub fn key(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    /// 1 + the largest `N` among keys `{prefix}N.…` (the number of blocks under `blocks`).
+    pub fn count_children(&self) -> usize {
+        self.file
+            .tensors
+            .keys()
+            .filter_map(|k| k.strip_prefix(&self.prefix)?.split('.').next()?.parse::<usize>().ok())
+            .max()
+            .map_or(0, |m| m + 1)
     }
 
     /// True if `name` exists.
     pub fn has(&self, name: &str) -> bool {
-        self.file.tensors.contains_key(name)
+        self.file.tensors.contains_key(&self.key(name))
     }
 
     /// The tensor `name`, whatever its shape.
     pub fn tensor(&self, name: &str) -> Result<&'a Tensor> {
-        self.file.get(name)
+        self.file.get(&self.key(name))
     }
 
     /// The squeezed logical shape of `name` (leading 1s dropped).
@@ -57,6 +82,7 @@ impl<'a> WeightReader<'a> {
 
     /// The quantized matrix `name` with its group parameters and AWQ input scale.
     fn quantized(&self, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
+        let root = WeightReader::new(self.file);
         let q = self.file.quant.as_ref().ok_or_else(|| Error::Internal(format!("'{name}' is not quantized")))?;
         let e = q.tensors.get(name).ok_or_else(|| Error::Internal(format!("'{name}' is not quantized")))?;
         let input_scale = match self.file.tensors.get(&format!("{name}.input_scale")) {
@@ -64,13 +90,13 @@ impl<'a> WeightReader<'a> {
             None => None,
         };
         Ok(Matrix {
-            tensor: self.tensor(name)?.clone(),
+            tensor: root.tensor(name)?.clone(),
             rows,
             cols,
             quant: Some(crate::tensor::QuantParts {
                 kind: e.kind,
                 group: q.group,
-                scales: self.tensor(&format!("{name}.scales"))?.clone(),
+                scales: root.tensor(&format!("{name}.scales"))?.clone(),
             }),
             input_scale,
         })
@@ -113,14 +139,14 @@ impl<'a> WeightReader<'a> {
     pub fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
         let t = self.tensor(name)?;
         self.check(t, &[rows, cols])?;
-        if self.file.quant.as_ref().is_some_and(|q| q.tensors.contains_key(name)) {
-            return self.quantized(name, rows, cols);
+        if self.file.quant.as_ref().is_some_and(|q| q.tensors.contains_key(&t.name)) {
+            return self.quantized(&t.name, rows, cols);
         }
         match t.dtype {
             DType::F32 | DType::BF16 | DType::F16 => Ok(Matrix::new(t.clone(), rows, cols)),
             other => Err(Error::unsupported(format!(
-                "{}: tensor '{name}' has dtype {other:?}; float matrices expected",
-                self.file.name
+                "{}: tensor '{}' has dtype {other:?}; float matrices expected",
+                self.file.name, t.name
             ))),
         }
     }
@@ -136,7 +162,7 @@ impl<'a> WeightReader<'a> {
                 dst[r * cols + c] = src[c * rows + r];
             }
         }
-        Ok(Matrix::new(Tensor::from_f32(name, vec![rows, cols], &dst), rows, cols))
+        Ok(Matrix::new(Tensor::from_f32(&t.name, vec![rows, cols], &dst), rows, cols))
     }
 
     /// A stored `[n, cols, rows]` stack of matrices used as `x @ W[i]`, each transposed into an
@@ -153,7 +179,7 @@ impl<'a> WeightReader<'a> {
                         dst[r * cols + c] = m[c * rows + r];
                     }
                 }
-                Matrix::new(Tensor::from_f32(&format!("{name}[{i}]"), vec![rows, cols], &dst), rows, cols)
+                Matrix::new(Tensor::from_f32(&format!("{}[{i}]", self.key(name)), vec![rows, cols], &dst), rows, cols)
             })
             .collect())
     }
@@ -161,5 +187,22 @@ impl<'a> WeightReader<'a> {
     /// The name of the file read (for error messages).
     pub fn file_name(&self) -> &str {
         &self.file.name
+    }
+
+    /// The shape of `name` as a 2-D `[rows, cols]`, or a format error naming it.
+    pub fn shape2(&self, name: &str) -> Result<(usize, usize)> {
+        match self.shape(name)?[..] {
+            [r, c] => Ok((r, c)),
+            ref s => Err(Error::format(format!(
+                "{}: tensor '{}' has shape {s:?}, expected 2-D",
+                self.file.name,
+                self.key(name)
+            ))),
+        }
+    }
+
+    /// A format error about tensor `name` (its full key and the file named).
+    pub fn error(&self, name: &str, what: impl std::fmt::Display) -> Error {
+        Error::format(format!("{}: tensor '{}' {what}", self.file.name, self.key(name)))
     }
 }

@@ -92,7 +92,7 @@ impl QuantInfo {
             let [rows, cols] = shape[..] else {
                 return fail(format!("tensor '{t}': shape {shape:?} is not [rows, cols]"));
             };
-            if cols % crate::quant::block::BLOCK != 0 {
+            if cols % crate::tensor::block::BLOCK != 0 {
                 return fail(format!("tensor '{t}': {cols} columns is not a multiple of 32"));
             }
             let want = if kind == DType::Q8 { vec![rows, cols] } else { vec![rows, cols / 2] };

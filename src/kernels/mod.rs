@@ -52,11 +52,28 @@ fn row_dot(m: &Matrix, data: &MatrixData<'_>, r: usize, x: &[f32], qa: Option<&q
     }
 }
 
-/// The input as the stored weights expect it: multiplied by the matrix's AWQ input scale.
-fn scaled_input<'a>(m: &Matrix, x: &'a [f32]) -> std::borrow::Cow<'a, [f32]> {
+/// Reusable buffers of the products, owned by the caller (an execution context), so that a
+/// product allocates nothing once they have grown to the largest shape seen.
+#[derive(Debug, Default)]
+pub struct Workspace {
+    /// The input times the matrix's AWQ input scale, `[t, cols]`.
+    scaled: Vec<f32>,
+    /// The input quantized to int8 blocks (decode over q8/q4 weights).
+    qa: qdot::QActs,
+    /// The product transposed, `[rows, t]` (matrix-matrix products).
+    yt: Vec<f32>,
+}
+
+/// The input as the stored weights expect it: multiplied by the matrix's AWQ input scale
+/// (into `buf`), or `x` itself.
+fn scaled_input<'a>(m: &Matrix, x: &'a [f32], buf: &'a mut Vec<f32>) -> &'a [f32] {
     match &m.input_scale {
-        None => std::borrow::Cow::Borrowed(x),
-        Some(s) => std::borrow::Cow::Owned(x.iter().enumerate().map(|(i, v)| v * s[i % m.cols]).collect()),
+        None => x,
+        Some(s) => {
+            buf.clear();
+            buf.extend(x.iter().enumerate().map(|(i, v)| v * s[i % m.cols]));
+            buf
+        }
     }
 }
 
@@ -65,21 +82,27 @@ fn chunk_rows(rows: usize) -> usize {
     (rows / (threads * 8)).clamp(4, 256)
 }
 
-/// y = W x, with `W` `[rows, cols]`, `x` of `cols`, `y` of `rows`.
+/// y = W x, with `W` `[rows, cols]`, `x` of `cols`, `y` of `rows` (a fresh workspace; see
+/// [`matvec_ws`]).
 pub fn matvec(m: &Matrix, x: &[f32], y: &mut [f32]) {
+    matvec_ws(m, x, y, &mut Workspace::default())
+}
+
+/// [`matvec`] with the caller's workspace: allocates nothing once `ws` has grown.
+pub fn matvec_ws(m: &Matrix, x: &[f32], y: &mut [f32], ws: &mut Workspace) {
     assert!(x.len() == m.cols && y.len() == m.rows, "matvec: shape mismatch");
-    crate::quant::awq::record(m, x, 1);
     let data = m.data();
-    let x = &scaled_input(m, x)[..];
+    let Workspace { scaled, qa, .. } = ws;
+    let x = scaled_input(m, x, scaled);
     // Decode with quantized weights is compute-bound: the activations are quantized to int8
     // once, and every row's product runs on integers (prefill keeps f32 activations).
     let qa = match data {
         MatrixData::Q8 { .. } | MatrixData::Q4 { .. } if isa() != Isa::Scalar && m.cols.is_multiple_of(32) => {
-            Some(qdot::quantize_acts(x))
+            qdot::quantize_acts_into(x, qa);
+            Some(&*qa)
         }
         _ => None,
     };
-    let qa = qa.as_ref();
     if m.rows * m.cols < PAR_MIN_WORK || rayon::current_num_threads() == 1 {
         for (r, yr) in y.iter_mut().enumerate() {
             *yr = row_dot(m, &data, r, x, qa);
@@ -94,20 +117,27 @@ pub fn matvec(m: &Matrix, x: &[f32], y: &mut [f32]) {
     });
 }
 
-/// Y = X Wᵀ for `t` tokens: `x` is `[t, cols]`, `y` is `[t, rows]` (row-major).
+/// Y = X Wᵀ for `t` tokens: `x` is `[t, cols]`, `y` is `[t, rows]` (row-major); a fresh
+/// workspace (see [`matmul_ws`]).
+pub fn matmul(m: &Matrix, x: &[f32], t: usize, y: &mut [f32]) {
+    matmul_ws(m, x, t, y, &mut Workspace::default())
+}
+
+/// [`matmul`] with the caller's workspace.
 ///
 /// Every weight row is read once for all `t` tokens (converted to f32 once when stored as
 /// bf16/f16), which is what makes prefill faster than stepping token by token.
-pub fn matmul(m: &Matrix, x: &[f32], t: usize, y: &mut [f32]) {
+pub fn matmul_ws(m: &Matrix, x: &[f32], t: usize, y: &mut [f32], ws: &mut Workspace) {
     assert!(x.len() == t * m.cols && y.len() == t * m.rows, "matmul: shape mismatch");
     if t == 1 {
-        return matvec(m, x, y);
+        return matvec_ws(m, x, y, ws);
     }
-    crate::quant::awq::record(m, x, t);
-    let x = &scaled_input(m, x)[..];
+    let Workspace { scaled, yt, .. } = ws;
+    let x = scaled_input(m, x, scaled);
     let (rows, cols) = (m.rows, m.cols);
     // yt is [rows, t]: rows are split between threads, then transposed into y.
-    let mut yt = vec![0f32; rows * t];
+    yt.resize(rows * t, 0.0);
+    let yt = &mut yt[..rows * t];
     // Computes rows r0.. of yt into `out` ([n_rows, t]): blocks of 3 rows x 4 tokens in
     // registers, rows stored as bf16/f16 converted once into `buf`.
     let work = |r0: usize, out: &mut [f32], buf: &mut Vec<f32>| {
@@ -155,7 +185,7 @@ pub fn matmul(m: &Matrix, x: &[f32], t: usize, y: &mut [f32]) {
         }
     };
     if rows * cols * t < PAR_MIN_WORK || rayon::current_num_threads() == 1 {
-        work(0, &mut yt, &mut Vec::new());
+        work(0, yt, &mut Vec::new());
     } else {
         let chunk = chunk_rows(rows).div_ceil(3) * 3;
         yt.par_chunks_mut(chunk * t).enumerate().for_each_init(Vec::new, |buf, (c, out)| work(c * chunk, out, buf));

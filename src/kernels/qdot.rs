@@ -3,12 +3,12 @@
 //! The activations are quantized once per product to int8 blocks of 32 ([`quantize_acts`]),
 //! and each row's product runs on integers: a scalar reference, an AVX2 path (32 weights per
 //! step) and an AVX-512 BW path (64 weights per step), picked at run time. q4 levels are
-//! looked up as bytes (`quant::block::LEVELS`) with one byte shuffle per 16–64 weights.
+//! looked up as bytes (`tensor::block::LEVELS`) with one byte shuffle per 16–64 weights.
 //! [`dot_q8_f32`]/[`dot_q4_f32`] are the plain f32-activation products, used where no SIMD
 //! is available (products over many tokens dequantize whole rows instead, see `matmul`).
 
 use super::dot::{isa, Isa};
-use crate::quant::block::{q4_at, LEVELS};
+use crate::tensor::block::{q4_at, LEVELS};
 use crate::tensor::f16_to_f32;
 
 /// Activations quantized for the integer products of decode: blocks of 32 values, each
@@ -23,7 +23,15 @@ pub struct QActs {
 
 /// Quantizes `x` (length a multiple of 32) per block of 32.
 pub fn quantize_acts(x: &[f32]) -> QActs {
-    let mut a = QActs { q: vec![0; x.len()], d: Vec::with_capacity(x.len() / 32) };
+    let mut a = QActs::default();
+    quantize_acts_into(x, &mut a);
+    a
+}
+
+/// [`quantize_acts`] into `a`, reusing its buffers (no allocation once they are large enough).
+pub fn quantize_acts_into(x: &[f32], a: &mut QActs) {
+    a.q.resize(x.len(), 0);
+    a.d.clear();
     for (b, xs) in x.chunks(32).enumerate() {
         let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
         let d = amax / 127.0;
@@ -33,7 +41,6 @@ pub fn quantize_acts(x: &[f32]) -> QActs {
         }
         a.d.push(d);
     }
-    a
 }
 
 /// q4 row · quantized activations, portable reference of the integer product:
@@ -119,7 +126,7 @@ pub fn dot_q4_f32(q: &[u8], scales: &[u16], group: usize, x: &[f32]) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use crate::quant::block::LEVELS;
+    use crate::tensor::block::LEVELS;
     use std::arch::x86_64::*;
 
     const PREFETCH: usize = 2048;
@@ -247,8 +254,8 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::synth::Rng;
-    use crate::quant::block::*;
+    use crate::rng::Rng;
+    use crate::tensor::block::*;
 
     /// The integer (int8-activation) products equal their scalar references, and stay within
     /// the activation rounding of the float product.

@@ -17,10 +17,12 @@ pub mod rwkv4;
 pub mod rwkv5;
 pub mod rwkv6;
 pub mod rwkv7;
+pub mod stack;
 
 use crate::error::{Error, Result};
+use crate::exec::{Context, Seg};
 use crate::format::{HfConfig, SafetensorsFile};
-use crate::tensor::DType;
+use crate::tensor::{DType, Matrix};
 
 /// Model family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,9 +60,83 @@ pub struct ModelInfo {
     pub bytes_per_token: u64,
 }
 
-/// The one model trait: a loaded, immutable architecture that advances a recurrent state.
+/// The architectures libsutra runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArchKind {
+    /// RWKV-4 (official and transformers layouts).
+    Rwkv4,
+    /// RWKV-5.2.
+    Rwkv5,
+    /// RWKV-6.
+    Rwkv6,
+    /// RWKV-7 (`x070`).
+    Rwkv7,
+    /// Mamba-1 (transformers layout).
+    Mamba1,
+    /// Mamba-2 (transformers layout).
+    Mamba2,
+}
+
+impl ArchKind {
+    /// Short name: "rwkv7", "mamba2", ...
+    pub fn name(self) -> &'static str {
+        match self {
+            ArchKind::Rwkv4 => "rwkv4",
+            ArchKind::Rwkv5 => "rwkv5",
+            ArchKind::Rwkv6 => "rwkv6",
+            ArchKind::Rwkv7 => "rwkv7",
+            ArchKind::Mamba1 => "mamba1",
+            ArchKind::Mamba2 => "mamba2",
+        }
+    }
+
+    /// The family.
+    pub fn family(self) -> Family {
+        match self {
+            ArchKind::Mamba1 | ArchKind::Mamba2 => Family::Mamba,
+            _ => Family::Rwkv,
+        }
+    }
+
+    /// The version within the family.
+    pub fn version(self) -> u32 {
+        match self {
+            ArchKind::Rwkv4 => 4,
+            ArchKind::Rwkv5 => 5,
+            ArchKind::Rwkv6 => 6,
+            ArchKind::Rwkv7 => 7,
+            ArchKind::Mamba1 => 1,
+            ArchKind::Mamba2 => 2,
+        }
+    }
+}
+
+/// Where a forward pass writes logits.
+pub enum Logits<'a> {
+    /// Nowhere.
+    None,
+    /// After the last row of each sequence: `[n_seqs, n_vocab]`.
+    Last(&'a mut [f32]),
+    /// After every row: `[n_rows, n_vocab]`.
+    All(&'a mut [f32]),
+}
+
+/// One call's rows: the tokens of one or more sequences, each with its own state.
+pub struct Batch<'a, 'b> {
+    /// Every row's token (all `< n_vocab`, checked by the caller), sequences one after another.
+    pub tokens: &'a [u32],
+    /// The sequences' rows, in order, covering `tokens`.
+    pub segs: &'a [Seg],
+    /// Each sequence's whole state ([`Architecture::state_len`] f32), one per segment.
+    pub states: &'a mut [&'b mut [f32]],
+    /// Where the logits go.
+    pub logits: Logits<'a>,
+}
+
+/// The one model trait: a loaded, immutable architecture that advances recurrent states.
+/// Every architecture is a [`stack::Stack`] of its own [`stack::Block`]s.
 ///
-/// The state is a flat `f32` buffer of [`state_len`](Architecture::state_len) elements whose
+/// A state is a flat `f32` buffer of [`state_len`](Architecture::state_len) elements whose
 /// layout each architecture documents.
 pub trait Architecture: Send + Sync {
     /// Sizes and identity.
@@ -70,17 +146,16 @@ pub trait Architecture: Send + Sync {
     fn state_len(&self) -> usize;
 
     /// Writes the initial (empty-context) state.
-    fn init_state(&self, state: &mut [f32]) {
-        state.fill(0.0);
-    }
+    fn init_state(&self, state: &mut [f32]);
 
-    /// Feeds `tokens` (all `< n_vocab`, checked by the caller) in order, advancing `state`.
+    /// Every weight matrix the forward pass multiplies by (blocks, then the head).
+    fn matrices(&self) -> Vec<&Matrix>;
+
+    /// Feeds the batch's rows in order, advancing each sequence's state, in `ctx`.
     ///
-    /// With one token this is the single-token step (matrix-vector products); with more, the
-    /// sequence path (matrix-matrix products, the recurrence token by token). `logits`, when
-    /// given, receives the logits after the last token (`n_vocab` floats) or, when its length
-    /// is `tokens.len() * n_vocab`, after every token.
-    fn forward(&self, state: &mut [f32], tokens: &[u32], logits: Option<&mut [f32]>);
+    /// A sequence of one row is the single-token step (matrix-vector products); longer ones
+    /// take the sequence path (matrix-matrix products, the recurrence row by row).
+    fn forward(&self, ctx: &mut Context, batch: Batch<'_, '_>);
 }
 
 /// Which architecture a checkpoint holds, from its sentinel tensor names (as rwkv.cpp and
@@ -95,18 +170,18 @@ pub trait Architecture: Send + Sync {
 /// | `rwkv.blocks.0.attention.time_first` | `rwkv4` (transformers `RwkvForCausalLM` layout) |
 /// | `backbone.layers.0.mixer.x_proj.weight` | `mamba1` (transformers `MambaForCausalLM`) |
 /// | `backbone.layers.0.mixer.dt_bias` (1-D `A_log`) | `mamba2` (transformers `Mamba2ForCausalLM`) |
-pub fn detect(file: &SafetensorsFile) -> Result<&'static str> {
+pub fn detect(file: &SafetensorsFile) -> Result<ArchKind> {
     let has = |k: &str| file.tensors.contains_key(k);
     if has("blocks.0.att.r_k") || has("blocks.0.att.x_r") {
-        return Ok("rwkv7");
+        return Ok(ArchKind::Rwkv7);
     }
     if has("blocks.0.att.time_maa_x") {
-        return Ok("rwkv6");
+        return Ok(ArchKind::Rwkv6);
     }
     if has("blocks.0.att.ln_x.weight") {
         let td = file.get("blocks.0.att.time_decay")?.squeezed_shape();
         if td.len() == 2 && td[1] > 1 && has("blocks.0.att.gate.weight") {
-            return Ok("rwkv5");
+            return Ok(ArchKind::Rwkv5);
         }
         return Err(Error::unsupported(format!(
             "{}: an RWKV-5.0/5.1 checkpoint (time_decay {td:?}); only RWKV-5.2 (time_decay [heads, head_size], \
@@ -115,14 +190,14 @@ pub fn detect(file: &SafetensorsFile) -> Result<&'static str> {
         )));
     }
     if has("blocks.0.att.time_first") || has("rwkv.blocks.0.attention.time_first") {
-        return Ok("rwkv4");
+        return Ok(ArchKind::Rwkv4);
     }
     if has("backbone.layers.0.mixer.A_log") {
         if has("backbone.layers.0.mixer.x_proj.weight") {
-            return Ok("mamba1");
+            return Ok(ArchKind::Mamba1);
         }
         if has("backbone.layers.0.mixer.dt_bias") {
-            return Ok("mamba2");
+            return Ok(ArchKind::Mamba2);
         }
         return Err(Error::unsupported(format!(
             "{}: a Mamba checkpoint with neither mixer.x_proj (Mamba-1) nor mixer.dt_bias (Mamba-2)",
@@ -146,24 +221,14 @@ pub fn detect(file: &SafetensorsFile) -> Result<&'static str> {
 /// Loads the architecture found in `file`; `config` is the parsed `config.json` beside it,
 /// if any (used by the layouts that need one; checked against the shapes where it applies).
 pub fn load(file: &SafetensorsFile, config: Option<&HfConfig>) -> Result<Box<dyn Architecture>> {
-    match detect(file)? {
-        "rwkv7" => Ok(Box::new(rwkv7::Rwkv7::load(file)?)),
-        "rwkv6" => Ok(Box::new(rwkv6::Rwkv6::load(file)?)),
-        "rwkv5" => Ok(Box::new(rwkv5::Rwkv5::load(file)?)),
-        "rwkv4" => Ok(Box::new(rwkv4::Rwkv4::load(file, config)?)),
-        "mamba1" => Ok(Box::new(mamba1::Mamba1::load(file, config)?)),
-        "mamba2" => Ok(Box::new(mamba2::Mamba2::load(file, config)?)),
-        other => Err(Error::Internal(format!("detected '{other}' but no loader"))),
-    }
-}
-
-/// 1 + the largest `N` among tensor names starting with `prefix` followed by `N.`.
-pub(crate) fn count_layers(file: &SafetensorsFile, prefix: &str) -> usize {
-    file.tensors
-        .keys()
-        .filter_map(|k| k.strip_prefix(prefix)?.split('.').next()?.parse::<usize>().ok())
-        .max()
-        .map_or(0, |m| m + 1)
+    Ok(match detect(file)? {
+        ArchKind::Rwkv7 => Box::new(rwkv7::load(file)?),
+        ArchKind::Rwkv6 => Box::new(rwkv6::load(file)?),
+        ArchKind::Rwkv5 => Box::new(rwkv5::load(file)?),
+        ArchKind::Rwkv4 => Box::new(rwkv4::load(file, config)?),
+        ArchKind::Mamba1 => Box::new(mamba1::load(file, config)?),
+        ArchKind::Mamba2 => Box::new(mamba2::load(file, config)?),
+    })
 }
 
 /// Total element count of every model tensor in the file (quantized matrices by their

@@ -15,11 +15,13 @@
 //!
 //! Every size is read from tensor shapes.
 
-use super::common::{embed, head_logits, one_minus, shape2, shift_rows, ChannelMix, Norm};
-use super::{count_layers, count_params, Architecture, Family, ModelInfo};
-use crate::error::{Error, Result};
+use super::common::{one_minus, ChannelMix};
+use super::stack::{save_last, shift, Block as StackBlock, Norm, Parts, Stack, States};
+use super::{count_params, ArchKind};
+use crate::error::Result;
+use crate::exec::{Exec, Seg};
 use crate::format::{HfConfig, SafetensorsFile, WeightReader};
-use crate::kernels::{matmul, sigmoid};
+use crate::kernels::sigmoid;
 use crate::tensor::Matrix;
 
 /// Initial value of the running maximum `pp` (the reference's -1e30, "minus infinity").
@@ -29,26 +31,13 @@ const PP_INIT: f32 = -1e30;
 // Hyper-parameters
 // ---------------------------------------------------------------------------------------------
 
-/// Sizes of an RWKV-4 model, all read from tensor shapes.
+/// Sizes of an RWKV-4 model, read from tensor shapes (and `rescale_every` from config.json).
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Number of blocks (1 + largest `blocks.N`).
-    pub n_layer: usize,
     /// C: residual width (embedding columns).
     pub n_embd: usize,
-    /// V: vocabulary (embedding rows).
-    pub n_vocab: usize,
-    /// F: channel-mix hidden width (`ffn.key.weight` rows).
-    pub n_ffn: usize,
     /// transformers `rescale_every` (0: none; only for the transformers layout).
     pub rescale_every: usize,
-}
-
-impl Config {
-    /// f32 elements of one layer's state: att_x, aa, bb, pp, ffn_x, each [C].
-    pub fn layer_state_len(&self) -> usize {
-        5 * self.n_embd
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -56,14 +45,12 @@ impl Config {
 // ---------------------------------------------------------------------------------------------
 
 /// One RWKV-4 block.
-struct Block {
+pub struct Block {
     /// ln1, ln2: [C].
     ln1: Norm,
     ln2: Norm,
     /// Weight of the previous token in kx, vx, rx: 1 − time_mix_k/v/r, each [C].
-    mix_k: Vec<f32>,
-    mix_v: Vec<f32>,
-    mix_r: Vec<f32>,
+    mix: [Vec<f32>; 3],
     /// w = −exp(time_decay): log of the per-step decay, [C].
     decay: Vec<f32>,
     /// u = time_first: log-weight bonus of the current token, [C].
@@ -78,129 +65,103 @@ struct Block {
 }
 
 /// A loaded RWKV-4 model.
-pub struct Rwkv4 {
-    info: ModelInfo,
-    cfg: Config,
-    /// Embedding: [V, C].
-    emb: Matrix,
-    /// blocks.0.ln0 (transformers: pre_ln), applied to the embedding row: [C].
-    ln0: Norm,
-    blocks: Vec<Block>,
-    /// ln_out: [C].
-    ln_out: Norm,
-    /// head.weight: [V, C].
-    head: Matrix,
-}
+pub type Rwkv4 = Stack<Block>;
 
 // ---------------------------------------------------------------------------------------------
 // Loading
 // ---------------------------------------------------------------------------------------------
 
-/// The checkpoint name of an official-layout key in the file's layout.
-fn key_name(hf: bool, official: &str) -> String {
-    if !hf || official == "head.weight" {
-        return official.to_string();
-    }
-    let k = official
-        .replace("emb.", "embeddings.")
-        .replace(".ln0", ".pre_ln")
-        .replace(".att", ".attention")
-        .replace(".ffn", ".feed_forward")
-        .replace("time_mix_k", "time_mix_key")
-        .replace("time_mix_v", "time_mix_value")
-        .replace("time_mix_r", "time_mix_receptance");
-    format!("rwkv.{k}")
+/// The names that differ between the two layouts (the rest are the same under `blocks.N`).
+struct Names {
+    root: &'static str,
+    emb: &'static str,
+    ln0: &'static str,
+    att: &'static str,
+    ffn: &'static str,
+    mix: [&'static str; 3],
 }
 
-impl Rwkv4 {
-    /// Reads an RWKV-4 checkpoint in the official or the transformers layout (told apart by
-    /// the `rwkv.` prefix); every shape is checked against the sizes read from the
-    /// embedding and `blocks.0.ffn.key.weight`. For the transformers layout, `config`
-    /// (`config.json` beside the file) supplies `rescale_every` and is checked against the
-    /// shapes.
-    pub fn load(file: &SafetensorsFile, config: Option<&HfConfig>) -> Result<Rwkv4> {
-        let rd = WeightReader::new(file);
-        let hf = rd.has("rwkv.blocks.0.attention.time_first");
-        let name = |k: &str| key_name(hf, k);
-        let (n_vocab, c) = shape2(&rd, &name("emb.weight"))?;
-        let (n_ffn, _) = shape2(&rd, &name("blocks.0.ffn.key.weight"))?;
-        let n_layer = count_layers(file, &name("blocks."));
-        let mut rescale_every = 0;
-        if let (true, Some(cf)) = (hf, config) {
-            cf.expect("hidden_size", c, &file.name, &name("emb.weight"))?;
-            cf.expect("num_hidden_layers", n_layer, &file.name, &name("blocks.N"))?;
-            cf.expect("intermediate_size", n_ffn, &file.name, &name("blocks.0.ffn.key.weight"))?;
-            rescale_every = cf.usize("rescale_every").unwrap_or(0);
-        }
-        let cfg = Config { n_layer, n_embd: c, n_vocab, n_ffn, rescale_every };
+const OFFICIAL: Names = Names {
+    root: "",
+    emb: "emb.weight",
+    ln0: "ln0",
+    att: "att",
+    ffn: "ffn",
+    mix: ["time_mix_k", "time_mix_v", "time_mix_r"],
+};
+const TRANSFORMERS: Names = Names {
+    root: "rwkv",
+    emb: "embeddings.weight",
+    ln0: "pre_ln",
+    att: "attention",
+    ffn: "feed_forward",
+    mix: ["time_mix_key", "time_mix_value", "time_mix_receptance"],
+};
 
-        let mut blocks = Vec::with_capacity(n_layer);
-        for i in 0..n_layer {
-            let a = |n: &str| name(&format!("blocks.{i}.att.{n}"));
-            let f = |n: &str| name(&format!("blocks.{i}.ffn.{n}"));
-            let decay = rd.vector(&a("time_decay"), c)?;
-            blocks.push(Block {
-                ln1: Norm::load(&rd, &name(&format!("blocks.{i}.ln1")), c)?,
-                ln2: Norm::load(&rd, &name(&format!("blocks.{i}.ln2")), c)?,
-                mix_k: one_minus(rd.vector(&a("time_mix_k"), c)?),
-                mix_v: one_minus(rd.vector(&a("time_mix_v"), c)?),
-                mix_r: one_minus(rd.vector(&a("time_mix_r"), c)?),
-                decay: decay.into_iter().map(|d| -d.exp()).collect(),
-                first: rd.vector(&a("time_first"), c)?,
-                key: rd.matrix(&a("key.weight"), c, c)?,
-                value: rd.matrix(&a("value.weight"), c, c)?,
-                receptance: rd.matrix(&a("receptance.weight"), c, c)?,
-                output: rd.matrix(&a("output.weight"), c, c)?,
-                ffn: ChannelMix::load(
-                    &rd,
-                    &name(&format!("blocks.{i}.ffn")),
-                    c,
-                    one_minus(rd.vector(&f("time_mix_k"), c)?),
-                    one_minus(rd.vector(&f("time_mix_r"), c)?),
-                )?,
-            });
-        }
-        let emb = rd.matrix(&name("emb.weight"), n_vocab, c)?;
-        let head = rd.matrix("head.weight", n_vocab, c)?;
-        let bytes_per_token = blocks
-            .iter()
-            .map(|b| {
-                [&b.key, &b.value, &b.receptance, &b.output].iter().map(|m| m.n_bytes()).sum::<usize>()
-                    + b.ffn.n_bytes()
-            })
-            .sum::<usize>()
-            + head.n_bytes()
-            + emb.n_bytes() / n_vocab.max(1);
-        if n_ffn == 0 || c == 0 {
-            return Err(Error::format(format!("{}: zero width or FFN size", file.name)));
-        }
-        let info = ModelInfo {
-            family: Family::Rwkv,
-            version: 4,
-            arch_name: "rwkv4",
-            n_layer,
-            n_embd: c,
-            n_vocab,
-            n_head: 0,
-            head_size: 0,
-            n_params: count_params(file),
-            weight_dtype: blocks.first().map_or(emb.dtype(), |b| b.key.dtype()),
-            bytes_per_token: bytes_per_token as u64,
-        };
-        Ok(Rwkv4 {
-            info,
-            ln0: Norm::load(&rd, &name("blocks.0.ln0"), c)?,
-            ln_out: Norm::load(&rd, &name("ln_out"), c)?,
-            cfg,
-            emb,
-            blocks,
-            head,
-        })
+/// Reads an RWKV-4 checkpoint in the official or the transformers layout (told apart by the
+/// `rwkv.` prefix); every shape is checked against the width read from the embedding. For
+/// the transformers layout, `config` (`config.json` beside the file) supplies
+/// `rescale_every` and is checked against the shapes.
+pub fn load(file: &SafetensorsFile, config: Option<&HfConfig>) -> Result<Rwkv4> {
+    let top = WeightReader::new(file);
+    let hf = top.has("rwkv.blocks.0.attention.time_first");
+    let nm = if hf { &TRANSFORMERS } else { &OFFICIAL };
+    let rd = if hf { top.pp(nm.root) } else { top.clone() };
+    let (n_vocab, c) = rd.shape2(nm.emb)?;
+    let blocks_rd = rd.pp("blocks");
+    let n_layer = blocks_rd.count_children();
+    let mut rescale_every = 0;
+    if let (true, Some(cf)) = (hf, config) {
+        cf.expect("hidden_size", c, &file.name, &rd.key(nm.emb))?;
+        cf.expect("num_hidden_layers", n_layer, &file.name, &blocks_rd.key("N"))?;
+        let ffn_key = blocks_rd.pp(0).pp(nm.ffn).key("key.weight");
+        cf.expect("intermediate_size", top.shape2(&ffn_key)?.0, &file.name, &ffn_key)?;
+        rescale_every = cf.usize("rescale_every").unwrap_or(0);
     }
+    let blocks = (0..n_layer)
+        .map(|i| {
+            let b = blocks_rd.pp(i);
+            let (a, f) = (b.pp(nm.att), b.pp(nm.ffn));
+            let mix = |r: &WeightReader, n: &str| r.vector(n, c).map(one_minus);
+            Ok(Block {
+                ln1: Norm::layer(&b, "ln1", c)?,
+                ln2: Norm::layer(&b, "ln2", c)?,
+                mix: [mix(&a, nm.mix[0])?, mix(&a, nm.mix[1])?, mix(&a, nm.mix[2])?],
+                decay: a.vector("time_decay", c)?.into_iter().map(|d| -d.exp()).collect(),
+                first: a.vector("time_first", c)?,
+                key: a.matrix("key.weight", c, c)?,
+                value: a.matrix("value.weight", c, c)?,
+                receptance: a.matrix("receptance.weight", c, c)?,
+                output: a.matrix("output.weight", c, c)?,
+                ffn: ChannelMix::load(&f, c, mix(&f, nm.mix[0])?, mix(&f, nm.mix[2])?)?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Stack::new(Parts {
+        kind: ArchKind::Rwkv4,
+        cfg: Config { n_embd: c, rescale_every },
+        emb: rd.matrix(nm.emb, n_vocab, c)?,
+        emb_norm: Some(Norm::layer(&blocks_rd.pp(0), nm.ln0, c)?),
+        blocks,
+        out_norm: Norm::layer(&rd, "ln_out", c)?,
+        head: Some(top.matrix("head.weight", n_vocab, c)?),
+        n_head: 0,
+        head_size: 0,
+        n_params: count_params(file),
+    })
+}
 
-    /// The sizes read from the checkpoint.
-    pub fn config(&self) -> &Config {
-        &self.cfg
+// ---------------------------------------------------------------------------------------------
+// State
+// ---------------------------------------------------------------------------------------------
+
+impl Config {
+    /// One block's state: att_x | aa | bb | pp | ffn_x, each [C] (att_x, ffn_x: the previous
+    /// row's ln1 / ln2 output; aa, bb, pp: the WKV numerator and denominator as aa·e^pp,
+    /// bb·e^pp).
+    fn parts(&self) -> [std::ops::Range<usize>; 5] {
+        let c = self.n_embd;
+        [0..c, c..2 * c, 2 * c..3 * c, 3 * c..4 * c, 4 * c..5 * c]
     }
 }
 
@@ -208,111 +169,91 @@ impl Rwkv4 {
 // Forward pass
 // ---------------------------------------------------------------------------------------------
 
-impl Rwkv4 {
-    /// The time mix (attention) of `blk` for `t` tokens; adds `scale` × its output to `x`.
-    fn time_mix(&self, blk: &Block, st: &mut [f32], x: &mut [f32], t: usize, scale: f32) {
-        let c = self.cfg.n_embd;
-        let (att_x, rest) = st.split_at_mut(c);
-        let (aa, rest) = rest.split_at_mut(c);
-        let (bb, rest) = rest.split_at_mut(c);
-        let pp = &mut rest[..c];
-        let z = || vec![0f32; t * c];
+impl Block {
+    /// The time mix (attention) over the rows of `x`; adds `scale` × its output to `x`.
+    fn time_mix(&self, cfg: &Config, ex: &mut Exec, segs: &[Seg], st: &mut States, x: &mut [f32], scale: f32) {
+        let c = cfg.n_embd;
+        let [att_x, aa, bb, pp, _] = cfg.parts();
+        let t = x.len() / c;
+        let Exec { lin, scratch, .. } = ex;
+        let [xn, kx, vx, rx, k, v, r] = scratch.take([t * c; 7]);
 
-        // 1. xn = ln1(x); kx, vx, rx = token shifts against the previous xn (att_x for the first).
-        let mut xn = z();
-        blk.ln1.layer_norm_rows(x, &mut xn);
-        let (mut kx, mut vx, mut rx) = (z(), z(), z());
-        shift_rows(&xn, att_x, &blk.mix_k, &mut kx);
-        shift_rows(&xn, att_x, &blk.mix_v, &mut vx);
-        shift_rows(&xn, att_x, &blk.mix_r, &mut rx);
-        att_x.copy_from_slice(&xn[(t - 1) * c..]);
+        // 1. xn = ln1(x); kx, vx, rx = token shifts against the previous row's xn.
+        self.ln1.rows(x, xn);
+        for (m, out) in self.mix.iter().zip([&mut *kx, &mut *vx, &mut *rx]) {
+            shift(segs, xn, st, att_x.clone(), m, out);
+        }
+        save_last(segs, xn, st, att_x);
 
-        // 2. k = K·kx, v = V·vx, r = sigmoid(R·rx).
-        let (mut k, mut v, mut r) = (z(), z(), z());
-        matmul(&blk.key, &kx, t, &mut k);
-        matmul(&blk.value, &vx, t, &mut v);
-        matmul(&blk.receptance, &rx, t, &mut r);
+        // 2. k = K·kx, v = V·vx, r = R·rx.
+        lin.apply(&self.key, kx, t, k);
+        lin.apply(&self.value, vx, t, v);
+        lin.apply(&self.receptance, rx, t, r);
 
-        // 3. Per token and channel, in log space with running maximum pp (true numerator
+        // 3. Per row and channel, in log space with running maximum pp (true numerator
         //    aa·e^pp, denominator bb·e^pp):
         //    wkv = (e^pp aa + e^(u+k) v) / (e^pp bb + e^(u+k));
         //    num ← e^w num + e^k v,  den ← e^w den + e^k  (w = −exp(time_decay)).
-        //    The result r ⊙ wkv goes to kx (reused).
-        let y = &mut kx;
-        for i in 0..t {
-            let row = i * c..(i + 1) * c;
-            let (k, v, r, y) = (&k[row.clone()], &v[row.clone()], &r[row.clone()], &mut y[row]);
-            for j in 0..c {
-                let ww = blk.first[j] + k[j];
-                let p = pp[j].max(ww);
-                let (e1, e2) = ((pp[j] - p).exp(), (ww - p).exp());
-                y[j] = sigmoid(r[j]) * (e1 * aa[j] + e2 * v[j]) / (e1 * bb[j] + e2);
-                let ww = blk.decay[j] + pp[j];
-                let p = ww.max(k[j]);
-                let (e1, e2) = ((ww - p).exp(), (k[j] - p).exp());
-                aa[j] = e1 * aa[j] + e2 * v[j];
-                bb[j] = e1 * bb[j] + e2;
-                pp[j] = p;
+        //    The result sigmoid(r) ⊙ wkv goes to kx (reused).
+        let y = kx;
+        for (s, seg) in segs.iter().enumerate() {
+            let state = st.seg(s);
+            let (state, pp) = state.split_at_mut(pp.start);
+            let pp = &mut pp[..c];
+            let (aa, bb) = state[aa.start..bb.end].split_at_mut(c);
+            for i in seg.rows() {
+                let row = i * c..(i + 1) * c;
+                let (k, v, r, y) = (&k[row.clone()], &v[row.clone()], &r[row.clone()], &mut y[row]);
+                for j in 0..c {
+                    let ww = self.first[j] + k[j];
+                    let p = pp[j].max(ww);
+                    let (e1, e2) = ((pp[j] - p).exp(), (ww - p).exp());
+                    y[j] = sigmoid(r[j]) * (e1 * aa[j] + e2 * v[j]) / (e1 * bb[j] + e2);
+                    let ww = self.decay[j] + pp[j];
+                    let p = ww.max(k[j]);
+                    let (e1, e2) = ((ww - p).exp(), (k[j] - p).exp());
+                    aa[j] = e1 * aa[j] + e2 * v[j];
+                    bb[j] = e1 * bb[j] + e2;
+                    pp[j] = p;
+                }
             }
         }
 
         // 4. x += scale · O·(r ⊙ wkv).
-        matmul(&blk.output, y, t, &mut vx);
-        x.iter_mut().zip(&vx).for_each(|(x, o)| *x += scale * o);
+        lin.apply(&self.output, y, t, vx);
+        x.iter_mut().zip(vx.iter()).for_each(|(x, o)| *x += scale * o);
     }
 }
 
-impl Architecture for Rwkv4 {
-    fn info(&self) -> &ModelInfo {
-        &self.info
-    }
+impl StackBlock for Block {
+    type Config = Config;
 
-    /// Layout: for each layer, att_x [C] | aa [C] | bb [C] | pp [C] | ffn_x [C]
-    /// (att_x, ffn_x: the previous token's ln1 / ln2 output; aa, bb, pp: the WKV numerator and
-    /// denominator as aa·e^pp, bb·e^pp).
-    fn state_len(&self) -> usize {
-        self.cfg.n_layer * self.cfg.layer_state_len()
+    /// Layout: att_x [C] | aa [C] | bb [C] | pp [C] | ffn_x [C].
+    fn state_len(cfg: &Config) -> usize {
+        5 * cfg.n_embd
     }
 
     /// Zeros, except pp = −1e30 (an empty sum in log space).
-    fn init_state(&self, state: &mut [f32]) {
-        let c = self.cfg.n_embd;
-        for layer in state.chunks_exact_mut(self.cfg.layer_state_len()) {
-            layer.fill(0.0);
-            layer[3 * c..4 * c].fill(PP_INIT);
-        }
+    fn init_state(cfg: &Config, st: &mut [f32]) {
+        st.fill(0.0);
+        st[cfg.parts()[3].clone()].fill(PP_INIT);
     }
 
-    fn forward(&self, state: &mut [f32], tokens: &[u32], logits: Option<&mut [f32]>) {
-        let c = self.cfg.n_embd;
-        let t = tokens.len();
-        if t == 0 {
-            return;
+    fn matrices(&self) -> Vec<&Matrix> {
+        let mut m = vec![&self.key, &self.value, &self.receptance, &self.output];
+        m.extend(self.ffn.matrices());
+        m
+    }
+
+    fn forward(&self, cfg: &Config, li: usize, ex: &mut Exec, segs: &[Seg], st: &mut States, x: &mut [f32]) {
+        // transformers' eval-mode rescaling (see the module doc): 1 when R = 0.
+        let every = cfg.rescale_every;
+        let scale = li.checked_div(every).map_or(1.0, |k| 0.5f32.powi(k as i32));
+        self.time_mix(cfg, ex, segs, st, x, scale);
+        // 5. Channel mix: x += scale · sigmoid(R·rx) ⊙ (V·relu(K·kx)²).
+        self.ffn.forward(&self.ln2, ex, segs, st, cfg.parts()[4].clone(), x, scale);
+        if every > 0 && (li + 1).is_multiple_of(every) {
+            x.iter_mut().for_each(|v| *v *= 0.5);
         }
-        // 0. x = ln0(emb[token]).
-        let mut x = vec![0f32; t * c];
-        embed(&self.emb, tokens, &mut x, |r, o| self.ln0.layer_norm_rows(r, o));
-        let stride = self.cfg.layer_state_len();
-        let every = self.cfg.rescale_every;
-        for (li, blk) in self.blocks.iter().enumerate() {
-            let st = &mut state[li * stride..(li + 1) * stride];
-            // transformers' eval-mode rescaling (see the module doc): 1 when R = 0.
-            let scale = li.checked_div(every).map_or(1.0, |k| 0.5f32.powi(k as i32));
-            self.time_mix(blk, st, &mut x, t, scale);
-            // 5. Channel mix: x += scale · sigmoid(R·rx) ⊙ (V·relu(K·kx)²).
-            let ffn_x = &mut st[4 * c..5 * c];
-            if scale == 1.0 {
-                blk.ffn.forward(&blk.ln2, ffn_x, &mut x, t);
-            } else {
-                let mut d = x.clone();
-                blk.ffn.forward(&blk.ln2, ffn_x, &mut d, t);
-                x.iter_mut().zip(&d).for_each(|(x, d)| *x += scale * (d - *x));
-            }
-            if every > 0 && (li + 1) % every == 0 {
-                x.iter_mut().for_each(|v| *v *= 0.5);
-            }
-        }
-        // 6. logits = head · ln_out(x), for the last token or for all of them.
-        head_logits(&self.head, &x, t, logits, |r, o| self.ln_out.layer_norm_rows(r, o));
     }
 }

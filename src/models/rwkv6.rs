@@ -8,44 +8,22 @@
 //! `blocks.N.ffn.*` with `time_maa_k/r`, `ln_out`, `head.weight`); every size, the two
 //! LoRA ranks included, is read from tensor shapes (H and N from `time_faaaa`).
 
-use super::common::{embed, head_logits, shape2, wkv5, ChannelMix, Norm};
-use super::{count_layers, count_params, Architecture, Family, ModelInfo};
-use crate::error::{Error, Result};
+use super::common::{wkv5, ChannelMix, HeadConfig, Wkv5In};
+use super::stack::{delta_prev, save_last, Block as StackBlock, Norm, Stack, States};
+use super::{count_params, ArchKind};
+use crate::error::Result;
+use crate::exec::{Exec, Seg};
 use crate::format::{SafetensorsFile, WeightReader};
-use crate::kernels::{add_assign, matmul, silu};
+use crate::kernels::{add_assign, silu};
 use crate::tensor::Matrix;
 
 // ---------------------------------------------------------------------------------------------
 // Hyper-parameters
 // ---------------------------------------------------------------------------------------------
 
-/// Sizes of an RWKV-6 model, all read from tensor shapes.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// Number of blocks (1 + largest `blocks.N`).
-    pub n_layer: usize,
-    /// C: residual width (`emb.weight` columns).
-    pub n_embd: usize,
-    /// V: vocabulary (`emb.weight` rows).
-    pub n_vocab: usize,
-    /// H: heads (`att.time_faaaa` rows).
-    pub n_head: usize,
-    /// N: head size (`att.time_faaaa` columns); C = H·N.
-    pub head_size: usize,
-    /// F: channel-mix hidden width (`ffn.key.weight` rows).
-    pub n_ffn: usize,
-    /// D: rank of the token-shift LoRA (`att.time_maa_w1` columns / 5).
-    pub mix_rank: usize,
-    /// Dd: rank of the decay LoRA (`att.time_decay_w1` columns).
-    pub decay_rank: usize,
-}
-
-impl Config {
-    /// f32 elements of one layer's state: att_x [C], wkv [H, N, N], ffn_x [C].
-    pub fn layer_state_len(&self) -> usize {
-        2 * self.n_embd + self.n_head * self.head_size * self.head_size
-    }
-}
+/// Sizes of an RWKV-6 model (C, H, N), all read from tensor shapes (H and N from
+/// `time_faaaa`; the LoRA ranks per block from their own tensors).
+pub type Config = HeadConfig;
 
 // ---------------------------------------------------------------------------------------------
 // Weights
@@ -59,7 +37,7 @@ const R: usize = 3;
 const G: usize = 4;
 
 /// One RWKV-6 block.
-struct Block {
+pub struct Block {
     /// ln1, ln2: [C].
     ln1: Norm,
     ln2: Norm,
@@ -67,13 +45,13 @@ struct Block {
     maa_x: Vec<f32>,
     /// time_maa_w, _k, _v, _r, _g in that order: each [C].
     maa: [Vec<f32>; 5],
-    /// time_maa_w1 transposed: [5D, C].
+    /// time_maa_w1 transposed: [5D, C] (D: this block's token-shift rank, `time_maa_w1` columns / 5).
     maa_w1: Matrix,
     /// time_maa_w2[i] transposed: 5 × [C, D].
     maa_w2: Vec<Matrix>,
     /// time_decay: [C].
     decay: Vec<f32>,
-    /// time_decay_w1 transposed: [Dd, C]; time_decay_w2 transposed: [C, Dd].
+    /// time_decay_w1 transposed: [Dd, C]; time_decay_w2 transposed: [C, Dd] (Dd: the decay rank).
     decay_w1: Matrix,
     decay_w2: Matrix,
     /// Bonus u = time_faaaa: [H, N] flattened to [C].
@@ -91,66 +69,35 @@ struct Block {
 }
 
 /// A loaded RWKV-6 model.
-pub struct Rwkv6 {
-    info: ModelInfo,
-    cfg: Config,
-    /// emb.weight: [V, C].
-    emb: Matrix,
-    /// blocks.0.ln0, applied to the embedding row: [C].
-    ln0: Norm,
-    blocks: Vec<Block>,
-    /// ln_out: [C].
-    ln_out: Norm,
-    /// head.weight: [V, C].
-    head: Matrix,
-}
+pub type Rwkv6 = Stack<Block>;
 
 // ---------------------------------------------------------------------------------------------
 // Loading
 // ---------------------------------------------------------------------------------------------
 
-impl Rwkv6 {
-    /// Reads an official-layout RWKV-6 checkpoint; every shape is checked against the sizes
-    /// read from `emb.weight`, `blocks.0.att.time_faaaa`, `blocks.0.ffn.key.weight` and the
-    /// block's LoRAs.
-    pub fn load(file: &SafetensorsFile) -> Result<Rwkv6> {
-        let rd = WeightReader::new(file);
-        let (n_vocab, c) = shape2(&rd, "emb.weight")?;
-        let (n_head, head_size) = match shape2(&rd, "blocks.0.att.time_faaaa")? {
-            (h, n) if h * n == c => (h, n),
-            s => {
-                return Err(Error::format(format!(
-                    "{}: tensor 'blocks.0.att.time_faaaa' has shape {s:?}, expected [heads, head_size] with \
-                     heads*head_size = {c}",
-                    file.name
-                )))
-            }
-        };
-        let (n_ffn, _) = shape2(&rd, "blocks.0.ffn.key.weight")?;
-        let n_layer = count_layers(file, "blocks.");
-        let rank = |name: &str, div: usize| -> Result<usize> {
-            match shape2(&rd, name)? {
-                (r, d) if r == c && d % div == 0 && d > 0 => Ok(d / div),
-                s => Err(Error::format(format!(
-                    "{}: tensor '{name}' has shape {s:?}, expected [{c}, {div}·rank]",
-                    file.name
-                ))),
-            }
-        };
-        let mix_rank = rank("blocks.0.att.time_maa_w1", 5)?;
-        let decay_rank = rank("blocks.0.att.time_decay_w1", 1)?;
-        let cfg = Config { n_layer, n_embd: c, n_vocab, n_head, head_size, n_ffn, mix_rank, decay_rank };
-
-        let mut blocks = Vec::with_capacity(n_layer);
-        for i in 0..n_layer {
-            let a = |n: &str| format!("blocks.{i}.att.{n}");
-            let f = |n: &str| format!("blocks.{i}.ffn.{n}");
-            let vec = |n: &str| rd.vector(&a(n), c);
-            // Each block may have its own ranks: read them from its own w1.
-            let (d, dd) = (rank(&a("time_maa_w1"), 5)?, rank(&a("time_decay_w1"), 1)?);
-            blocks.push(Block {
-                ln1: Norm::load(&rd, &format!("blocks.{i}.ln1"), c)?,
-                ln2: Norm::load(&rd, &format!("blocks.{i}.ln2"), c)?,
+/// Reads an official-layout RWKV-6 checkpoint; every shape is checked against the sizes read
+/// from `emb.weight`, `blocks.0.att.time_faaaa`, and each block's LoRAs (each block may have
+/// its own ranks).
+pub fn load(file: &SafetensorsFile) -> Result<Rwkv6> {
+    let rd = WeightReader::new(file);
+    let (cfg, n_vocab) = HeadConfig::read(&rd, "blocks.0.att.time_faaaa")?;
+    let (c, n_head, head_size) = (cfg.n_embd, cfg.n_head, cfg.head_size);
+    let rank = |a: &WeightReader, name: &str, div: usize| -> Result<usize> {
+        match a.shape2(name)? {
+            (r, d) if r == c && d % div == 0 && d > 0 => Ok(d / div),
+            s => Err(a.error(name, format!("has shape {s:?}, expected [{c}, {div}·rank]"))),
+        }
+    };
+    let blocks_rd = rd.pp("blocks");
+    let blocks = (0..blocks_rd.count_children())
+        .map(|i| {
+            let b = blocks_rd.pp(i);
+            let (a, f) = (b.pp("att"), b.pp("ffn"));
+            let vec = |n: &str| a.vector(n, c);
+            let (d, dd) = (rank(&a, "time_maa_w1", 5)?, rank(&a, "time_decay_w1", 1)?);
+            Ok(Block {
+                ln1: Norm::layer(&b, "ln1", c)?,
+                ln2: Norm::layer(&b, "ln2", c)?,
                 maa_x: vec("time_maa_x")?,
                 maa: [
                     vec("time_maa_w")?,
@@ -159,174 +106,127 @@ impl Rwkv6 {
                     vec("time_maa_r")?,
                     vec("time_maa_g")?,
                 ],
-                maa_w1: rd.matrix_transposed(&a("time_maa_w1"), 5 * d, c)?,
-                maa_w2: rd.stacked_transposed(&a("time_maa_w2"), 5, c, d)?,
+                maa_w1: a.matrix_transposed("time_maa_w1", 5 * d, c)?,
+                maa_w2: a.stacked_transposed("time_maa_w2", 5, c, d)?,
                 decay: vec("time_decay")?,
-                decay_w1: rd.matrix_transposed(&a("time_decay_w1"), dd, c)?,
-                decay_w2: rd.matrix_transposed(&a("time_decay_w2"), c, dd)?,
-                faaaa: rd.floats(&a("time_faaaa"), &[n_head, head_size])?,
-                receptance: rd.matrix(&a("receptance.weight"), c, c)?,
-                key: rd.matrix(&a("key.weight"), c, c)?,
-                value: rd.matrix(&a("value.weight"), c, c)?,
-                gate: rd.matrix(&a("gate.weight"), c, c)?,
-                output: rd.matrix(&a("output.weight"), c, c)?,
-                ln_x: Norm::load(&rd, &a("ln_x"), c)?,
-                ffn: ChannelMix::load(
-                    &rd,
-                    &format!("blocks.{i}.ffn"),
-                    c,
-                    rd.vector(&f("time_maa_k"), c)?,
-                    rd.vector(&f("time_maa_r"), c)?,
-                )?,
-            });
-        }
-        let emb = rd.matrix("emb.weight", n_vocab, c)?;
-        let head = rd.matrix("head.weight", n_vocab, c)?;
-        let bytes_per_token = blocks
-            .iter()
-            .map(|b| {
-                [&b.receptance, &b.key, &b.value, &b.gate, &b.output, &b.maa_w1, &b.decay_w1, &b.decay_w2]
-                    .iter()
-                    .map(|m| m.n_bytes())
-                    .sum::<usize>()
-                    + b.maa_w2.iter().map(|m| m.n_bytes()).sum::<usize>()
-                    + b.ffn.n_bytes()
+                decay_w1: a.matrix_transposed("time_decay_w1", dd, c)?,
+                decay_w2: a.matrix_transposed("time_decay_w2", c, dd)?,
+                faaaa: a.floats("time_faaaa", &[n_head, head_size])?,
+                receptance: a.matrix("receptance.weight", c, c)?,
+                key: a.matrix("key.weight", c, c)?,
+                value: a.matrix("value.weight", c, c)?,
+                gate: a.matrix("gate.weight", c, c)?,
+                output: a.matrix("output.weight", c, c)?,
+                ln_x: Norm::layer(&a, "ln_x", c)?,
+                ffn: ChannelMix::load(&f, c, f.vector("time_maa_k", c)?, f.vector("time_maa_r", c)?)?,
             })
-            .sum::<usize>()
-            + head.n_bytes()
-            + emb.n_bytes() / n_vocab.max(1);
-        let info = ModelInfo {
-            family: Family::Rwkv,
-            version: 6,
-            arch_name: "rwkv6",
-            n_layer,
-            n_embd: c,
-            n_vocab,
-            n_head,
-            head_size,
-            n_params: count_params(file),
-            weight_dtype: blocks.first().map_or(emb.dtype(), |b| b.key.dtype()),
-            bytes_per_token: bytes_per_token as u64,
-        };
-        Ok(Rwkv6 {
-            info,
-            ln0: Norm::load(&rd, "blocks.0.ln0", c)?,
-            ln_out: Norm::load(&rd, "ln_out", c)?,
-            cfg,
-            emb,
-            blocks,
-            head,
         })
-    }
-
-    /// The sizes read from the checkpoint.
-    pub fn config(&self) -> &Config {
-        &self.cfg
-    }
+        .collect::<Result<Vec<_>>>()?;
+    cfg.stack(ArchKind::Rwkv6, &rd, n_vocab, blocks, count_params(file))
 }
 
 // ---------------------------------------------------------------------------------------------
 // Forward pass
 // ---------------------------------------------------------------------------------------------
 
-impl Rwkv6 {
-    /// The time mix (attention) of `blk` for `t` tokens; adds its output to `x`.
-    fn time_mix(&self, blk: &Block, st: &mut [f32], x: &mut [f32], t: usize) {
-        let Config { n_embd: c, n_head, head_size, .. } = self.cfg;
-        let (att_x, wkv) = st.split_at_mut(c);
-        let z = || vec![0f32; t * c];
-        let d = blk.maa_w2[0].cols;
+impl Block {
+    /// The time mix (attention) over the rows of `x`; adds its output to `x`.
+    fn time_mix(&self, cfg: &Config, ex: &mut Exec, segs: &[Seg], st: &mut States, x: &mut [f32]) {
+        let c = cfg.n_embd;
+        let [att_x, wkv, _] = cfg.parts();
+        let t = x.len() / c;
+        let d = self.maa_w2[0].cols;
+        let Exec { lin, scratch, .. } = ex;
+        let tc = t * c;
+        let [xn, sx, xxx, m, mi, xw, xk, xv, xr, xg, r, k, v, g, low, w, yh] = scratch.take([
+            tc,
+            tc,
+            tc,
+            t * 5 * d,
+            t * d,
+            tc,
+            tc,
+            tc,
+            tc,
+            tc,
+            tc,
+            tc,
+            tc,
+            tc,
+            t * self.decay_w1.rows,
+            tc,
+            tc,
+        ]);
 
-        // 1. xn = ln1(x); sx = prev − xn (prev: the previous token's xn, att_x for the first).
-        let mut xn = z();
-        blk.ln1.layer_norm_rows(x, &mut xn);
-        let mut sx = z();
-        for i in 0..t {
-            let prev = if i == 0 { &att_x[..] } else { &xn[(i - 1) * c..i * c] };
-            for j in 0..c {
-                sx[i * c + j] = prev[j] - xn[i * c + j];
-            }
-        }
-        att_x.copy_from_slice(&xn[(t - 1) * c..]);
+        // 1. xn = ln1(x); sx = prev − xn (prev: the previous row's xn, att_x for a sequence's first).
+        self.ln1.rows(x, xn);
+        delta_prev(segs, xn, st, att_x.clone(), sx);
+        save_last(segs, xn, st, att_x);
 
         // 2. m = tanh((xn + sx ⊙ maa_x)·w1) viewed as [5, D];  m_i = m[i]·w2[i]  (i = w, k, v, r, g).
-        let mut xxx = z();
-        for (o, ((xn, sx), mx)) in xxx.iter_mut().zip(xn.iter().zip(&sx).zip(blk.maa_x.iter().cycle())) {
+        for (o, ((xn, sx), mx)) in xxx.iter_mut().zip(xn.iter().zip(sx.iter()).zip(self.maa_x.iter().cycle())) {
             *o = xn + sx * mx;
         }
-        let mut m = vec![0f32; t * 5 * d];
-        matmul(&blk.maa_w1, &xxx, t, &mut m);
+        lin.apply(&self.maa_w1, xxx, t, m);
         m.iter_mut().for_each(|v| *v = v.tanh());
-        // 3. For each i: xi = xn + sx ⊙ (maa_i + m_i), computed in place in `mixed[i]`.
-        let mut mi = vec![0f32; t * d];
-        let mut mixed: [Vec<f32>; 5] = [z(), z(), z(), z(), z()];
+        // 3. For each i: xi = xn + sx ⊙ (maa_i + m_i).
+        let mut mixed = [xw, xk, xv, xr, xg];
         for (i, out) in mixed.iter_mut().enumerate() {
             for tok in 0..t {
                 mi[tok * d..(tok + 1) * d].copy_from_slice(&m[tok * 5 * d + i * d..tok * 5 * d + (i + 1) * d]);
             }
-            matmul(&blk.maa_w2[i], &mi, t, out);
+            lin.apply(&self.maa_w2[i], mi, t, out);
             for (j, o) in out.iter_mut().enumerate() {
-                *o = xn[j] + sx[j] * (blk.maa[i][j % c] + *o);
+                *o = xn[j] + sx[j] * (self.maa[i][j % c] + *o);
             }
         }
 
         // 4. r = R·xr, k = K·xk, v = V·xv, g = silu(G·xg).
-        let (mut r, mut k, mut v, mut g) = (z(), z(), z(), z());
-        matmul(&blk.receptance, &mixed[R], t, &mut r);
-        matmul(&blk.key, &mixed[K], t, &mut k);
-        matmul(&blk.value, &mixed[V], t, &mut v);
-        matmul(&blk.gate, &mixed[G], t, &mut g);
+        lin.apply(&self.receptance, mixed[R], t, r);
+        lin.apply(&self.key, mixed[K], t, k);
+        lin.apply(&self.value, mixed[V], t, v);
+        lin.apply(&self.gate, mixed[G], t, g);
         g.iter_mut().for_each(|v| *v = silu(*v));
 
-        // 5. Data-dependent decay: w = exp(−exp(time_decay + tanh(xw·dw1)·dw2)), [t, C].
-        let mut low = vec![0f32; t * blk.decay_w1.rows];
-        matmul(&blk.decay_w1, &mixed[W], t, &mut low);
+        // 5. Data-dependent decay: w = exp(−exp(time_decay + tanh(xw·dw1)·dw2)), [T, C].
+        lin.apply(&self.decay_w1, mixed[W], t, low);
         low.iter_mut().for_each(|v| *v = v.tanh());
-        let mut w = z();
-        matmul(&blk.decay_w2, &low, t, &mut w);
+        lin.apply(&self.decay_w2, low, t, w);
         for (j, w) in w.iter_mut().enumerate() {
-            *w = (-(blk.decay[j % c] + *w).exp()).exp();
+            *w = (-(self.decay[j % c] + *w).exp()).exp();
         }
 
         // 6. Per head, S [N(key), N(value)]: y = r·(u ⊙ k vᵀ + S);  S ← k vᵀ + diag(w)·S;
         //    y = GroupNorm(H)(y)·ln_x + bias;  y ⊙= g.
-        let wkv = &mut wkv[..n_head * head_size * head_size];
-        wkv5(wkv, n_head, &r, &k, &v, &w, &blk.faaaa, &g, &blk.ln_x, t, &mut xn);
+        let inp = Wkv5In { r, k, v, w, g };
+        wkv5(segs, st, wkv, cfg.n_head, &inp, &self.faaaa, &self.ln_x, yh, xn);
 
         // 7. x += O·y.
-        matmul(&blk.output, &xn, t, &mut sx);
-        add_assign(x, &sx);
+        lin.apply(&self.output, xn, t, sx);
+        add_assign(x, sx);
     }
 }
 
-impl Architecture for Rwkv6 {
-    fn info(&self) -> &ModelInfo {
-        &self.info
+impl StackBlock for Block {
+    type Config = Config;
+
+    /// Layout: att_x [C] | wkv [H, N(key), N(value)] | ffn_x [C].
+    fn state_len(cfg: &Config) -> usize {
+        cfg.parts()[2].end
     }
 
-    /// Layout: for each layer, att_x [C] | wkv [H, N(key), N(value)] | ffn_x [C].
-    fn state_len(&self) -> usize {
-        self.cfg.n_layer * self.cfg.layer_state_len()
+    fn matrices(&self) -> Vec<&Matrix> {
+        let mut m = vec![&self.receptance, &self.key, &self.value, &self.gate, &self.output];
+        m.extend([&self.maa_w1, &self.decay_w1, &self.decay_w2]);
+        m.extend(&self.maa_w2);
+        m.extend(self.ffn.matrices());
+        m
     }
 
-    fn forward(&self, state: &mut [f32], tokens: &[u32], logits: Option<&mut [f32]>) {
-        let c = self.cfg.n_embd;
-        let t = tokens.len();
-        if t == 0 {
-            return;
-        }
-        // 0. x = ln0(emb[token]).
-        let mut x = vec![0f32; t * c];
-        embed(&self.emb, tokens, &mut x, |r, o| self.ln0.layer_norm_rows(r, o));
-        let stride = self.cfg.layer_state_len();
-        for (li, blk) in self.blocks.iter().enumerate() {
-            let st = &mut state[li * stride..(li + 1) * stride];
-            self.time_mix(blk, st, &mut x, t);
-            // 8. Channel mix: kx = xn + (prev − xn) ⊙ maa_k (rx likewise);
-            //    x += sigmoid(R·rx) ⊙ (V·relu(K·kx)²).
-            blk.ffn.forward(&blk.ln2, &mut st[stride - c..], &mut x, t);
-        }
-        // 9. logits = head · ln_out(x), for the last token or for all of them.
-        head_logits(&self.head, &x, t, logits, |r, o| self.ln_out.layer_norm_rows(r, o));
+    fn forward(&self, cfg: &Config, _li: usize, ex: &mut Exec, segs: &[Seg], st: &mut States, x: &mut [f32]) {
+        self.time_mix(cfg, ex, segs, st, x);
+        // 8. Channel mix: kx = xn + (prev − xn) ⊙ maa_k (rx likewise);
+        //    x += sigmoid(R·rx) ⊙ (V·relu(K·kx)²).
+        self.ffn.forward(&self.ln2, ex, segs, st, cfg.parts()[2].clone(), x, 1.0);
     }
 }

@@ -3,20 +3,21 @@
 //!
 //! 1. **Calibrate**: run the unquantized model on calibration text while every product
 //!    records, per input channel of each matrix, the mean |x| and mean x², plus a sample
-//!    of input rows ([`Calibration`]; the hook sits in `kernels::matvec`/`matmul`, so
-//!    every architecture is covered without model code).
+//!    of input rows ([`Calibration`], an [`Observer`] installed in the session's execution
+//!    context, which every product goes through: every architecture is covered without
+//!    model code).
 //! 2. **Search the scale**: for each matrix, with s_c = mean|x_c|^α normalized by
 //!    sqrt(max·min), quantize `W·diag(s)` and measure ‖W X − Q(W·diag(s)) (X/s)‖² on the
 //!    sampled inputs, for α on a grid over [0, 1]; keep the best α ([`search_scale`]).
 //! 3. **Clip**: quantize with each group's range shrunk where that lowers the error
-//!    weighted by E[(x/s)²] (see `block::quantize_q4_row`).
+//!    weighted by E[(x/s)²] (see `tensor::block::quantize_q4_row`).
 //!
 //! The runtime multiplies the input by 1/s before the product (`Matrix::input_scale`).
 
+use crate::exec::Observer;
 use crate::tensor::Matrix;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Input rows kept per matrix for the scale search.
 const MAX_SAMPLES: usize = 128;
@@ -46,75 +47,51 @@ impl InputStats {
     }
 }
 
-struct Recorder {
-    storage: usize,
-    stats: HashMap<String, InputStats>,
-}
-
-static ACTIVE: AtomicBool = AtomicBool::new(false);
-static RECORDER: Mutex<Option<Recorder>> = Mutex::new(None);
-
-/// Records the inputs of a product while a [`Calibration`] is active (no-op otherwise).
-/// `x` is `[t, m.cols]`.
-pub(crate) fn record(m: &Matrix, x: &[f32], t: usize) {
-    if !ACTIVE.load(Ordering::Relaxed) {
-        return;
-    }
-    let mut guard = RECORDER.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(rec) = guard.as_mut() else { return };
-    if m.tensor.storage_id() != rec.storage {
-        return;
-    }
-    let c = m.cols;
-    let st = rec.stats.entry(m.tensor.name.clone()).or_insert_with(|| InputStats {
-        abs_sum: vec![0.0; c],
-        sq_sum: vec![0.0; c],
-        ..Default::default()
-    });
-    for row in x.chunks(c).take(t) {
-        for (j, &v) in row.iter().enumerate() {
-            st.abs_sum[j] += v.abs() as f64;
-            st.sq_sum[j] += (v as f64) * (v as f64);
-        }
-        // Keep an evenly spread sample: every row until full, then replace round-robin
-        // with a stride that grows with the number of rows seen.
-        if st.samples.len() < MAX_SAMPLES {
-            st.samples.push(row.to_vec());
-        } else if st.n % (st.n / MAX_SAMPLES).max(1) == 0 {
-            let k = (st.n / (st.n / MAX_SAMPLES).max(1)) % MAX_SAMPLES;
-            st.samples[k] = row.to_vec();
-        }
-        st.n += 1;
-    }
-}
-
-/// Records the inputs of every product over tensors of one model's file while alive.
-/// One calibration runs at a time in a process.
+/// Records the input statistics of every product it observes, per matrix (by tensor name).
+/// Install it in a session with [`Session::set_observer`](crate::Session::set_observer); the
+/// statistics are read back through the [`Calibration::stats`] handle.
+#[derive(Default)]
 pub struct Calibration {
-    _private: (),
+    stats: Arc<Mutex<HashMap<String, InputStats>>>,
 }
 
 impl Calibration {
-    /// Starts recording products whose weights live in the storage `storage_id`
-    /// (see `Tensor::storage_id`).
-    pub fn start(storage_id: usize) -> Calibration {
-        let mut g = RECORDER.lock().unwrap_or_else(|e| e.into_inner());
-        *g = Some(Recorder { storage: storage_id, stats: HashMap::new() });
-        ACTIVE.store(true, Ordering::SeqCst);
-        Calibration { _private: () }
+    /// A recorder with no statistics yet.
+    pub fn new() -> Calibration {
+        Calibration::default()
     }
 
-    /// Stops recording and returns the statistics per tensor name.
-    pub fn finish(self) -> HashMap<String, InputStats> {
-        ACTIVE.store(false, Ordering::SeqCst);
-        let mut g = RECORDER.lock().unwrap_or_else(|e| e.into_inner());
-        g.take().map(|r| r.stats).unwrap_or_default()
+    /// A handle on the statistics, valid after the recorder is dropped.
+    pub fn stats(&self) -> Arc<Mutex<HashMap<String, InputStats>>> {
+        self.stats.clone()
     }
 }
 
-impl Drop for Calibration {
-    fn drop(&mut self) {
-        ACTIVE.store(false, Ordering::SeqCst);
+impl Observer for Calibration {
+    /// Adds the `t` rows of `x` (`[t, m.cols]`) to `m`'s statistics.
+    fn observe(&mut self, m: &Matrix, x: &[f32], t: usize) {
+        let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        let c = m.cols;
+        let st = stats.entry(m.tensor.name.clone()).or_insert_with(|| InputStats {
+            abs_sum: vec![0.0; c],
+            sq_sum: vec![0.0; c],
+            ..Default::default()
+        });
+        for row in x.chunks(c).take(t) {
+            for (j, &v) in row.iter().enumerate() {
+                st.abs_sum[j] += v.abs() as f64;
+                st.sq_sum[j] += (v as f64) * (v as f64);
+            }
+            // Keep an evenly spread sample: every row until full, then replace round-robin
+            // with a stride that grows with the number of rows seen.
+            if st.samples.len() < MAX_SAMPLES {
+                st.samples.push(row.to_vec());
+            } else if st.n.is_multiple_of((st.n / MAX_SAMPLES).max(1)) {
+                let k = (st.n / (st.n / MAX_SAMPLES).max(1)) % MAX_SAMPLES;
+                st.samples[k] = row.to_vec();
+            }
+            st.n += 1;
+        }
     }
 }
 

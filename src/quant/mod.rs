@@ -16,7 +16,7 @@
 //! the q4 KL divergence (llama.cpp keeps its output tensor in Q6_K for the same reason).
 
 pub mod awq;
-pub mod block;
+use crate::tensor::block;
 
 use crate::error::{Error, Result};
 use crate::format::quantized::FORMAT_VERSION;
@@ -175,15 +175,18 @@ fn calibrate(model: &Arc<Model>, in_path: &Path, p: &QuantizeParams) -> Result<H
     if ids.is_empty() {
         return Err(Error::invalid(format!("calibration text {} has no usable tokens", calib.display())));
     }
-    // Only products over this model's own mapping of the file are recorded.
-    let cal = awq::Calibration::start(model.storage_id());
+    let cal = awq::Calibration::new();
+    let stats = cal.stats();
     let mut s = Session::new(model);
+    s.set_observer(Some(Box::new(cal)));
     // Independent windows of 512 tokens from the zero state, like a prompt would be.
     for w in ids.chunks(512) {
         s.reset();
         s.eval(w, None)?;
     }
-    Ok(cal.finish())
+    drop(s);
+    let stats = std::mem::take(&mut *stats.lock().unwrap_or_else(|e| e.into_inner()));
+    Ok(stats)
 }
 
 /// Quantizes the checkpoint at `in_path` into a libsutra quantized file at `out_path`.

@@ -98,11 +98,11 @@ impl Matrix {
             MatrixData::F16(d) => out.iter_mut().zip(&d[span]).for_each(|(o, &b)| *o = f16_to_f32(b)),
             MatrixData::Q8 { q, scales, group } => {
                 let ng = c.div_ceil(group);
-                crate::quant::block::dequantize_q8_row(&q[span], &scales[r * ng..(r + 1) * ng], group, out)
+                crate::tensor::block::dequantize_q8_row(&q[span], &scales[r * ng..(r + 1) * ng], group, out)
             }
             MatrixData::Q4 { q, scales, group } => {
                 let ng = c.div_ceil(group);
-                crate::quant::block::dequantize_q4_row(
+                crate::tensor::block::dequantize_q4_row(
                     &q[r * c / 2..(r + 1) * c / 2],
                     &scales[r * ng..(r + 1) * ng],
                     group,

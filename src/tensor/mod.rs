@@ -4,6 +4,7 @@
 //! 8-byte aligned buffer). Weights are used in place: an f32, bf16 or f16 matrix is never
 //! copied at load time unless its bytes are misaligned for its element type.
 
+pub mod block;
 mod dtype;
 mod matrix;
 mod storage;

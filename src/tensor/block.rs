@@ -178,7 +178,7 @@ pub fn dequantize_q4_row(packed: &[u8], scales: &[u16], group: usize, out: &mut 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::synth::Rng;
+    use crate::rng::Rng;
 
     fn row(n: usize, seed: u64) -> Vec<f32> {
         let mut r = Rng::new(seed);

@@ -1,0 +1,142 @@
+//! A loaded model: the architecture found in a checkpoint, its thread pool and identity.
+
+use crate::error::{Error, Result};
+use crate::format::{self, SafetensorsFile};
+use crate::models::{self, Architecture, ModelInfo};
+use crate::{session, tensor};
+use std::path::Path;
+use std::sync::Arc;
+
+/// How to load a model.
+#[derive(Debug, Clone)]
+pub struct ModelParams {
+    /// Worker threads for this model's products; 0 means one per available core.
+    pub n_threads: usize,
+    /// Map the file instead of reading it into memory.
+    pub use_mmap: bool,
+}
+
+impl Default for ModelParams {
+    fn default() -> Self {
+        ModelParams { n_threads: 0, use_mmap: true }
+    }
+}
+
+/// A loaded model: immutable, shareable by any number of threads and sessions.
+pub struct Model {
+    arch: Box<dyn Architecture>,
+    pool: rayon::ThreadPool,
+    fingerprint: u64,
+    storage_id: usize,
+    source: String,
+}
+
+impl Model {
+    /// Loads the checkpoint at `path`; its architecture is detected from tensor names.
+    ///
+    /// A `config.json` in the same directory, when present, supplies what shapes cannot
+    /// tell (Mamba-2 `n_groups`, epsilons, RWKV-4 HF `rescale_every`); it must be valid JSON
+    /// (bare `Infinity` tolerated) and agree with the shapes, or the load fails with
+    /// [`Error::Format`] naming the config and the tensor.
+    pub fn load(path: &Path, params: &ModelParams) -> Result<Model> {
+        Self::load_with_progress(path, params, &mut |_| true)
+    }
+
+    /// [`load`](Self::load) reporting progress in [0, 1]; `progress` returning false cancels
+    /// the load ([`Error::Cancelled`]).
+    pub fn load_with_progress(
+        path: &Path,
+        params: &ModelParams,
+        progress: &mut dyn FnMut(f32) -> bool,
+    ) -> Result<Model> {
+        if !progress(0.0) {
+            return Err(Error::Cancelled);
+        }
+        let file = SafetensorsFile::open(path, params.use_mmap)?;
+        let config = format::HfConfig::beside(path.parent().unwrap_or(Path::new(".")))?;
+        if !progress(0.25) {
+            return Err(Error::Cancelled);
+        }
+        let model = Self::from_file(file, config.as_ref(), params)?;
+        if !progress(1.0) {
+            return Err(Error::Cancelled);
+        }
+        Ok(model)
+    }
+
+    /// Loads a checkpoint held in memory (copied, so `bytes` may be freed afterwards). No
+    /// `config.json` is read: the documented defaults apply (see [`load_from_memory_with_config`](Self::load_from_memory_with_config)).
+    pub fn load_from_memory(bytes: &[u8], params: &ModelParams) -> Result<Model> {
+        Self::load_from_memory_with_config(bytes, None, params)
+    }
+
+    /// [`load_from_memory`](Self::load_from_memory) with the text of a `config.json`.
+    pub fn load_from_memory_with_config(bytes: &[u8], config: Option<&str>, params: &ModelParams) -> Result<Model> {
+        let storage = Arc::new(tensor::Storage::from_bytes(bytes));
+        let file = SafetensorsFile::parse(storage, "<memory>")?;
+        let config = config.map(|c| format::HfConfig::parse(c, "<memory config>")).transpose()?;
+        Self::from_file(file, config.as_ref(), params)
+    }
+
+    /// Builds a model from an opened checkpoint and its optional `config.json`.
+    pub fn from_file(file: SafetensorsFile, config: Option<&format::HfConfig>, params: &ModelParams) -> Result<Model> {
+        let source = file.name.clone();
+        let storage_id = file.tensors.values().next().map_or(0, |t| t.storage_id());
+        // A quantized file carries its source's config.json in its metadata.
+        let embedded = match (config, file.metadata.get("sutra.hf_config")) {
+            (None, Some(text)) => Some(format::HfConfig::parse(text, &format!("{source} (sutra.hf_config)"))?),
+            _ => None,
+        };
+        let arch = models::load(&file, config.or(embedded.as_ref()))?;
+        let n_threads = match params.n_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(n_threads)
+            .thread_name(|i| format!("sutra-{i}"))
+            .build()
+            .map_err(|e| Error::Internal(format!("cannot start {n_threads} threads: {e}")))?;
+        let i = arch.info();
+        let mut fp = session::fnv1a(i.arch_name.as_bytes(), 0xcbf2_9ce4_8422_2325);
+        for v in [i.version as usize, i.n_layer, i.n_embd, i.n_vocab, i.n_head, i.head_size, arch.state_len()] {
+            fp = session::fnv1a(&(v as u64).to_le_bytes(), fp);
+        }
+        Ok(Model { arch, pool, fingerprint: fp, storage_id, source })
+    }
+
+    /// Architecture and sizes.
+    pub fn info(&self) -> &ModelInfo {
+        self.arch.info()
+    }
+
+    /// The architecture behind the model.
+    pub fn arch(&self) -> &dyn Architecture {
+        self.arch.as_ref()
+    }
+
+    /// Number of worker threads.
+    pub fn n_threads(&self) -> usize {
+        self.pool.current_num_threads()
+    }
+
+    /// A hash of the architecture and every size that shapes the state.
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
+    }
+
+    /// The path the model was loaded from (`<memory>` for in-memory loads).
+    pub fn source_path(&self) -> &str {
+        &self.source
+    }
+
+    /// Identifies the mapped (or owned) file the weights live in.
+    pub fn storage_id(&self) -> usize {
+        self.storage_id
+    }
+
+    /// Runs `f` on this model's thread pool.
+    pub fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        self.pool.install(f)
+    }
+}

@@ -1,0 +1,364 @@
+//! The one skeleton every architecture runs on: embed → blocks → head.
+//!
+//! An architecture file supplies a [`Block`] (its weights, its state layout and its block math)
+//! and a loader that fills [`Parts`]; [`Stack`] does the rest once for all of them: the
+//! embedding lookup (with RWKV's `ln0`), the loop over blocks with each block's slice of every
+//! sequence's state, the final norm and the head for the last row of each sequence or for
+//! every row, [`ModelInfo`] and the bytes read per token. The helpers below are the pieces
+//! several blocks share over the rows of a call: the previous row of the same sequence
+//! (token shift) and the parallel loop over independent heads or channels.
+
+use super::{ArchKind, Architecture, Batch, Logits, ModelInfo};
+use crate::error::{Error, Result};
+use crate::exec::{Context, Exec, Seg};
+use crate::format::WeightReader;
+use crate::kernels::{layer_norm, rms_norm, token_shift};
+use crate::tensor::Matrix;
+use std::ops::Range;
+
+/// LayerNorm epsilon of RWKV's ln0/ln1/ln2/ln_out.
+pub(crate) const LN_EPS: f32 = 1e-5;
+
+/// A normalization over one row of `C` values.
+pub enum Norm {
+    /// LayerNorm with weight and bias, each [C].
+    Layer {
+        /// Weight: [C].
+        w: Vec<f32>,
+        /// Bias: [C].
+        b: Vec<f32>,
+        /// Epsilon.
+        eps: f32,
+    },
+    /// RMSNorm with weight [C].
+    Rms {
+        /// Weight: [C].
+        w: Vec<f32>,
+        /// Epsilon.
+        eps: f32,
+    },
+}
+
+impl Norm {
+    /// LayerNorm `{name}.weight`, `{name}.bias` (each [c]), epsilon 1e-5.
+    pub(crate) fn layer(rd: &WeightReader, name: &str, c: usize) -> Result<Norm> {
+        Ok(Norm::Layer {
+            w: rd.vector(&format!("{name}.weight"), c)?,
+            b: rd.vector(&format!("{name}.bias"), c)?,
+            eps: LN_EPS,
+        })
+    }
+
+    /// RMSNorm `{name}` ([c]).
+    pub(crate) fn rms(rd: &WeightReader, name: &str, c: usize, eps: f32) -> Result<Norm> {
+        Ok(Norm::Rms { w: rd.vector(name, c)?, eps })
+    }
+
+    /// The weight, [C].
+    pub(crate) fn weight(&self) -> &[f32] {
+        match self {
+            Norm::Layer { w, .. } | Norm::Rms { w, .. } => w,
+        }
+    }
+
+    /// The bias, [C] (RMSNorm has none: empty).
+    pub(crate) fn bias(&self) -> &[f32] {
+        match self {
+            Norm::Layer { b, .. } => b,
+            Norm::Rms { .. } => &[],
+        }
+    }
+
+    /// Normalizes every row of `x` (`[t, C]`) into `out`.
+    pub(crate) fn rows(&self, x: &[f32], out: &mut [f32]) {
+        let c = self.weight().len();
+        for (xi, oi) in x.chunks_exact(c).zip(out.chunks_exact_mut(c)) {
+            match self {
+                Norm::Layer { w, b, eps } => layer_norm(xi, w, b, *eps, oi),
+                Norm::Rms { w, eps } => rms_norm(xi, w, *eps, oi),
+            }
+        }
+    }
+}
+
+/// One block of an architecture: its weights, its slice of the recurrent state, its math.
+pub trait Block: Send + Sync + Sized {
+    /// The architecture's sizes, shared by every block.
+    type Config: Send + Sync + std::fmt::Debug;
+
+    /// f32 elements of one block's state.
+    fn state_len(cfg: &Self::Config) -> usize;
+
+    /// Writes a block's initial (empty-context) state.
+    fn init_state(_cfg: &Self::Config, st: &mut [f32]) {
+        st.fill(0.0);
+    }
+
+    /// Every weight matrix of the block, the block's main products first.
+    fn matrices(&self) -> Vec<&Matrix>;
+
+    /// Runs block `li` on the residual stream `x` (`[T, C]`, the rows of `segs`), advancing
+    /// each sequence's block state in `st`.
+    fn forward(&self, cfg: &Self::Config, li: usize, ex: &mut Exec, segs: &[Seg], st: &mut States, x: &mut [f32]);
+}
+
+/// What a loader reads; [`Stack::new`] derives the rest.
+pub struct Parts<B: Block> {
+    /// Which architecture.
+    pub kind: ArchKind,
+    /// Sizes.
+    pub cfg: B::Config,
+    /// Embedding: [V, C].
+    pub emb: Matrix,
+    /// Norm applied to the embedding row (RWKV's `blocks.0.ln0`), if any.
+    pub emb_norm: Option<Norm>,
+    /// The blocks, in order.
+    pub blocks: Vec<B>,
+    /// Final norm before the head.
+    pub out_norm: Norm,
+    /// Head [V, C]; `None`: tied to the embedding.
+    pub head: Option<Matrix>,
+    /// Heads and head size for [`ModelInfo`] (0 where the architecture has none).
+    pub n_head: usize,
+    /// See `n_head`.
+    pub head_size: usize,
+    /// Elements of every tensor in the file.
+    pub n_params: u64,
+}
+
+/// A loaded model: embed → blocks → head over blocks of type `B`.
+pub struct Stack<B: Block> {
+    info: ModelInfo,
+    cfg: B::Config,
+    /// Embedding: [V, C].
+    emb: Matrix,
+    emb_norm: Option<Norm>,
+    blocks: Vec<B>,
+    out_norm: Norm,
+    /// Head [V, C], `None` when tied to the embedding.
+    head: Option<Matrix>,
+    /// f32 of one block's state.
+    block_state: usize,
+}
+
+impl<B: Block> Stack<B> {
+    /// Assembles a model from what its loader read.
+    pub fn new(p: Parts<B>) -> Result<Stack<B>> {
+        let (n_vocab, c) = (p.emb.rows, p.emb.cols);
+        if c == 0 || n_vocab == 0 || p.blocks.is_empty() {
+            return Err(Error::format(format!(
+                "embedding '{}' is [{n_vocab}, {c}] with {} blocks: an empty model",
+                p.emb.tensor.name,
+                p.blocks.len()
+            )));
+        }
+        let head = p.head.as_ref().unwrap_or(&p.emb);
+        let bytes_per_token = p.blocks.iter().flat_map(|b| b.matrices()).map(Matrix::n_bytes).sum::<usize>()
+            + head.n_bytes()
+            + p.emb.n_bytes() / n_vocab;
+        let info = ModelInfo {
+            family: p.kind.family(),
+            version: p.kind.version(),
+            arch_name: p.kind.name(),
+            n_layer: p.blocks.len(),
+            n_embd: c,
+            n_vocab,
+            n_head: p.n_head,
+            head_size: p.head_size,
+            n_params: p.n_params,
+            weight_dtype: p.blocks[0].matrices().first().map_or(p.emb.dtype(), |m| m.dtype()),
+            bytes_per_token: bytes_per_token as u64,
+        };
+        let block_state = B::state_len(&p.cfg);
+        Ok(Stack {
+            info,
+            cfg: p.cfg,
+            emb: p.emb,
+            emb_norm: p.emb_norm,
+            blocks: p.blocks,
+            out_norm: p.out_norm,
+            head: p.head,
+            block_state,
+        })
+    }
+
+    /// The sizes read from the checkpoint.
+    pub fn config(&self) -> &B::Config {
+        &self.cfg
+    }
+}
+
+impl<B: Block> Architecture for Stack<B> {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn state_len(&self) -> usize {
+        self.blocks.len() * self.block_state
+    }
+
+    fn init_state(&self, state: &mut [f32]) {
+        for st in state.chunks_exact_mut(self.block_state) {
+            B::init_state(&self.cfg, st);
+        }
+    }
+
+    fn matrices(&self) -> Vec<&Matrix> {
+        let mut all: Vec<&Matrix> = self.blocks.iter().flat_map(|b| b.matrices()).collect();
+        all.extend(self.head.as_ref());
+        all
+    }
+
+    fn forward(&self, ctx: &mut Context, b: Batch<'_, '_>) {
+        let (t, c, v) = (b.tokens.len(), self.info.n_embd, self.info.n_vocab);
+        if t == 0 {
+            return;
+        }
+        let n_out = match &b.logits {
+            Logits::None => 0,
+            Logits::Last(_) => b.segs.len(),
+            Logits::All(_) => t,
+        };
+        let Context { resid, exec, .. } = ctx;
+        let [x, xl] = resid.take([t * c, n_out.max(1) * c]);
+        // 0. x = emb[token], through ln0 where the architecture has it.
+        for (&tok, xi) in b.tokens.iter().zip(x.chunks_exact_mut(c)) {
+            match &self.emb_norm {
+                Some(n) => {
+                    self.emb.row_to_f32(tok as usize, &mut xl[..c]);
+                    n.rows(&xl[..c], xi);
+                }
+                None => self.emb.row_to_f32(tok as usize, xi),
+            }
+        }
+        // 1. The blocks, each on its slice of every sequence's state.
+        for (li, blk) in self.blocks.iter().enumerate() {
+            let mut st = States { all: &mut *b.states, at: li * self.block_state..(li + 1) * self.block_state };
+            blk.forward(&self.cfg, li, exec, b.segs, &mut st, x);
+        }
+        // 2. logits = head · norm(x), for the last row of each sequence or for every row.
+        let head = self.head.as_ref().unwrap_or(&self.emb);
+        let out = match b.logits {
+            Logits::None => return,
+            Logits::Last(out) => {
+                for (seg, o) in b.segs.iter().zip(xl.chunks_exact_mut(c)) {
+                    self.out_norm.rows(&x[seg.last() * c..(seg.last() + 1) * c], o);
+                }
+                out
+            }
+            Logits::All(out) => {
+                self.out_norm.rows(x, xl);
+                out
+            }
+        };
+        exec.lin.apply(head, &xl[..n_out * c], n_out, &mut out[..n_out * v]);
+    }
+}
+
+/// The states of a call's sequences as one block sees them: its own slice of each.
+pub struct States<'a, 'b> {
+    all: &'a mut [&'b mut [f32]],
+    at: Range<usize>,
+}
+
+impl States<'_, '_> {
+    /// Sequence `s`'s block state.
+    pub fn seg(&mut self, s: usize) -> &mut [f32] {
+        &mut self.all[s][self.at.clone()]
+    }
+}
+
+/// Token shift over the rows of `x` (`[T, C]`): `out[i] = x[i] + (prev − x[i]) ⊙ mix`, `prev`
+/// being row i−1 of the same sequence or, for a sequence's first row, `part` of its state
+/// (the last row of the previous call).
+pub(crate) fn shift(segs: &[Seg], x: &[f32], st: &mut States, part: Range<usize>, mix: &[f32], out: &mut [f32]) {
+    let c = part.len();
+    for (s, seg) in segs.iter().enumerate() {
+        let last = &st.seg(s)[part.clone()];
+        for i in seg.rows() {
+            let prev = if i == seg.start { last } else { &x[(i - 1) * c..i * c] };
+            token_shift(&x[i * c..(i + 1) * c], prev, mix, &mut out[i * c..(i + 1) * c]);
+        }
+    }
+}
+
+/// `out[i] = prev − x[i]` over the rows of `x` (RWKV-6's `sx`), `prev` as in [`shift`].
+pub(crate) fn delta_prev(segs: &[Seg], x: &[f32], st: &mut States, part: Range<usize>, out: &mut [f32]) {
+    let c = part.len();
+    for (s, seg) in segs.iter().enumerate() {
+        let last = &st.seg(s)[part.clone()];
+        for i in seg.rows() {
+            let prev = if i == seg.start { last } else { &x[(i - 1) * c..i * c] };
+            for ((o, p), x) in out[i * c..(i + 1) * c].iter_mut().zip(prev).zip(&x[i * c..(i + 1) * c]) {
+                *o = p - x;
+            }
+        }
+    }
+}
+
+/// Stores each sequence's last row of `x` into `part` of its state (the next call's `prev`).
+pub(crate) fn save_last(segs: &[Seg], x: &[f32], st: &mut States, part: Range<usize>) {
+    let c = part.len();
+    for (s, seg) in segs.iter().enumerate() {
+        st.seg(s)[part.clone()].copy_from_slice(&x[seg.last() * c..(seg.last() + 1) * c]);
+    }
+}
+
+/// Runs `f(unit, unit_state, unit_out, rows)` for every sequence and every one of its
+/// `n_units` independent units (heads or channels): `unit_state` is that unit's slice of
+/// `part` of the sequence's state (`unit_state_len` each), `unit_out` its output for the
+/// sequence's rows. `out` holds, per sequence in row order, `[n_units, len, unit_out_len]`.
+/// Units run in parallel when `work` (multiply-adds) makes it pay.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn for_units<F>(
+    segs: &[Seg],
+    st: &mut States,
+    part: Range<usize>,
+    n_units: usize,
+    unit_out_len: usize,
+    out: &mut [f32],
+    work: usize,
+    f: F,
+) where
+    F: Fn(usize, &mut [f32], &mut [f32], Range<usize>) + Sync,
+{
+    use rayon::prelude::*;
+    let unit_state_len = part.len() / n_units;
+    let parallel = rayon::current_num_threads() > 1 && work >= 1 << 16;
+    let mut rest = out;
+    for (s, seg) in segs.iter().enumerate() {
+        let (o, r) = std::mem::take(&mut rest).split_at_mut(seg.len * n_units * unit_out_len);
+        rest = r;
+        let state = &mut st.seg(s)[part.clone()];
+        let per_unit = seg.len * unit_out_len;
+        if parallel {
+            let min = (n_units / (4 * rayon::current_num_threads())).max(1);
+            state
+                .par_chunks_mut(unit_state_len)
+                .zip(o.par_chunks_mut(per_unit))
+                .enumerate()
+                .with_min_len(min)
+                .for_each(|(u, (us, uo))| f(u, us, uo, seg.rows()));
+        } else {
+            for (u, (us, uo)) in state.chunks_mut(unit_state_len).zip(o.chunks_mut(per_unit)).enumerate() {
+                f(u, us, uo, seg.rows());
+            }
+        }
+    }
+}
+
+/// Scatters [`for_units`]' output (`[n_units, len, w]` per sequence) into rows `y`
+/// (`[T, n_units·w]`).
+pub(crate) fn units_to_rows(segs: &[Seg], out: &[f32], n_units: usize, w: usize, y: &mut [f32]) {
+    let row = n_units * w;
+    for seg in segs {
+        let base = seg.start * row;
+        for u in 0..n_units {
+            for i in 0..seg.len {
+                let src = base + (u * seg.len + i) * w;
+                let dst = (seg.start + i) * row + u * w;
+                y[dst..dst + w].copy_from_slice(&out[src..src + w]);
+            }
+        }
+    }
+}
