@@ -283,7 +283,8 @@ struct sutra_model_params sutra_model_default_params(void);
 enum sutra_status sutra_model_load(const char *path, const struct sutra_model_params *params, struct sutra_model **out_model);
 
 // Loads a checkpoint from `len` bytes at `data` (e.g. weights bundled in an app package).
-// The bytes are copied: the caller may free them once this returns.
+// The bytes are copied: the caller may free them once this returns. The progress callback
+// of `params`, if any, is called as for `sutra_model_load`.
 enum sutra_status sutra_model_load_from_memory(const uint8_t *data, size_t len, const struct sutra_model_params *params, struct sutra_model **out_model);
 
 // Releases a model handle (NULL is a no-op). Sessions still alive keep the weights alive.
@@ -309,25 +310,36 @@ enum sutra_status sutra_session_new(const struct sutra_model *model, struct sutr
 // Releases a session (NULL is a no-op).
 void sutra_session_free(struct sutra_session *session);
 
-// Puts the session back to the initial (empty-context) state.
+// Puts the session back to the initial (empty-context) state. Also clears the mark of an
+// evaluation that failed with SUTRA_ERR_INTERNAL (after which every eval is refused).
 enum sutra_status sutra_session_reset(struct sutra_session *session);
 
 // A new session with a copy of `session`'s state; both continue independently.
 enum sutra_status sutra_session_clone(const struct sutra_session *session, struct sutra_session **out_session);
 
 // Feeds `n_tokens` tokens in order (sequence path when more than one); if `logits_out` is
-// not NULL it receives `n_vocab` floats: the logits after the last token.
+// not NULL it receives `n_vocab` floats: the logits after the last token. After a call that
+// fails with SUTRA_ERR_INTERNAL every later eval of the session fails, naming the cause,
+// until `sutra_session_reset`.
 enum sutra_status sutra_session_eval(struct sutra_session *session, const int32_t *tokens, size_t n_tokens, float *logits_out);
 
 // Like `sutra_session_eval` but steps one token at a time (the single-token path), e.g. to
 // compare paths or to bound latency per call.
 enum sutra_status sutra_session_eval_stepwise(struct sutra_session *session, const int32_t *tokens, size_t n_tokens, float *logits_out);
 
+// Advances `n_sessions` distinct sessions of one model in one pass, reading each weight once
+// for all of them: session i is fed `n_tokens[i] >= 1` tokens from `tokens[i]`. `logits_out`
+// is NULL or `n_sessions * n_vocab` floats: row i receives the logits after session i's last
+// token. Results equal `n_sessions` separate `sutra_session_eval` calls (to float rounding).
+// On error no session is changed.
+enum sutra_status sutra_batch_eval(struct sutra_session *const *sessions, size_t n_sessions, const int32_t *const *tokens, const size_t *n_tokens, float *logits_out);
+
 // Bytes needed by `sutra_session_state_save`.
 enum sutra_status sutra_session_state_size(const struct sutra_session *session, size_t *out_bytes);
 
 // Writes the state blob (versioned, fingerprinted, checksummed) into `buf`.
 // SUTRA_ERR_BUFFER_TOO_SMALL when `buf_len` is less than `sutra_session_state_size`.
+// The blob holds the recurrent state only, not the session's adapters.
 enum sutra_status sutra_session_state_save(const struct sutra_session *session, uint8_t *buf, size_t buf_len);
 
 // Restores a state blob saved from a model of the same shape. A foreign, truncated or

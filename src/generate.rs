@@ -152,11 +152,16 @@ pub fn generate(
     params: &GenerateParams,
     on_piece: &mut dyn FnMut(&str) -> bool,
 ) -> Result<Generation> {
+    let n_vocab = session.model().info().n_vocab;
+    if let Some((i, t)) = params.stop_tokens.iter().enumerate().find(|(_, &t)| t as usize >= n_vocab) {
+        return Err(Error::invalid(format!(
+            "stop token {t} (stop_tokens[{i}]) is out of range: the model's vocabulary has {n_vocab} ids"
+        )));
+    }
     let ids = tok.encode(prompt, params.add_special_tokens)?;
     if ids.is_empty() {
         return Err(Error::invalid("the prompt encodes to no tokens: give at least one character"));
     }
-    let n_vocab = session.model().info().n_vocab;
     let usable = tok.vocab_size().min(n_vocab);
     let mut logits = vec![0f32; n_vocab];
     session.eval(&ids, Some(&mut logits))?;

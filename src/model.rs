@@ -7,6 +7,19 @@ use crate::{session, tensor};
 use std::path::Path;
 use std::sync::Arc;
 
+/// The most worker threads a call may ask for.
+pub(crate) const MAX_THREADS: usize = 1024;
+
+/// The worker threads of a call asking for `n` (0: one per available core); more than
+/// 1024 is an [`Error::InvalidArgument`] naming the argument `what`.
+pub fn thread_count(n: usize, what: &str) -> Result<usize> {
+    match n {
+        0 => Ok(std::thread::available_parallelism().map_or(1, |n| n.get())),
+        n if n <= MAX_THREADS => Ok(n),
+        n => Err(Error::invalid(format!("{what} = {n}: must be in 0..={MAX_THREADS}"))),
+    }
+}
+
 /// How to load a model.
 #[derive(Debug, Clone)]
 pub struct ModelParams {
@@ -29,6 +42,12 @@ pub struct Model {
     fingerprint: u64,
     storage_id: usize,
     source: String,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model").field("source", &self.source).field("info", self.info()).finish_non_exhaustive()
+    }
 }
 
 impl Model {
@@ -72,10 +91,34 @@ impl Model {
 
     /// [`load_from_memory`](Self::load_from_memory) with the text of a `config.json`.
     pub fn load_from_memory_with_config(bytes: &[u8], config: Option<&str>, params: &ModelParams) -> Result<Model> {
+        Self::load_from_memory_with_progress(bytes, config, params, &mut |_| true)
+    }
+
+    /// [`load_from_memory_with_config`](Self::load_from_memory_with_config) reporting progress
+    /// in [0, 1]; `progress` returning false cancels the load ([`Error::Cancelled`]).
+    pub fn load_from_memory_with_progress(
+        bytes: &[u8],
+        config: Option<&str>,
+        params: &ModelParams,
+        progress: &mut dyn FnMut(f32) -> bool,
+    ) -> Result<Model> {
+        if !progress(0.0) {
+            return Err(Error::Cancelled);
+        }
+        if bytes.is_empty() {
+            return Err(Error::invalid("an empty buffer (0 bytes) is not a model"));
+        }
         let storage = Arc::new(tensor::Storage::from_bytes(bytes));
         let file = SafetensorsFile::parse(storage, "<memory>")?;
         let config = config.map(|c| format::HfConfig::parse(c, "<memory config>")).transpose()?;
-        Self::from_file(file, config.as_ref(), params)
+        if !progress(0.25) {
+            return Err(Error::Cancelled);
+        }
+        let model = Self::from_file(file, config.as_ref(), params)?;
+        if !progress(1.0) {
+            return Err(Error::Cancelled);
+        }
+        Ok(model)
     }
 
     /// Builds a model from an opened checkpoint and its optional `config.json`.
@@ -88,10 +131,7 @@ impl Model {
             _ => None,
         };
         let arch = models::load(&file, config.or(embedded.as_ref()))?;
-        let n_threads = match params.n_threads {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            n => n,
-        };
+        let n_threads = thread_count(params.n_threads, "n_threads")?;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(n_threads)
             .thread_name(|i| format!("sutra-{i}"))

@@ -187,6 +187,20 @@ impl Session {
         })
     }
 
+    /// [`eval_batch`](Self::eval_batch) of token ids as C passes them (negative ids refused,
+    /// naming the session and position).
+    pub fn eval_batch_ids(sessions: &mut [&mut Session], ids: &[&[i32]], logits: Option<&mut [f32]>) -> Result<()> {
+        let mut toks = Vec::with_capacity(ids.len());
+        for (i, t) in ids.iter().enumerate() {
+            if let Some(pos) = t.iter().position(|&x| x < 0) {
+                return Err(Error::invalid(format!("tokens[{i}]: token id {} at position {pos} is negative", t[pos])));
+            }
+            toks.push(t.iter().map(|&x| x as u32).collect::<Vec<u32>>());
+        }
+        let views: Vec<&[u32]> = toks.iter().map(|t| &t[..]).collect();
+        Self::eval_batch(sessions, &views, logits)
+    }
+
     /// Advances several sessions of one model in one pass: session i is fed `tokens[i]`
     /// (at least one token each), every weight matrix is read once for all of them, and row
     /// i of `logits` (when given, `[n, n_vocab]`) receives the logits after session i's last

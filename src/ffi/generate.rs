@@ -1,6 +1,6 @@
 //! C ABI: sampler chains and streamed generation.
 
-use super::{guard, guard_value, non_null, sutra_session, sutra_tokenizer};
+use super::{get_mut, guard, hand_out, non_null, release, slice, sutra_session, sutra_tokenizer, write_out};
 use crate::error::{Error, Result, Status};
 use crate::generate::{generate, GenerateParams, StopReason};
 use crate::sample::{Sampler, Stage};
@@ -69,29 +69,22 @@ pub struct sutra_generate_result {
 #[no_mangle]
 pub unsafe extern "C" fn sutra_sampler_new(seed: u64, out_sampler: *mut *mut sutra_sampler) -> Status {
     guard(|| {
-        non_null(out_sampler, "out_sampler")?;
-        let h = Box::into_raw(Box::new(sutra_sampler { sampler: Sampler::new(seed) }));
-        // SAFETY: out_sampler is non-NULL and writable.
-        unsafe { *out_sampler = h };
-        Ok(())
+        // SAFETY: out-parameter per the C contract.
+        unsafe { hand_out(out_sampler, sutra_sampler { sampler: Sampler::new(seed) }, "out_sampler") }
     })
 }
 
 /// Releases a sampler (NULL is a no-op).
 #[no_mangle]
 pub unsafe extern "C" fn sutra_sampler_free(sampler: *mut sutra_sampler) {
-    if sampler.is_null() {
-        return;
-    }
-    // SAFETY: a non-NULL sampler came from Box::into_raw in sutra_sampler_new.
-    guard_value((), || drop(unsafe { Box::from_raw(sampler) }))
+    // SAFETY: NULL or a handle from sutra_sampler_new, freed once.
+    unsafe { release(sampler) }
 }
 
 fn add(sampler: *mut sutra_sampler, stage: impl FnOnce() -> Result<Stage>) -> Status {
     guard(|| {
-        non_null(sampler, "sampler")?;
-        // SAFETY: non-NULL sampler handles point to live samplers used by one thread.
-        unsafe { &mut *sampler }.sampler.add(stage()?)?;
+        // SAFETY: handle per the C contract.
+        unsafe { get_mut(sampler, "sampler") }?.sampler.add(stage()?)?;
         Ok(())
     })
 }
@@ -198,15 +191,12 @@ pub unsafe extern "C" fn sutra_sampler_sample(
     out_token: *mut i32,
 ) -> Status {
     guard(|| {
-        non_null(sampler, "sampler")?;
-        non_null(logits, "logits")?;
         non_null(out_token, "out_token")?;
-        // SAFETY: live handle; logits holds n_vocab readable floats; out_token is writable.
-        let (s, l) = unsafe { (&mut (*sampler).sampler, std::slice::from_raw_parts(logits, n_vocab)) };
-        let t = s.sample(l)?;
-        // SAFETY: out_token is non-NULL and writable.
-        unsafe { *out_token = t as i32 };
-        Ok(())
+        // SAFETY: handle, n_vocab readable floats and the out-parameter per the C contract.
+        let (s, l) = unsafe { (get_mut(sampler, "sampler")?, slice(logits, n_vocab, "logits")?) };
+        let t = s.sampler.sample(l)?;
+        // SAFETY: as above.
+        unsafe { write_out(out_token, t as i32, "out_token") }
     })
 }
 
@@ -214,12 +204,10 @@ pub unsafe extern "C" fn sutra_sampler_sample(
 #[no_mangle]
 pub unsafe extern "C" fn sutra_sampler_accept(sampler: *mut sutra_sampler, token: i32) -> Status {
     guard(|| {
-        non_null(sampler, "sampler")?;
-        if token < 0 {
-            return Err(Error::invalid(format!("token {token} is negative")));
-        }
-        // SAFETY: live handle used by one thread.
-        unsafe { &mut *sampler }.sampler.accept(token as u32);
+        // SAFETY: handle per the C contract.
+        let s = unsafe { get_mut(sampler, "sampler") }?;
+        let token = u32::try_from(token).map_err(|_| Error::invalid(format!("token {token} is negative")))?;
+        s.sampler.accept(token);
         Ok(())
     })
 }
@@ -228,9 +216,8 @@ pub unsafe extern "C" fn sutra_sampler_accept(sampler: *mut sutra_sampler, token
 #[no_mangle]
 pub unsafe extern "C" fn sutra_sampler_reset(sampler: *mut sutra_sampler) -> Status {
     guard(|| {
-        non_null(sampler, "sampler")?;
-        // SAFETY: live handle used by one thread.
-        unsafe { &mut *sampler }.sampler.reset();
+        // SAFETY: handle per the C contract.
+        unsafe { get_mut(sampler, "sampler") }?.sampler.reset();
         Ok(())
     })
 }
@@ -271,7 +258,14 @@ fn params_of(p: &sutra_generate_params) -> Result<GenerateParams> {
         non_null(p.stop_tokens, "params.stop_tokens")?;
         // SAFETY: stop_tokens holds n_stop_tokens ids per the contract.
         let ids = unsafe { std::slice::from_raw_parts(p.stop_tokens, p.n_stop_tokens) };
-        stop_tokens = ids.iter().filter(|&&i| i >= 0).map(|&i| i as u32).collect();
+        stop_tokens = ids
+            .iter()
+            .enumerate()
+            .map(|(i, &id)| {
+                u32::try_from(id)
+                    .map_err(|_| Error::invalid(format!("params.stop_tokens[{i}] = {id}: token ids are >= 0")))
+            })
+            .collect::<Result<Vec<u32>>>()?;
     }
     Ok(GenerateParams {
         max_tokens: p.max_tokens as usize,

@@ -75,6 +75,81 @@ pub(crate) fn non_null<T>(p: *const T, what: &str) -> Result<()> {
     }
 }
 
+/// The live object behind handle `p`, or `InvalidArgument` naming `what` when it is NULL.
+///
+/// # Safety
+/// `p` is NULL or a handle this library handed out that the caller has not freed, not used
+/// mutably by another thread for the duration of the borrow.
+pub(crate) unsafe fn get<'a, T>(p: *const T, what: &str) -> Result<&'a T> {
+    non_null(p, what)?;
+    // SAFETY: non-NULL handles point to live objects (the caller's contract above).
+    Ok(unsafe { &*p })
+}
+
+/// [`get`] for a handle used mutably (one thread at a time, per the contract).
+///
+/// # Safety
+/// As [`get`], and no other reference to the object is alive during the borrow.
+pub(crate) unsafe fn get_mut<'a, T>(p: *mut T, what: &str) -> Result<&'a mut T> {
+    non_null(p, what)?;
+    // SAFETY: non-NULL handles point to live objects used by this thread only.
+    Ok(unsafe { &mut *p })
+}
+
+/// Writes `v` through the out-parameter `out` (`InvalidArgument` naming `what` when NULL).
+///
+/// # Safety
+/// `out` is NULL or points to writable memory for a `T`.
+pub(crate) unsafe fn write_out<T>(out: *mut T, v: T, what: &str) -> Result<()> {
+    non_null(out, what)?;
+    // SAFETY: non-NULL and writable per the caller's contract.
+    unsafe { out.write(v) };
+    Ok(())
+}
+
+/// Hands `v` out as a new handle (a `Box`, released by [`release`]) through `out`.
+///
+/// # Safety
+/// As [`write_out`]; check `out` before doing work whose result would be lost.
+pub(crate) unsafe fn hand_out<T>(out: *mut *mut T, v: T, what: &str) -> Result<()> {
+    non_null(out, what)?;
+    // SAFETY: checked non-NULL; writable per the caller's contract.
+    unsafe { out.write(Box::into_raw(Box::new(v))) };
+    Ok(())
+}
+
+/// Releases a handle made by [`hand_out`]; NULL is a no-op, a panic in a destructor is
+/// swallowed.
+///
+/// # Safety
+/// `p` is NULL or a handle from [`hand_out`] not yet released.
+pub(crate) unsafe fn release<T>(p: *mut T) {
+    if !p.is_null() {
+        // SAFETY: a non-NULL handle came from Box::into_raw in hand_out, released once.
+        guard_value((), || drop(unsafe { Box::from_raw(p) }))
+    }
+}
+
+/// `n` readable elements at `p` (NULL is refused, even for `n` = 0).
+///
+/// # Safety
+/// `p` is NULL or points to `n` readable, initialized `T`s that outlive the borrow.
+pub(crate) unsafe fn slice<'a, T>(p: *const T, n: usize, what: &str) -> Result<&'a [T]> {
+    non_null(p, what)?;
+    // SAFETY: non-NULL with n readable elements per the caller's contract.
+    Ok(unsafe { std::slice::from_raw_parts(p, n) })
+}
+
+/// `n` writable elements at `p` (NULL is refused, even for `n` = 0).
+///
+/// # Safety
+/// `p` is NULL or points to `n` writable `T`s not otherwise borrowed.
+pub(crate) unsafe fn slice_mut<'a, T>(p: *mut T, n: usize, what: &str) -> Result<&'a mut [T]> {
+    non_null(p, what)?;
+    // SAFETY: non-NULL with n writable elements per the caller's contract.
+    Ok(unsafe { std::slice::from_raw_parts_mut(p, n) })
+}
+
 /// A NUL-terminated path argument as a `PathBuf`.
 ///
 /// # Safety

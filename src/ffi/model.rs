@@ -1,6 +1,8 @@
 //! C ABI: models (load, free, info).
 
-use super::{guard, guard_value, non_null, path_arg, sutra_progress_callback};
+use super::{
+    get, guard, guard_value, hand_out, non_null, path_arg, release, slice, sutra_progress_callback, write_out,
+};
 use crate::error::Status;
 use crate::error::{Error, Result};
 use crate::models::Family;
@@ -104,17 +106,19 @@ pub extern "C" fn sutra_model_default_params() -> sutra_model_params {
     }
 }
 
-fn params_of(p: *const sutra_model_params) -> Result<(ModelParams, sutra_progress_callback, *mut c_void)> {
+/// The safe parameters and the progress callback of a `sutra_model_params` (NULL: defaults).
+fn params_of(p: *const sutra_model_params) -> Result<(ModelParams, impl FnMut(f32) -> bool)> {
     // SAFETY: `p` is NULL or points to a caller-owned params struct (sutra_model_load contract).
     let p = if p.is_null() { sutra_model_default_params() } else { unsafe { *p } };
-    if p.n_threads < 0 || p.n_threads > 1024 {
-        return Err(Error::invalid(format!("params.n_threads = {}: must be in 0..=1024", p.n_threads)));
-    }
-    Ok((
-        ModelParams { n_threads: p.n_threads as usize, use_mmap: p.use_mmap },
-        p.progress_callback,
-        p.progress_user_data,
-    ))
+    let n_threads = usize::try_from(p.n_threads)
+        .map_err(|_| Error::invalid(format!("params.n_threads = {}: must be >= 0", p.n_threads)))?;
+    let (cb, ud) = (p.progress_callback, p.progress_user_data);
+    let progress = move |f: f32| match cb {
+        // SAFETY: the caller supplied this callback and its user data together.
+        Some(cb) => unsafe { cb(f, ud) },
+        None => true,
+    };
+    Ok((ModelParams { n_threads, use_mmap: p.use_mmap }, progress))
 }
 
 /// Loads a checkpoint (safetensors; architecture detected from tensor names and shapes).
@@ -130,22 +134,16 @@ pub unsafe extern "C" fn sutra_model_load(
         non_null(out_model, "out_model")?;
         // SAFETY: path is NULL-checked inside; NUL-terminated per the C contract.
         let path = unsafe { path_arg(path, "path") }?;
-        let (params, cb, ud) = params_of(params)?;
-        let mut progress = |f: f32| match cb {
-            // SAFETY: the caller supplied this callback and its user data together.
-            Some(cb) => unsafe { cb(f, ud) },
-            None => true,
-        };
+        let (params, mut progress) = params_of(params)?;
         let model = Model::load_with_progress(&path, &params, &mut progress)?;
-        let handle = Box::into_raw(Box::new(sutra_model { model: Arc::new(model) }));
-        // SAFETY: out_model is non-NULL and points to writable caller memory.
-        unsafe { *out_model = handle };
-        Ok(())
+        // SAFETY: out-parameter per the C contract (checked above).
+        unsafe { hand_out(out_model, sutra_model { model: Arc::new(model) }, "out_model") }
     })
 }
 
 /// Loads a checkpoint from `len` bytes at `data` (e.g. weights bundled in an app package).
-/// The bytes are copied: the caller may free them once this returns.
+/// The bytes are copied: the caller may free them once this returns. The progress callback
+/// of `params`, if any, is called as for `sutra_model_load`.
 #[no_mangle]
 pub unsafe extern "C" fn sutra_model_load_from_memory(
     data: *const u8,
@@ -155,29 +153,20 @@ pub unsafe extern "C" fn sutra_model_load_from_memory(
 ) -> Status {
     guard(|| {
         non_null(out_model, "out_model")?;
-        non_null(data, "data")?;
-        if len == 0 {
-            return Err(Error::invalid("len is 0: an empty buffer is not a model"));
-        }
-        let (params, _, _) = params_of(params)?;
-        // SAFETY: data is non-NULL and the caller guarantees `len` readable bytes.
-        let bytes = unsafe { std::slice::from_raw_parts(data, len) };
-        let model = Model::load_from_memory(bytes, &params)?;
-        let handle = Box::into_raw(Box::new(sutra_model { model: Arc::new(model) }));
-        // SAFETY: out_model is non-NULL and points to writable caller memory.
-        unsafe { *out_model = handle };
-        Ok(())
+        // SAFETY: the caller guarantees `len` readable bytes at data.
+        let bytes = unsafe { slice(data, len, "data") }?;
+        let (params, mut progress) = params_of(params)?;
+        let model = Model::load_from_memory_with_progress(bytes, None, &params, &mut progress)?;
+        // SAFETY: out-parameter per the C contract (checked above).
+        unsafe { hand_out(out_model, sutra_model { model: Arc::new(model) }, "out_model") }
     })
 }
 
 /// Releases a model handle (NULL is a no-op). Sessions still alive keep the weights alive.
 #[no_mangle]
 pub unsafe extern "C" fn sutra_model_free(model: *mut sutra_model) {
-    if model.is_null() {
-        return;
-    }
-    // SAFETY: a non-NULL model was handed out by Box::into_raw in a load call and is freed once.
-    guard_value((), || drop(unsafe { Box::from_raw(model) }))
+    // SAFETY: NULL or a handle from a load call, freed once.
+    unsafe { release(model) }
 }
 
 /// Vocabulary size, or -1 when `model` is NULL.
@@ -194,10 +183,9 @@ pub unsafe extern "C" fn sutra_model_n_vocab(model: *const sutra_model) -> i32 {
 #[no_mangle]
 pub unsafe extern "C" fn sutra_model_get_info(model: *const sutra_model, out_info: *mut sutra_model_info) -> Status {
     guard(|| {
-        non_null(model, "model")?;
         non_null(out_info, "out_info")?;
-        // SAFETY: non-NULL model handles point to live sutra_model values.
-        let i = unsafe { &*model }.model.info();
+        // SAFETY: handle per the C contract.
+        let i = unsafe { get(model, "model") }?.model.info();
         let arch: &'static std::ffi::CStr = match i.arch_name {
             "rwkv4" => c"rwkv4",
             "rwkv5" => c"rwkv5",
@@ -232,8 +220,7 @@ pub unsafe extern "C" fn sutra_model_get_info(model: *const sutra_model, out_inf
             },
             bytes_per_token: i.bytes_per_token,
         };
-        // SAFETY: out_info is non-NULL and points to writable caller memory.
-        unsafe { *out_info = info };
-        Ok(())
+        // SAFETY: out-parameter per the C contract.
+        unsafe { write_out(out_info, info, "out_info") }
     })
 }

@@ -1,8 +1,7 @@
-//! C ABI: sessions (recurrent state: new, reset, clone, eval, save, load).
+//! C ABI: sessions (recurrent state: new, reset, clone, eval, batch eval, save, load).
 
-use super::{guard, guard_value, non_null, sutra_model};
-use crate::error::Status;
-use crate::error::{Error, Result};
+use super::{get, get_mut, guard, hand_out, release, slice, slice_mut, sutra_model, write_out};
+use crate::error::{Result, Status};
 use crate::Session;
 
 /// One sequence's recurrent state (opaque). Used by one thread at a time. Released by
@@ -11,42 +10,31 @@ pub struct sutra_session {
     pub(crate) session: Session,
 }
 
-fn session_new(s: Session, out: *mut *mut sutra_session) {
-    let handle = Box::into_raw(Box::new(sutra_session { session: s }));
-    // SAFETY: callers NULL-check `out`, which points to writable caller memory.
-    unsafe { *out = handle };
-}
-
 /// Creates a session at the initial state of `model`.
 #[no_mangle]
 pub unsafe extern "C" fn sutra_session_new(model: *const sutra_model, out_session: *mut *mut sutra_session) -> Status {
     guard(|| {
-        non_null(model, "model")?;
-        non_null(out_session, "out_session")?;
-        // SAFETY: non-NULL model handles point to live sutra_model values.
-        let m = unsafe { &*model };
-        session_new(Session::new(&m.model), out_session);
-        Ok(())
+        // SAFETY: handle per the C contract.
+        let m = unsafe { get(model, "model") }?;
+        // SAFETY: out-parameter per the C contract.
+        unsafe { hand_out(out_session, sutra_session { session: Session::new(&m.model) }, "out_session") }
     })
 }
 
 /// Releases a session (NULL is a no-op).
 #[no_mangle]
 pub unsafe extern "C" fn sutra_session_free(session: *mut sutra_session) {
-    if session.is_null() {
-        return;
-    }
-    // SAFETY: a non-NULL session came from Box::into_raw in sutra_session_new/clone.
-    guard_value((), || drop(unsafe { Box::from_raw(session) }))
+    // SAFETY: NULL or a handle from sutra_session_new/clone.
+    unsafe { release(session) }
 }
 
-/// Puts the session back to the initial (empty-context) state.
+/// Puts the session back to the initial (empty-context) state. Also clears the mark of an
+/// evaluation that failed with SUTRA_ERR_INTERNAL (after which every eval is refused).
 #[no_mangle]
 pub unsafe extern "C" fn sutra_session_reset(session: *mut sutra_session) -> Status {
     guard(|| {
-        non_null(session, "session")?;
-        // SAFETY: non-NULL session handles point to live sessions used by one thread.
-        unsafe { &mut *session }.session.reset();
+        // SAFETY: handle per the C contract.
+        unsafe { get_mut(session, "session") }?.session.reset();
         Ok(())
     })
 }
@@ -58,59 +46,39 @@ pub unsafe extern "C" fn sutra_session_clone(
     out_session: *mut *mut sutra_session,
 ) -> Status {
     guard(|| {
-        non_null(session, "session")?;
-        non_null(out_session, "out_session")?;
-        // SAFETY: non-NULL session handles point to live sessions.
-        let s = unsafe { &*session }.session.clone();
-        session_new(s, out_session);
-        Ok(())
+        // SAFETY: handle per the C contract.
+        let s = unsafe { get(session, "session") }?.session.clone();
+        // SAFETY: out-parameter per the C contract.
+        unsafe { hand_out(out_session, sutra_session { session: s }, "out_session") }
     })
 }
 
-fn tokens_arg<'a>(tokens: *const i32, n: usize) -> Result<&'a [u32]> {
-    if n == 0 {
-        return Err(Error::invalid("n_tokens is 0: at least one token is needed"));
-    }
-    non_null(tokens, "tokens")?;
-    // SAFETY: tokens is non-NULL and the caller guarantees n readable int32_t; i32 and u32
-    // have the same layout, negative ids are rejected below.
-    let ids = unsafe { std::slice::from_raw_parts(tokens.cast::<u32>(), n) };
-    if let Some(pos) = ids.iter().position(|&t| (t as i32) < 0) {
-        return Err(Error::invalid(format!("token id {} at position {pos} is negative", ids[pos] as i32)));
-    }
-    Ok(ids)
-}
-
-/// Checks the arguments of an eval call and runs it on the sequence or the step path.
+/// Converts the arguments of an eval call and runs it on the sequence or the step path.
 fn eval_impl(
     session: *mut sutra_session,
     tokens: *const i32,
     n_tokens: usize,
     logits_out: *mut f32,
     stepwise: bool,
-) -> Status {
-    guard(|| {
-        non_null(session, "session")?;
-        let ids = tokens_arg(tokens, n_tokens)?;
-        // SAFETY: non-NULL session handles point to live sessions used by one thread.
-        let s = &mut unsafe { &mut *session }.session;
-        let v = s.model().info().n_vocab;
-        let logits = if logits_out.is_null() {
-            None
-        } else {
-            // SAFETY: the caller provides n_vocab writable floats at logits_out.
-            Some(unsafe { std::slice::from_raw_parts_mut(logits_out, v) })
-        };
-        if stepwise {
-            s.eval_stepwise(ids, logits)
-        } else {
-            s.eval(ids, logits)
-        }
-    })
+) -> Result<()> {
+    // SAFETY: handle and buffers per the C contract (n_tokens ids, n_vocab floats).
+    let s = &mut unsafe { get_mut(session, "session") }?.session;
+    // SAFETY: as above.
+    let ids = unsafe { slice(tokens, n_tokens, "tokens") }?;
+    let v = s.model().info().n_vocab;
+    let logits = if logits_out.is_null() {
+        None
+    } else {
+        // SAFETY: the caller provides n_vocab writable floats at logits_out.
+        Some(unsafe { slice_mut(logits_out, v, "logits_out") }?)
+    };
+    s.eval_ids(ids, logits, stepwise)
 }
 
 /// Feeds `n_tokens` tokens in order (sequence path when more than one); if `logits_out` is
-/// not NULL it receives `n_vocab` floats: the logits after the last token.
+/// not NULL it receives `n_vocab` floats: the logits after the last token. After a call that
+/// fails with SUTRA_ERR_INTERNAL every later eval of the session fails, naming the cause,
+/// until `sutra_session_reset`.
 #[no_mangle]
 pub unsafe extern "C" fn sutra_session_eval(
     session: *mut sutra_session,
@@ -118,7 +86,7 @@ pub unsafe extern "C" fn sutra_session_eval(
     n_tokens: usize,
     logits_out: *mut f32,
 ) -> Status {
-    eval_impl(session, tokens, n_tokens, logits_out, false)
+    guard(|| eval_impl(session, tokens, n_tokens, logits_out, false))
 }
 
 /// Like `sutra_session_eval` but steps one token at a time (the single-token path), e.g. to
@@ -130,23 +98,72 @@ pub unsafe extern "C" fn sutra_session_eval_stepwise(
     n_tokens: usize,
     logits_out: *mut f32,
 ) -> Status {
-    eval_impl(session, tokens, n_tokens, logits_out, true)
+    guard(|| eval_impl(session, tokens, n_tokens, logits_out, true))
+}
+
+/// Advances `n_sessions` distinct sessions of one model in one pass, reading each weight once
+/// for all of them: session i is fed `n_tokens[i] >= 1` tokens from `tokens[i]`. `logits_out`
+/// is NULL or `n_sessions * n_vocab` floats: row i receives the logits after session i's last
+/// token. Results equal `n_sessions` separate `sutra_session_eval` calls (to float rounding).
+/// On error no session is changed.
+#[no_mangle]
+pub unsafe extern "C" fn sutra_batch_eval(
+    sessions: *const *mut sutra_session,
+    n_sessions: usize,
+    tokens: *const *const i32,
+    n_tokens: *const usize,
+    logits_out: *mut f32,
+) -> Status {
+    guard(|| {
+        // SAFETY: n_sessions handles, token pointers and counts per the C contract.
+        let (hs, toks, ns) = unsafe {
+            (
+                slice(sessions, n_sessions, "sessions")?,
+                slice(tokens, n_sessions, "tokens")?,
+                slice(n_tokens, n_sessions, "n_tokens")?,
+            )
+        };
+        for (i, h) in hs.iter().enumerate() {
+            if hs[..i].contains(h) {
+                return Err(crate::Error::invalid(format!(
+                    "sessions[{i}] is sessions[{}] again: sessions must be distinct",
+                    hs[..i].iter().position(|p| p == h).unwrap_or(0)
+                )));
+            }
+        }
+        let mut ids = Vec::with_capacity(n_sessions);
+        for (i, (&t, &n)) in toks.iter().zip(ns).enumerate() {
+            // SAFETY: tokens[i] holds n_tokens[i] ids per the C contract.
+            ids.push(unsafe { slice(t, n, &format!("tokens[{i}]")) }?);
+        }
+        let mut ss = Vec::with_capacity(n_sessions);
+        for (i, &h) in hs.iter().enumerate() {
+            // SAFETY: distinct live handles (checked above), used by this thread only.
+            ss.push(&mut unsafe { get_mut(h, &format!("sessions[{i}]")) }?.session);
+        }
+        let v = ss.first().map_or(0, |s| s.model().info().n_vocab);
+        let logits = if logits_out.is_null() {
+            None
+        } else {
+            // SAFETY: the caller provides n_sessions * n_vocab writable floats.
+            Some(unsafe { slice_mut(logits_out, n_sessions * v, "logits_out") }?)
+        };
+        Session::eval_batch_ids(&mut ss, &ids, logits)
+    })
 }
 
 /// Bytes needed by `sutra_session_state_save`.
 #[no_mangle]
 pub unsafe extern "C" fn sutra_session_state_size(session: *const sutra_session, out_bytes: *mut usize) -> Status {
     guard(|| {
-        non_null(session, "session")?;
-        non_null(out_bytes, "out_bytes")?;
-        // SAFETY: non-NULL handles/pointers per the checks above.
-        unsafe { *out_bytes = (*session).session.state_size() };
-        Ok(())
+        // SAFETY: handle and out-parameter per the C contract.
+        unsafe { write_out(out_bytes, get(session, "session")?.session.state_size(), "out_bytes") }
     })
 }
 
 /// Writes the state blob (versioned, fingerprinted, checksummed) into `buf`.
 /// SUTRA_ERR_BUFFER_TOO_SMALL when `buf_len` is less than `sutra_session_state_size`.
+/// The blob holds the recurrent state only, not the session's adapters.
 #[no_mangle]
 pub unsafe extern "C" fn sutra_session_state_save(
     session: *const sutra_session,
@@ -154,11 +171,9 @@ pub unsafe extern "C" fn sutra_session_state_save(
     buf_len: usize,
 ) -> Status {
     guard(|| {
-        non_null(session, "session")?;
-        non_null(buf, "buf")?;
-        // SAFETY: non-NULL session handle; the caller provides buf_len writable bytes at buf.
-        let (s, out) = unsafe { (&(*session).session, std::slice::from_raw_parts_mut(buf, buf_len)) };
-        s.save_state(out).map(|_| ())
+        // SAFETY: handle and buf_len writable bytes per the C contract.
+        let (s, out) = unsafe { (get(session, "session")?, slice_mut(buf, buf_len, "buf")?) };
+        s.session.save_state(out).map(|_| ())
     })
 }
 
@@ -171,10 +186,8 @@ pub unsafe extern "C" fn sutra_session_state_load(
     buf_len: usize,
 ) -> Status {
     guard(|| {
-        non_null(session, "session")?;
-        non_null(buf, "buf")?;
-        // SAFETY: non-NULL session handle; the caller provides buf_len readable bytes at buf.
-        let (s, data) = unsafe { (&mut (*session).session, std::slice::from_raw_parts(buf, buf_len)) };
-        s.load_state(data)
+        // SAFETY: handle and buf_len readable bytes per the C contract.
+        let (s, data) = unsafe { (get_mut(session, "session")?, slice(buf, buf_len, "buf")?) };
+        s.session.load_state(data)
     })
 }

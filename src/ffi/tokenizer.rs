@@ -1,6 +1,6 @@
 //! C ABI: tokenizers (load, free, tokenize, detokenize).
 
-use super::{guard, guard_value, non_null, path_arg};
+use super::{guard, guard_value, hand_out, non_null, path_arg, release};
 use crate::error::{Error, Status};
 use crate::Tokenizer;
 use std::ffi::c_char;
@@ -20,21 +20,16 @@ pub unsafe extern "C" fn sutra_tokenizer_load(path: *const c_char, out_tokenizer
         // SAFETY: path is NULL-checked inside; NUL-terminated per the C contract.
         let path = unsafe { path_arg(path, "path") }?;
         let tok = Tokenizer::from_file(&path)?;
-        let h = Box::into_raw(Box::new(sutra_tokenizer { tok }));
-        // SAFETY: out_tokenizer is non-NULL and points to writable caller memory.
-        unsafe { *out_tokenizer = h };
-        Ok(())
+        // SAFETY: out-parameter per the C contract (checked above).
+        unsafe { hand_out(out_tokenizer, sutra_tokenizer { tok }, "out_tokenizer") }
     })
 }
 
 /// Releases a tokenizer (NULL is a no-op).
 #[no_mangle]
 pub unsafe extern "C" fn sutra_tokenizer_free(tokenizer: *mut sutra_tokenizer) {
-    if tokenizer.is_null() {
-        return;
-    }
-    // SAFETY: a non-NULL tokenizer came from Box::into_raw in sutra_tokenizer_load.
-    guard_value((), || drop(unsafe { Box::from_raw(tokenizer) }))
+    // SAFETY: NULL or a handle from sutra_tokenizer_load, freed once.
+    unsafe { release(tokenizer) }
 }
 
 /// Number of token ids of the tokenizer (largest id + 1), or -1 when `tokenizer` is NULL.

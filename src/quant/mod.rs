@@ -216,8 +216,7 @@ pub fn quantize_model(
     if file.quant.is_some() {
         return Err(Error::unsupported(format!("{}: already a quantized file", in_path.display())));
     }
-    let n_threads =
-        if p.n_threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { p.n_threads };
+    let n_threads = crate::model::thread_count(p.n_threads, "n_threads")?;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(n_threads)
         .build()
