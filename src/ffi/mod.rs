@@ -4,7 +4,7 @@
 //! the safe API — nothing else. Ownership: each `*_new`/`*_load`/`*_clone` hands out a
 //! `Box` (released by the matching `*_free`); a model is held in an `Arc`, so sessions keep
 //! it alive even if the caller frees the model first. Errors set a thread-local message read
-//! by [`sutra_last_error`]. The conventions are those of `shared/docs/c-api.md`.
+//! by [`sutra_last_error`]. The conventions are those of `docs/c-api.md`.
 
 #![allow(non_camel_case_types)]
 #![allow(clippy::missing_safety_doc)]

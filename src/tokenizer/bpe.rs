@@ -5,7 +5,7 @@ use std::collections::{BinaryHeap, HashMap};
 
 use serde_json::Value;
 
-use super::hf::{bool_or, field, opt_str, vocab_map};
+use super::json::{bool_or, field, opt_str, vocab_map};
 use crate::error::{Error, Result};
 
 /// A BPE model.

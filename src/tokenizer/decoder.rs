@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use super::hf::{bool_or, field, str_field, string_pattern, type_of};
+use super::json::{bool_or, field, str_field, string_pattern, type_of};
 use super::pretokenize::{bytes_to_chars, PrependScheme};
 use crate::error::{Error, Result};
 

@@ -20,6 +20,7 @@
 mod bpe;
 mod decoder;
 mod hf;
+mod json;
 mod normalize;
 mod pretokenize;
 mod trie;

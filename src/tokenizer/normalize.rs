@@ -5,7 +5,7 @@ use serde_json::Value;
 use unicode_general_category::{get_general_category, GeneralCategory as G};
 use unicode_normalization::UnicodeNormalization;
 
-use super::hf::{bool_or, field, opt_bool, str_field, string_pattern, type_of};
+use super::json::{bool_or, field, opt_bool, str_field, string_pattern, type_of};
 use crate::error::{Error, Result};
 
 /// A text normalizer, applied to the text between added tokens before pre-tokenization.

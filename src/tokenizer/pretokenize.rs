@@ -8,7 +8,7 @@
 use serde_json::Value;
 use unicode_general_category::{get_general_category, GeneralCategory as G};
 
-use super::hf::{bool_or, field, opt_str, str_field, string_pattern, type_of};
+use super::json::{bool_or, field, opt_str, str_field, string_pattern, type_of};
 use crate::error::{Error, Result};
 
 /// A piece of text under pre-tokenization; `first` is true when it starts at offset 0 of the

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
-use super::hf::{bool_or, field};
+use super::json::{bool_or, field};
 use super::trie::ByteTrie;
 use crate::error::{Error, Result};
 

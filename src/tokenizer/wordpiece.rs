@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
-use super::hf::{field, opt_str, str_field, vocab_map};
+use super::json::{field, opt_str, str_field, vocab_map};
 use crate::error::{Error, Result};
 
 /// A WordPiece model.
