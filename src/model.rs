@@ -68,18 +68,26 @@ impl Model {
         params: &ModelParams,
         progress: &mut dyn FnMut(f32) -> bool,
     ) -> Result<Model> {
-        if !progress(0.0) {
-            return Err(Error::Cancelled);
-        }
-        let file = SafetensorsFile::open(path, params.use_mmap)?;
-        let config = format::HfConfig::beside(path.parent().unwrap_or(Path::new(".")))?;
-        if !progress(0.25) {
-            return Err(Error::Cancelled);
-        }
+        Self::load_staged(params, progress, || {
+            let file = SafetensorsFile::open(path, params.use_mmap)?;
+            Ok((file, format::HfConfig::beside(path.parent().unwrap_or(Path::new(".")))?))
+        })
+    }
+
+    /// Opens (`open`: the file and its config) then builds a model, reporting progress 0,
+    /// 0.25 and 1 and stopping with [`Error::Cancelled`] when `progress` says so.
+    fn load_staged(
+        params: &ModelParams,
+        progress: &mut dyn FnMut(f32) -> bool,
+        open: impl FnOnce() -> Result<(SafetensorsFile, Option<format::HfConfig>)>,
+    ) -> Result<Model> {
+        let step =
+            |f: f32, progress: &mut dyn FnMut(f32) -> bool| if progress(f) { Ok(()) } else { Err(Error::Cancelled) };
+        step(0.0, progress)?;
+        let (file, config) = open()?;
+        step(0.25, progress)?;
         let model = Self::from_file(file, config.as_ref(), params)?;
-        if !progress(1.0) {
-            return Err(Error::Cancelled);
-        }
+        step(1.0, progress)?;
         Ok(model)
     }
 
@@ -102,23 +110,14 @@ impl Model {
         params: &ModelParams,
         progress: &mut dyn FnMut(f32) -> bool,
     ) -> Result<Model> {
-        if !progress(0.0) {
-            return Err(Error::Cancelled);
-        }
-        if bytes.is_empty() {
-            return Err(Error::invalid("an empty buffer (0 bytes) is not a model"));
-        }
-        let storage = Arc::new(tensor::Storage::from_bytes(bytes));
-        let file = SafetensorsFile::parse(storage, "<memory>")?;
-        let config = config.map(|c| format::HfConfig::parse(c, "<memory config>")).transpose()?;
-        if !progress(0.25) {
-            return Err(Error::Cancelled);
-        }
-        let model = Self::from_file(file, config.as_ref(), params)?;
-        if !progress(1.0) {
-            return Err(Error::Cancelled);
-        }
-        Ok(model)
+        Self::load_staged(params, progress, || {
+            if bytes.is_empty() {
+                return Err(Error::invalid("an empty buffer (0 bytes) is not a model"));
+            }
+            let storage = Arc::new(tensor::Storage::from_bytes(bytes));
+            let file = SafetensorsFile::parse(storage, "<memory>")?;
+            Ok((file, config.map(|c| format::HfConfig::parse(c, "<memory config>")).transpose()?))
+        })
     }
 
     /// Builds a model from an opened checkpoint and its optional `config.json`.

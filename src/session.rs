@@ -120,12 +120,7 @@ impl Session {
         match catch_unwind(AssertUnwindSafe(|| model.install(|| f(model, ctx, state)))) {
             Ok(()) => Ok(()),
             Err(panic) => {
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".into());
-                let msg = format!("internal error during evaluation: {what}");
+                let msg = format!("internal error during evaluation: {}", crate::error::panic_message(&*panic));
                 self.failed = Some(msg.clone());
                 Err(Error::Internal(msg))
             }

@@ -49,11 +49,7 @@ pub(crate) fn guard(f: impl FnOnce() -> Result<()>) -> Status {
             e.status()
         }
         Err(panic) => {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
+            let what = crate::error::panic_message(&*panic);
             set_error(&format!("internal error (panic caught at the C boundary): {what}"));
             Status::SUTRA_ERR_INTERNAL
         }

@@ -7,11 +7,11 @@ use serde_json::Value;
 
 use super::bpe::{Bpe, Cache};
 use super::decoder::Decoder;
+use super::json::{bool_or, field, opt_str, str_field, type_of};
 use super::normalize::Normalizer;
 use super::pretokenize::{is_word_char, Piece, PreTokenizer};
 use super::trie::ByteTrie;
 use super::unigram::Unigram;
-use super::json::{bool_or, field, opt_str, str_field, type_of};
 use super::wordpiece::WordPiece;
 use crate::error::{Error, Result};
 
