@@ -100,6 +100,10 @@ typedef enum sutra_stop_reason {
   SUTRA_STOP_REASON_CALLBACK = 3,
 } sutra_stop_reason;
 
+// A loaded LoRA adapter (opaque, immutable): usable by any number of sessions and threads.
+// Released by `sutra_adapter_free`; sessions it is attached to keep their own reference.
+typedef struct sutra_adapter sutra_adapter;
+
 // A loaded model (opaque). Immutable; may be shared by any number of threads. Released by
 // `sutra_model_free`; sessions created from it keep it alive until they are freed too.
 typedef struct sutra_model sutra_model;
@@ -273,6 +277,25 @@ struct sutra_generate_params sutra_generate_default_params(void);
 // emitted. `params` may be NULL for defaults; `out_result` may be NULL. The session keeps
 // the state after the last fed token, so a chat continues with the next prompt.
 enum sutra_status sutra_generate(struct sutra_session *session, const struct sutra_tokenizer *tokenizer, struct sutra_sampler *sampler, const char *prompt, size_t prompt_len, const struct sutra_generate_params *params, sutra_piece_callback callback, void *user_data, struct sutra_generate_result *out_result);
+
+// Loads a Hugging Face PEFT LoRA adapter for `model`. `path`: a folder holding
+// adapter_config.json and adapter_model.safetensors (or adapter.safetensors), or a
+// .safetensors file with adapter_config.json beside it. Every pair must name a matrix of
+// `model` with matching shapes; otherwise SUTRA_ERR_FORMAT naming the module and both shapes.
+enum sutra_status sutra_adapter_load(const struct sutra_model *model, const char *path, struct sutra_adapter **out_adapter);
+
+// Releases an adapter handle (NULL is a no-op). Sessions it is attached to keep using it.
+void sutra_adapter_free(struct sutra_adapter *adapter);
+
+// From the next eval on, `session` computes with `adapter` at multiplier `scale` (1 = as
+// trained). Called again with the same adapter, it changes the scale; scale 0 detaches it.
+// Several adapters may be attached at once; their deltas add. The recurrent state is kept.
+// The session holds its own reference: the caller may free the adapter handle at any time.
+// Clones of the session carry its adapters; a saved state blob does not.
+enum sutra_status sutra_session_set_adapter(struct sutra_session *session, const struct sutra_adapter *adapter, float scale);
+
+// Detaches every adapter from `session` (the recurrent state is kept).
+enum sutra_status sutra_session_clear_adapters(struct sutra_session *session);
 
 // Default load parameters: all cores, mmap on, no progress callback.
 struct sutra_model_params sutra_model_default_params(void);

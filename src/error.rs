@@ -96,6 +96,12 @@ impl Error {
         Error::Io { path: path.display().to_string(), source }
     }
 
+    /// An I/O error on `path` described by `msg` (a missing file, a folder without the file
+    /// it needs).
+    pub fn io_msg(path: &Path, msg: &str) -> Self {
+        Error::Io { path: path.display().to_string(), source: std::io::Error::other(msg.to_string()) }
+    }
+
     /// Shorthand for [`Error::Format`].
     pub fn format(msg: impl Into<String>) -> Self {
         Error::Format(msg.into())

@@ -49,19 +49,31 @@ pub trait Observer: Send {
 /// `(α/r)·B(A x)`).
 pub trait Delta: Send + Sync {
     /// If this term targets `m`, adds `scale ·` its product with the `t` rows of `x`
-    /// (`[t, m.cols]`) into `y` (`[t, m.rows]`); `tmp` is scratch it may resize.
-    fn add(&self, m: &Matrix, x: &[f32], t: usize, scale: f32, y: &mut [f32], tmp: &mut Vec<f32>);
+    /// (`[t, m.cols]`) into `y` (`[t, m.rows]`), using `sc` for its intermediates.
+    fn add(&self, m: &Matrix, x: &[f32], t: usize, scale: f32, y: &mut [f32], sc: &mut DeltaScratch);
 }
 
-/// A [`Delta`] attached to some rows of a call, with its multiplier.
+/// Scratch of [`Delta::add`], reused from product to product.
+#[derive(Debug, Default)]
+pub struct DeltaScratch {
+    /// The low-rank middle, `[t, r]`.
+    pub low: Vec<f32>,
+    /// The term's product, `[t, out]`.
+    pub out: Vec<f32>,
+    /// The products' workspace.
+    pub ws: Workspace,
+}
+
+/// A [`Delta`] attached to one sequence of a call (or to all), with its multiplier.
 #[derive(Clone)]
 pub struct Attached {
     /// The term.
     pub delta: Arc<dyn Delta>,
     /// Its multiplier (1 = as trained).
     pub scale: f32,
-    /// The rows it applies to; `None`: every row (a single session's call).
-    pub rows: Option<Range<usize>>,
+    /// The sequence (segment index) whose rows it applies to; `None`: every row (a single
+    /// session's call).
+    pub seg: Option<usize>,
 }
 
 /// The one entry point of every weight product of a forward pass.
@@ -70,7 +82,10 @@ pub struct Linear {
     ws: Workspace,
     observer: Option<Box<dyn Observer>>,
     deltas: Vec<Attached>,
-    tmp: Vec<f32>,
+    sc: DeltaScratch,
+    /// The rows of each sequence in the products being run (set by the stack: a sequence's
+    /// tokens in the blocks, one row per sequence in the head of a last-row call).
+    seg_rows: Vec<Range<usize>>,
 }
 
 impl Linear {
@@ -82,14 +97,20 @@ impl Linear {
         }
         kernels::matmul_ws(m, x, t, y, &mut self.ws);
         for a in &self.deltas {
-            match &a.rows {
-                None => a.delta.add(m, x, t, a.scale, y, &mut self.tmp),
+            match a.seg.and_then(|s| self.seg_rows.get(s)) {
+                None => a.delta.add(m, x, t, a.scale, y, &mut self.sc),
                 Some(r) => {
                     let (xs, ys) = (&x[r.start * m.cols..r.end * m.cols], &mut y[r.start * m.rows..r.end * m.rows]);
-                    a.delta.add(m, xs, r.len(), a.scale, ys, &mut self.tmp)
+                    a.delta.add(m, xs, r.len(), a.scale, ys, &mut self.sc)
                 }
             }
         }
+    }
+
+    /// Sets which rows of the coming products belong to each sequence.
+    pub fn set_rows(&mut self, rows: impl IntoIterator<Item = Range<usize>>) {
+        self.seg_rows.clear();
+        self.seg_rows.extend(rows);
     }
 
     /// Replaces the attached deltas.

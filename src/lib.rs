@@ -14,6 +14,7 @@
 //! Where things live (top-down: each part uses only those listed below it):
 //! - [`ffi`]: the C ABI, the only `extern "C"` code: checks pointers, converts, calls the safe API.
 //! - [`generate`], [`sample`], [`score`]: streamed text generation, sampler chains, perplexity and KL scoring.
+//! - [`lora`]: LoRA adapters (Hugging Face PEFT files) applied per session at run time, and merged into checkpoints.
 //! - [`quant`]: RTN and activation-aware (AWQ) quantization of a model into a quantized file.
 //! - [`session`]: one sequence's recurrent state (eval, batch eval, save/load/clone) and its binary blob.
 //! - [`model`]: a loaded model: architecture, thread pool, identity.
@@ -45,6 +46,7 @@ pub mod ffi;
 pub mod format;
 pub mod generate;
 pub mod kernels;
+pub mod lora;
 pub mod model;
 pub mod models;
 pub mod quant;
@@ -57,6 +59,7 @@ pub mod tokenizer;
 
 pub use error::{Error, Result, Status};
 pub use generate::{generate, GenerateParams, Generation, StopReason};
+pub use lora::Adapter;
 pub use model::{Model, ModelParams};
 pub use models::{Architecture, Family, ModelInfo};
 pub use sample::{Sampler, Stage};

@@ -17,7 +17,7 @@
 //! session as it was.
 
 use crate::error::{Error, Result};
-use crate::exec::{Context, Observer, Seg};
+use crate::exec::{Attached, Context, Observer, Seg};
 use crate::models::{Batch, Logits};
 use crate::Model;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -86,6 +86,42 @@ impl Session {
     /// calibration); returns the previous one.
     pub fn set_observer(&mut self, o: Option<Box<dyn Observer>>) -> Option<Box<dyn Observer>> {
         self.ctx.exec.lin.set_observer(o)
+    }
+
+    /// From the next evaluation on, computes with `adapter` at multiplier `scale` (1 = as
+    /// trained): set again, it changes the scale; scale 0 detaches it. Several adapters may be
+    /// attached; their terms add. The recurrent state is kept. The adapter must have been
+    /// loaded for a model of this session's shape; `scale` must be finite.
+    pub fn set_adapter(&mut self, adapter: &Arc<crate::Adapter>, scale: f32) -> Result<()> {
+        if !adapter.fits(&self.model) {
+            return Err(Error::invalid(format!(
+                "adapter {} was loaded for another model than this session's ({})",
+                adapter.source,
+                self.model.source_path()
+            )));
+        }
+        if !scale.is_finite() {
+            return Err(Error::invalid(format!("adapter scale {scale}: must be finite")));
+        }
+        let lin = &mut self.ctx.exec.lin;
+        let same = |a: &Attached| std::ptr::addr_eq(Arc::as_ptr(&a.delta), Arc::as_ptr(adapter));
+        let mut list: Vec<Attached> = lin.deltas().iter().filter(|a| !same(a)).cloned().collect();
+        if scale != 0.0 {
+            let at = lin.deltas().iter().position(same).unwrap_or(list.len()).min(list.len());
+            list.insert(at, Attached { delta: adapter.clone(), scale, seg: None });
+        }
+        lin.set_deltas(list);
+        Ok(())
+    }
+
+    /// Detaches every adapter (the state is kept).
+    pub fn clear_adapters(&mut self) {
+        self.ctx.exec.lin.set_deltas([]);
+    }
+
+    /// Number of attached adapters.
+    pub fn n_adapters(&self) -> usize {
+        self.ctx.exec.lin.deltas().len()
     }
 
     fn check(&self, tokens: &[u32], logits: Option<&[f32]>, per_token: bool) -> Result<()> {
@@ -225,13 +261,12 @@ impl Session {
         let mut segs = Vec::with_capacity(tokens.len());
         let mut ctx = Context::new();
         let mut deltas = Vec::new();
-        for (s, t) in sessions.iter().zip(tokens) {
-            let seg = Seg { start: all.len(), len: t.len() };
+        for (i, (s, t)) in sessions.iter().zip(tokens).enumerate() {
+            segs.push(Seg { start: all.len(), len: t.len() });
             all.extend_from_slice(t);
             for d in s.ctx.exec.lin.deltas() {
-                deltas.push(crate::exec::Attached { rows: Some(seg.rows()), ..d.clone() });
+                deltas.push(Attached { seg: Some(i), ..d.clone() });
             }
-            segs.push(seg);
         }
         ctx.exec.lin.set_deltas(deltas);
         let mut states: Vec<&mut [f32]> = sessions.iter_mut().map(|s| &mut s.state[..]).collect();

@@ -10,12 +10,14 @@
 #![allow(clippy::missing_safety_doc)]
 
 mod generate;
+mod lora;
 mod model;
 mod quant;
 mod session;
 mod tokenizer;
 
 pub use generate::*;
+pub use lora::*;
 pub use model::*;
 pub use quant::*;
 pub use session::*;

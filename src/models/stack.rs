@@ -232,6 +232,7 @@ impl<B: Block> Architecture for Stack<B> {
             }
         }
         // 1. The blocks, each on its slice of every sequence's state.
+        exec.lin.set_rows(b.segs.iter().map(Seg::rows));
         for (li, blk) in self.blocks.iter().enumerate() {
             let mut st = States { all: &mut *b.states, at: li * self.block_state..(li + 1) * self.block_state };
             blk.forward(&self.cfg, li, exec, b.segs, &mut st, x);
@@ -244,6 +245,7 @@ impl<B: Block> Architecture for Stack<B> {
                 for (seg, o) in b.segs.iter().zip(xl.chunks_exact_mut(c)) {
                     self.out_norm.rows(&x[seg.last() * c..(seg.last() + 1) * c], o);
                 }
+                exec.lin.set_rows((0..n_out).map(|j| j..j + 1));
                 out
             }
             Logits::All(out) => {
