@@ -38,12 +38,13 @@ fn argmax(r: &[f32]) -> usize {
     r.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |x| x.0)
 }
 
-/// Scores `model` on `tokens` as one stream from the initial state, fed in pieces of `ctx`
-/// tokens with the state carried over; every token after the first is predicted. With
-/// `base`, also KL(base ‖ model) and top-1 agreement. `progress(done, total)` is called after
+/// Scores `model` (with `adapters` attached, each at its multiplier) on `tokens` as one stream
+/// from the initial state, fed in pieces of `ctx` tokens with the state carried over; every
+/// token after the first is predicted. With `base`, also KL(base ‖ model) and top-1 agreement. `progress(done, total)` is called after
 /// each piece; returning false cancels ([`Error::Cancelled`]).
 pub fn score(
     model: &Arc<Model>,
+    adapters: &[(Arc<crate::Adapter>, f32)],
     base: Option<&Arc<Model>>,
     tokens: &[u32],
     ctx: usize,
@@ -62,6 +63,9 @@ pub fn score(
         }
     }
     let mut s = Session::new(model);
+    for (a, sc) in adapters {
+        s.set_adapter(a, *sc)?;
+    }
     let mut sb = base.map(Session::new);
     let mut logits = vec![0f32; ctx * v];
     let mut base_logits = vec![0f32; if base.is_some() { ctx * v } else { 0 }];

@@ -10,7 +10,10 @@
 //! sutra chat MODEL [--tokenizer T] [--temp 0.8] [--top-p 0.9] [--seed S]
 //! sutra perplexity MODEL [--tokenizer T] --file TEXT [--bos 0] [--ctx 1024] [--kl-base BASE]
 //! sutra quantize IN OUT --type q8|q4 [--group 64] [--method rtn|awq] [--calib TEXT] [--calib-tokens N]
+//! sutra lora merge MODEL ADAPTER[:SCALE]... --out FILE [--dtype f32|bf16]
 //! ```
+//!
+//! `generate`, `chat`, `perplexity`, `bench` and `logits` take `--lora DIR[:SCALE]` (repeatable).
 
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
@@ -32,12 +35,16 @@ const USAGE: &str = "usage:
   sutra chat MODEL [--tokenizer T] [--temp 0.8] [--top-p 0.9] [--seed S] [-n 300]
   sutra perplexity MODEL [--tokenizer T] --file TEXT [--bos 0] [--ctx 1024] [--kl-base BASE]
   sutra quantize IN OUT --type q8|q4 [--group 32|64|128] [--method rtn|awq] [--calib TEXT --calib-tokens N] [--tokenizer T] [--keep NAME,...]
+  sutra lora merge MODEL ADAPTER[:SCALE]... --out FILE [--dtype f32|bf16]   (a quantized base is written dequantized)
+generate, chat, perplexity, bench and logits take --lora DIR[:SCALE] (repeatable): PEFT adapters applied at run time.
 A tokenizer.json or rwkv_vocab_v20230424.txt next to MODEL is used when --tokenizer is not given.";
 
 /// Parsed command line: positional arguments and `--flag [value]` options.
 struct Args {
     pos: Vec<String>,
     opts: HashMap<String, String>,
+    /// Every `--flag value` in order (repeatable flags such as `--lora`).
+    all: Vec<(String, String)>,
 }
 
 /// Options that take no value.
@@ -47,6 +54,7 @@ impl Args {
     fn parse(raw: impl Iterator<Item = String>) -> Result<Args> {
         let mut pos = Vec::new();
         let mut opts = HashMap::new();
+        let mut all = Vec::new();
         let mut it = raw.peekable();
         while let Some(a) = it.next() {
             let a = if a == "-n" { "--n".to_string() } else { a };
@@ -55,13 +63,19 @@ impl Args {
                     opts.insert(name.to_string(), String::new());
                 } else {
                     let v = it.next().ok_or_else(|| Error::invalid(format!("--{name} needs a value")))?;
+                    all.push((name.to_string(), v.clone()));
                     opts.insert(name.to_string(), v);
                 }
             } else {
                 pos.push(a);
             }
         }
-        Ok(Args { pos, opts })
+        Ok(Args { pos, opts, all })
+    }
+
+    /// Every value given to a repeatable flag, in order.
+    fn values(&self, name: &str) -> Vec<&str> {
+        self.all.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_str()).collect()
     }
 
     fn flag(&self, name: &str) -> bool {
@@ -93,6 +107,36 @@ impl Args {
             Some(v) => v.parse().map_err(|_| Error::invalid(format!("--{name} {v}: a number expected"))),
         }
     }
+}
+
+/// `PATH[:SCALE]` (scale 1 when absent).
+fn path_scale(spec: &str) -> Result<(PathBuf, f32)> {
+    match spec.rsplit_once(':') {
+        Some((p, sc)) if !p.is_empty() && sc.parse::<f32>().is_ok() => {
+            Ok((PathBuf::from(p), sc.parse().unwrap_or(1.0)))
+        }
+        _ => Ok((PathBuf::from(spec), 1.0)),
+    }
+}
+
+/// The adapters of every `--lora DIR[:SCALE]`, loaded for `m`.
+fn adapters(args: &Args, m: &Model) -> Result<Vec<(Arc<sutra::Adapter>, f32)>> {
+    args.values("lora")
+        .into_iter()
+        .map(|spec| {
+            let (p, sc) = path_scale(spec)?;
+            Ok((Arc::new(sutra::Adapter::load(m, &p)?), sc))
+        })
+        .collect()
+}
+
+/// A new session of `m` with the `--lora` adapters attached.
+fn session(args: &Args, m: &Arc<Model>) -> Result<Session> {
+    let mut s = Session::new(m);
+    for (a, sc) in adapters(args, m)? {
+        s.set_adapter(&a, sc)?;
+    }
+    Ok(s)
 }
 
 fn load(args: &Args) -> Result<Arc<Model>> {
@@ -185,7 +229,7 @@ fn cmd_logits(args: &Args) -> Result<()> {
         .collect::<Result<_>>()?;
     let out = PathBuf::from(args.required("out")?);
     let v = m.info().n_vocab;
-    let mut s = Session::new(&m);
+    let mut s = session(args, &m)?;
     let (rows, logits) = if args.flag("prefill") {
         let mut l = vec![0f32; v];
         s.eval(&tokens, Some(&mut l))?;
@@ -243,7 +287,7 @@ fn cmd_bench(args: &Args) -> Result<()> {
     let v = i.n_vocab;
     let mut rng = sutra::rng::Rng::new(1234);
     let prompt: Vec<u32> = (0..n_prompt.max(1)).map(|_| (rng.next_u64() % v as u64) as u32).collect();
-    let mut s = Session::new(&m);
+    let mut s = session(args, &m)?;
     let mut logits = vec![0f32; v];
     // Warm-up: touch every weight page once.
     s.eval_stepwise(&prompt[..1], Some(&mut logits))?;
@@ -335,7 +379,7 @@ fn cmd_generate(args: &Args) -> Result<()> {
         stop_tokens: default_stop_tokens(&tok),
         add_special_tokens: false,
     };
-    let mut s = Session::new(&m);
+    let mut s = session(args, &m)?;
     let mut out = std::io::stdout();
     print!("{prompt}");
     let t0 = Instant::now();
@@ -370,7 +414,7 @@ fn cmd_chat(args: &Args) -> Result<()> {
     };
     // One session for the whole conversation: each turn feeds only the new text; the
     // recurrent state carries the history.
-    let mut s = Session::new(&m);
+    let mut s = session(args, &m)?;
     let stdin = std::io::stdin();
     let mut out = std::io::stdout();
     eprintln!("chatting with {} ({} layers); empty line or end of input to quit", m.info().arch_name, m.info().n_layer);
@@ -415,7 +459,8 @@ fn cmd_perplexity(args: &Args) -> Result<()> {
     tokens.extend(tok.encode(&text, false)?);
     let ctx = args.num("ctx", 1024)?.max(1);
     let t0 = Instant::now();
-    let sc = sutra::score::score(&m, base.as_ref(), &tokens, ctx, &mut |end, n_pred| {
+    let lora = adapters(args, &m)?;
+    let sc = sutra::score::score(&m, &lora, base.as_ref(), &tokens, ctx, &mut |end, n_pred| {
         let bar = (end as f64 / n_pred as f64 * 40.0) as usize;
         eprint!(
             "\r[{}{}] {end}/{n_pred} tokens, {:.0} tokens/s",
@@ -435,6 +480,30 @@ fn cmd_perplexity(args: &Args) -> Result<()> {
         println!("top1_agree: {agree:.6}");
     }
     Ok(())
+}
+
+fn cmd_lora(args: &Args) -> Result<()> {
+    match args.pos.get(1).map(String::as_str) {
+        Some("merge") => {
+            let model =
+                PathBuf::from(args.pos.get(2).ok_or_else(|| Error::invalid(format!("MODEL is required\n{USAGE}")))?);
+            let specs = &args.pos[3..];
+            if specs.is_empty() {
+                return Err(Error::invalid(format!("at least one ADAPTER[:SCALE] is required\n{USAGE}")));
+            }
+            let list = specs.iter().map(|s| path_scale(s)).collect::<Result<Vec<_>>>()?;
+            let out = PathBuf::from(args.required("out")?);
+            let dtype = match args.get("dtype").unwrap_or("f32") {
+                "f32" => DType::F32,
+                "bf16" => DType::BF16,
+                other => return Err(Error::invalid(format!("--dtype {other}: f32 or bf16 expected"))),
+            };
+            sutra::lora::merge(&model, &list, &out, dtype)?;
+            println!("wrote {} ({} adapter(s) merged)", out.display(), list.len());
+            Ok(())
+        }
+        other => Err(Error::invalid(format!("sutra lora {}: merge expected\n{USAGE}", other.unwrap_or("")))),
+    }
 }
 
 fn cmd_quantize(args: &Args) -> Result<()> {
@@ -491,7 +560,7 @@ fn main() -> ExitCode {
     };
     // pos[0] is the program, pos[1] the command; sub-commands see MODEL at pos[1].
     let cmd = args.pos.get(1).cloned().unwrap_or_default();
-    let sub = Args { pos: args.pos.get(1..).unwrap_or_default().to_vec(), opts: args.opts };
+    let sub = Args { pos: args.pos.get(1..).unwrap_or_default().to_vec(), opts: args.opts, all: args.all };
     let r = match cmd.as_str() {
         "info" => cmd_info(&sub),
         "logits" => cmd_logits(&sub),
@@ -502,6 +571,7 @@ fn main() -> ExitCode {
         "chat" => cmd_chat(&sub),
         "perplexity" => cmd_perplexity(&sub),
         "quantize" => cmd_quantize(&sub),
+        "lora" => cmd_lora(&sub),
         "" | "help" | "-h" => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
