@@ -263,6 +263,7 @@ pub fn merge(model_path: &Path, adapters: &[(PathBuf, f32)], out: &Path, quantiz
     if !matches!(quantized_as, DType::F32 | DType::BF16) {
         return Err(Error::invalid(format!("{quantized_as:?}: a quantized base is written as F32 or BF16")));
     }
+    format::safetensors::check_not_input(model_path, out)?;
     let model = Model::load(model_path, &crate::ModelParams { n_threads: 1, use_mmap: true })?;
     let loaded =
         adapters.iter().map(|(p, s)| Ok((Adapter::load(&model, p)?, *s))).collect::<Result<Vec<(Adapter, f32)>>>()?;
@@ -322,15 +323,5 @@ pub fn merge(model_path: &Path, adapters: &[(PathBuf, f32)], out: &Path, quantiz
     // A quantized file's embedded config.json is kept; its quantization record is not.
     let metadata =
         file.metadata.get("sutra.hf_config").map(|c| HashMap::from([("sutra.hf_config".to_string(), c.clone())]));
-    let tmp = out.with_file_name(format!(
-        ".{}.{}.partial",
-        out.file_name().map_or("merged".into(), |n| n.to_string_lossy().into_owned()),
-        std::process::id()
-    ));
-    let written = format::safetensors::write(&tmp, &tensors, metadata)
-        .and_then(|()| std::fs::rename(&tmp, out).map_err(|e| Error::io(out, e)));
-    if written.is_err() {
-        std::fs::remove_file(&tmp).ok();
-    }
-    written
+    format::safetensors::write_atomic(out, &tensors, metadata, || Ok(()))
 }

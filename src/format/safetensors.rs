@@ -141,31 +141,114 @@ impl SafetensorsFile {
     }
 }
 
-/// Writes f32/bf16/f16/u8/i8/i64 tensors given as raw little-endian bytes to a safetensors file.
-pub fn write(
-    path: &Path,
-    tensors: &[(String, DType, Vec<usize>, Vec<u8>)],
-    metadata: Option<HashMap<String, String>>,
-) -> Result<()> {
-    use safetensors::tensor::TensorView;
-    let mut views = Vec::with_capacity(tensors.len());
-    for (name, dtype, shape, data) in tensors {
-        let dt = match dtype {
-            DType::F32 => safetensors::Dtype::F32,
-            DType::F16 => safetensors::Dtype::F16,
-            DType::BF16 => safetensors::Dtype::BF16,
-            DType::I8 => safetensors::Dtype::I8,
-            DType::U8 => safetensors::Dtype::U8,
-            DType::I64 => safetensors::Dtype::I64,
-            DType::Q8 => safetensors::Dtype::I8,
-            DType::Q4 => safetensors::Dtype::U8,
-        };
-        let view =
-            TensorView::new(dt, shape.clone(), data).map_err(|e| Error::invalid(format!("tensor '{name}': {e:?}")))?;
-        views.push((name.clone(), view));
+/// One tensor to write: name, dtype, shape, raw little-endian bytes.
+pub type TensorBytes = (String, DType, Vec<usize>, Vec<u8>);
+
+/// The bytes of a safetensors file holding `tensors` and `metadata`, byte-reproducible: the
+/// header lists metadata and tensors in sorted order, and the data section holds tensors by
+/// decreasing element size, then name (so that every tensor stays aligned to its element
+/// size, as the `safetensors` crate lays them out).
+pub fn serialize(tensors: &[TensorBytes], metadata: Option<&BTreeMap<String, String>>) -> Result<Vec<u8>> {
+    let mut order: Vec<&TensorBytes> = tensors.iter().collect();
+    order.sort_by(|a, b| b.1.align().cmp(&a.1.align()).then_with(|| a.0.cmp(&b.0)));
+    let mut header = serde_json::Map::new();
+    if let Some(m) = metadata {
+        let meta: serde_json::Map<String, serde_json::Value> =
+            m.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect();
+        header.insert("__metadata__".into(), serde_json::Value::Object(meta));
     }
-    safetensors::serialize_to_file(views, &metadata, path).map_err(|e| match e {
-        safetensors::SafeTensorError::IoError(io) => Error::io(path, io),
-        other => Error::Internal(format!("{}: {other:?}", path.display())),
-    })
+    let mut offset = 0usize;
+    let mut entries = BTreeMap::new();
+    for (name, dtype, shape, data) in &order {
+        let numel: usize = shape.iter().product();
+        // Stored elements: q8/q4 matrices are written as their i8/u8 storage.
+        if numel * dtype.align() != data.len() {
+            return Err(Error::invalid(format!(
+                "tensor '{name}': {} bytes for shape {shape:?} of {dtype:?}",
+                data.len()
+            )));
+        }
+        let st_name = match dtype {
+            DType::F32 => "F32",
+            DType::F16 => "F16",
+            DType::BF16 => "BF16",
+            DType::I8 | DType::Q8 => "I8",
+            DType::U8 | DType::Q4 => "U8",
+            DType::I64 => "I64",
+        };
+        entries.insert(
+            name.clone(),
+            serde_json::json!({"dtype": st_name, "shape": shape, "data_offsets": [offset, offset + data.len()]}),
+        );
+        offset += data.len();
+    }
+    header.extend(entries);
+    let mut text = serde_json::Value::Object(header).to_string().into_bytes();
+    while (8 + text.len()) % 8 != 0 {
+        text.push(b' ');
+    }
+    let mut out = Vec::with_capacity(8 + text.len() + offset);
+    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    out.extend_from_slice(&text);
+    for (_, _, _, data) in order {
+        out.extend_from_slice(data);
+    }
+    Ok(out)
+}
+
+/// Writes a safetensors file (see [`serialize`]) at `path`.
+pub fn write(path: &Path, tensors: &[TensorBytes], metadata: Option<HashMap<String, String>>) -> Result<()> {
+    let meta = metadata.map(|m| m.into_iter().collect::<BTreeMap<_, _>>());
+    let bytes = serialize(tensors, meta.as_ref())?;
+    std::fs::write(path, bytes).map_err(|e| Error::io(path, e))
+}
+
+/// Refuses an output path that is the input file itself (writing would replace the source).
+pub fn check_not_input(input: &Path, output: &Path) -> Result<()> {
+    if let (Ok(a), Ok(b)) = (input.canonicalize(), output.canonicalize()) {
+        if a == b {
+            return Err(Error::invalid(format!(
+                "the output {} is the input file: writing it would replace the source; choose another path",
+                output.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Writes a safetensors file at `path` through a temporary file of its own in the same folder
+/// (a fresh name, created exclusively, so that concurrent writers and a user's files are never
+/// touched), calling `before_rename` (e.g. a last cancellation check) and then renaming it into
+/// place. On any failure the temporary file is removed and `path` is left as it was; errors
+/// name `path`.
+pub fn write_atomic(
+    path: &Path,
+    tensors: &[TensorBytes],
+    metadata: Option<HashMap<String, String>>,
+    before_rename: impl FnOnce() -> Result<()>,
+) -> Result<()> {
+    use std::io::Write;
+    let meta = metadata.map(|m| m.into_iter().collect::<BTreeMap<_, _>>());
+    let bytes = serialize(tensors, meta.as_ref())?;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let stem = path.file_name().map_or("out".into(), |n| n.to_string_lossy().into_owned());
+    let (tmp, mut f) = (0u32..)
+        .map(|n| dir.join(format!(".{stem}.{}.{n}.partial", std::process::id())))
+        .find_map(|p| match std::fs::OpenOptions::new().write(true).create_new(true).open(&p) {
+            Ok(f) => Some(Ok((p, f))),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => None,
+            Err(e) => Some(Err(Error::Io { path: path.display().to_string(), source: e })),
+        })
+        .unwrap_or_else(|| Err(Error::Internal("no free temporary name".into())))?;
+    let result = f
+        .write_all(&bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| Error::Io { path: path.display().to_string(), source: e })
+        .and_then(|_| before_rename())
+        .and_then(|_| std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e)));
+    drop(f);
+    if result.is_err() {
+        std::fs::remove_file(&tmp).ok();
+    }
+    result
 }

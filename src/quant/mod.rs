@@ -198,6 +198,7 @@ pub fn quantize_model(
     p: &QuantizeParams,
     progress: &mut dyn FnMut(f32) -> bool,
 ) -> Result<()> {
+    crate::format::safetensors::check_not_input(in_path, out_path)?;
     if ![32, 64, 128].contains(&p.group) {
         return Err(Error::invalid(format!("group size {}: must be 32, 64 or 128", p.group)));
     }
@@ -304,15 +305,7 @@ pub fn quantize_model(
     } else if let Some(text) = file.metadata.get("sutra.hf_config") {
         meta.insert("sutra.hf_config".to_string(), text.clone());
     }
-    let tmp = out_path.with_extension("partial");
-    let written = crate::format::safetensors::write(&tmp, &out, Some(meta));
-    let finish = written
-        .and_then(|_| cancelled(1.0, progress))
-        .and_then(|_| std::fs::rename(&tmp, out_path).map_err(|e| Error::io(out_path, e)));
-    if finish.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    finish
+    crate::format::safetensors::write_atomic(out_path, &out, Some(meta), || cancelled(1.0, progress))
 }
 
 /// Quantizes and dequantizes one row with plain RTN, as stored (for the AWQ scale search).

@@ -324,7 +324,8 @@ impl HfTokenizer {
         let model_tokens = model.tokens();
         let max_id = model_tokens.iter().map(|t| t.1).chain(added.iter().map(|t| t.id)).max();
         let size = max_id.map_or(0, |m| m as usize + 1);
-        let mut id_to_tok: Vec<Option<String>> = vec![None; size];
+        let mut id_to_tok: Vec<Option<String>> =
+            super::id_table(size, model_tokens.len() + added.len(), "tokenizer.json")?;
         for (t, id) in model_tokens {
             id_to_tok[id as usize] = Some(t);
         }

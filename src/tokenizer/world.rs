@@ -133,6 +133,10 @@ impl WorldTokenizer {
     pub(crate) fn from_bytes(bytes: &[u8]) -> Result<WorldTokenizer> {
         let text = std::str::from_utf8(bytes)
             .map_err(|e| Error::format(format!("world vocabulary is not UTF-8 (byte {})", e.valid_up_to())))?;
+        // Every id must be below a bound set by the number of lines (see `id_table`); the
+        // table grows as ids are read, but never past that bound.
+        let n_lines = text.lines().count();
+        let limit = 2 * n_lines + 1024;
         let mut tokens: Vec<Option<Vec<u8>>> = Vec::new();
         let mut map = HashMap::new();
         let mut trie = ByteTrie::new();
@@ -158,7 +162,15 @@ impl WorldTokenizer {
             if tok.is_empty() {
                 return Err(bad("empty token"));
             }
+            if id as usize >= limit {
+                return Err(bad(&format!(
+                    "id {id} is far beyond the file's {n_lines} lines (ids must stay below {limit})"
+                )));
+            }
             if tokens.len() <= id as usize {
+                tokens
+                    .try_reserve(id as usize + 1 - tokens.len())
+                    .map_err(|_| Error::OutOfMemory(format!("world vocabulary: an id table of {} entries", id + 1)))?;
                 tokens.resize(id as usize + 1, None);
             }
             if tokens[id as usize].is_some() {

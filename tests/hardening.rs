@@ -1,0 +1,96 @@
+//! Hostile and careless inputs (issue 13): each finding has a regression test here. No input
+//! may abort the process, allocate far more than the input's own size, or corrupt what the
+//! caller owns.
+
+mod common;
+use sutra::{Status, Tokenizer};
+
+fn write_tmp(name: &str, bytes: &[u8]) -> std::path::PathBuf {
+    let p = std::env::temp_dir().join(format!("sutra-hard-{}-{name}", std::process::id()));
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+/// A tokenizer.json naming a token id near 4e9 (70 bytes) or an added token at id 1e9 is a
+/// format error, found before any id table is allocated (it used to abort the process or
+/// allocate 24 GB).
+#[test]
+fn tokenizer_ids_far_beyond_the_vocabulary_are_refused() {
+    let files = [
+        ("huge-vocab-id.json", r#"{"model":{"type":"BPE","vocab":{"a":4000000000},"merges":[]}}"#.to_string()),
+        (
+            "huge-added-id.json",
+            r#"{"model":{"type":"BPE","vocab":{"a":0,"b":1},"merges":[]},"added_tokens":[{"id":1000000000,"content":"<x>"}]}"#
+                .to_string(),
+        ),
+    ];
+    for (name, text) in files {
+        let p = write_tmp(name, text.as_bytes());
+        let t0 = std::time::Instant::now();
+        let e = Tokenizer::from_file(&p).expect_err("accepted");
+        assert_eq!(e.status(), Status::SUTRA_ERR_FORMAT, "{name}: {e}");
+        assert!(e.to_string().contains("far beyond"), "{name}: {e}");
+        assert!(t0.elapsed().as_secs() < 2, "{name}: took {:?}", t0.elapsed());
+        std::fs::remove_file(&p).ok();
+    }
+    // A dense vocabulary with a few added tokens past it still loads.
+    let ok = r#"{"model":{"type":"BPE","vocab":{"a":0,"b":1},"merges":[]},"added_tokens":[{"id":5,"content":"<x>"}]}"#;
+    let p = write_tmp("ok.json", ok.as_bytes());
+    let t = Tokenizer::from_file(&p).unwrap();
+    assert_eq!(t.vocab_size(), 6);
+    std::fs::remove_file(&p).ok();
+}
+
+/// A world vocabulary line with a huge id is refused naming the line, without allocating
+/// the table first.
+#[test]
+fn world_vocabulary_ids_far_beyond_the_file_are_refused() {
+    for (name, text) in [("w1.txt", "4000000000 'a' 1\n"), ("w2.txt", "0 'a' 1\n99999999 'b' 1\n")] {
+        let p = write_tmp(name, text.as_bytes());
+        let e = Tokenizer::from_file(&p).expect_err("accepted");
+        assert_eq!(e.status(), Status::SUTRA_ERR_FORMAT, "{name}: {e}");
+        assert!(e.to_string().contains("far beyond") && e.to_string().contains("line"), "{name}: {e}");
+        std::fs::remove_file(&p).ok();
+    }
+}
+
+fn quant_params(qtype: sutra::quant::QuantType) -> sutra::quant::QuantizeParams {
+    sutra::quant::QuantizeParams { qtype, group: 32, method: sutra::quant::Method::Rtn, ..Default::default() }
+}
+
+/// Two quantizations into one folder at once (m.q4 and m.q8 used to share `m.partial`) both
+/// succeed with their own contents; a user's own `m.partial` is left alone; the output is
+/// byte-reproducible; quantizing onto the input is refused and leaves it intact.
+#[test]
+fn quantized_outputs_do_not_collide_and_are_reproducible() {
+    use sutra::quant::{quantize_model, QuantType};
+    let src = common::fixture("golden/rwkv7/model.safetensors");
+    let dir = std::env::temp_dir().join(format!("sutra-hard-q-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let user = dir.join("m.partial");
+    std::fs::write(&user, b"the user's own file").unwrap();
+    let (q4, q8) = (dir.join("m.q4"), dir.join("m.q8"));
+    std::thread::scope(|s| {
+        let a = s.spawn(|| quantize_model(&src, &q4, &quant_params(QuantType::Q4), &mut |_| true));
+        let b = s.spawn(|| quantize_model(&src, &q8, &quant_params(QuantType::Q8), &mut |_| true));
+        a.join().unwrap().unwrap();
+        b.join().unwrap().unwrap();
+    });
+    assert_eq!(std::fs::read(&user).unwrap(), b"the user's own file");
+    assert_eq!(common::load(&q4, 1).info().weight_dtype, sutra::tensor::DType::Q4);
+    assert_eq!(common::load(&q8, 1).info().weight_dtype, sutra::tensor::DType::Q8);
+    let again = dir.join("m2.q4");
+    quantize_model(&src, &again, &quant_params(QuantType::Q4), &mut |_| true).unwrap();
+    assert!(std::fs::read(&q4).unwrap() == std::fs::read(&again).unwrap(), "quantized output is not reproducible");
+    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
+    assert_eq!(left.len(), 4, "temporary files left behind: {left:?}");
+    // Onto its own input: refused, the input unchanged.
+    let copy = dir.join("model.safetensors");
+    std::fs::copy(&src, &copy).unwrap();
+    let before = std::fs::read(&copy).unwrap();
+    let e = quantize_model(&copy, &copy, &quant_params(QuantType::Q8), &mut |_| true).expect_err("accepted");
+    assert_eq!(e.status(), Status::SUTRA_ERR_INVALID_ARGUMENT);
+    assert!(e.to_string().contains("is the input file"), "{e}");
+    assert!(std::fs::read(&copy).unwrap() == before);
+    std::fs::remove_dir_all(&dir).ok();
+}
