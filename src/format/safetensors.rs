@@ -184,7 +184,7 @@ pub fn serialize(tensors: &[TensorBytes], metadata: Option<&BTreeMap<String, Str
     }
     header.extend(entries);
     let mut text = serde_json::Value::Object(header).to_string().into_bytes();
-    while (8 + text.len()) % 8 != 0 {
+    while !(8 + text.len()).is_multiple_of(8) {
         text.push(b' ');
     }
     let mut out = Vec::with_capacity(8 + text.len() + offset);

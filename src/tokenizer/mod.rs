@@ -149,6 +149,24 @@ impl Tokenizer {
     }
 }
 
+/// The id table of a vocabulary file: `size` empty slots, `size` being 1 + the largest id
+/// the file names. Ids are dense in real vocabularies; a file naming ids far beyond its own
+/// number of tokens (`n_tokens`) is refused before anything is allocated, so that a small file
+/// cannot make the process allocate gigabytes, and the allocation itself is fallible.
+pub(crate) fn id_table<T: Clone>(size: usize, n_tokens: usize, what: &str) -> Result<Vec<Option<T>>> {
+    let limit = 2 * n_tokens + 1024;
+    if size > limit {
+        return Err(Error::format(format!(
+            "{what}: token id {} is far beyond its {n_tokens} tokens (ids must stay below {limit})",
+            size - 1
+        )));
+    }
+    let mut v = Vec::new();
+    v.try_reserve_exact(size).map_err(|_| Error::OutOfMemory(format!("{what}: an id table of {size} entries")))?;
+    v.resize(size, None);
+    Ok(v)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,22 +189,4 @@ mod tests {
         assert_eq!(p(r"'\U0001F600'"), "😀".as_bytes());
         assert_eq!(p("' '"), b" ");
     }
-}
-
-/// The id table of a vocabulary file: `size` empty slots, `size` being 1 + the largest id
-/// the file names. Ids are dense in real vocabularies; a file naming ids far beyond its own
-/// number of tokens (`n_tokens`) is refused before anything is allocated, so that a small file
-/// cannot make the process allocate gigabytes, and the allocation itself is fallible.
-pub(crate) fn id_table<T: Clone>(size: usize, n_tokens: usize, what: &str) -> Result<Vec<Option<T>>> {
-    let limit = 2 * n_tokens + 1024;
-    if size > limit {
-        return Err(Error::format(format!(
-            "{what}: token id {} is far beyond its {n_tokens} tokens (ids must stay below {limit})",
-            size - 1
-        )));
-    }
-    let mut v = Vec::new();
-    v.try_reserve_exact(size).map_err(|_| Error::OutOfMemory(format!("{what}: an id table of {size} entries")))?;
-    v.resize(size, None);
-    Ok(v)
 }
