@@ -164,6 +164,9 @@ typedef struct sutra_model_params {
   sutra_progress_callback progress_callback;
   // Passed to `progress_callback`.
   void *progress_user_data;
+  // Scan every weight for NaN/Inf at load (SUTRA_ERR_FORMAT naming the tensor); default
+  // false (a full read of the file).
+  bool check_finite;
 } sutra_model_params;
 
 // What a model is, as read from its checkpoint.

@@ -264,7 +264,7 @@ pub fn merge(model_path: &Path, adapters: &[(PathBuf, f32)], out: &Path, quantiz
         return Err(Error::invalid(format!("{quantized_as:?}: a quantized base is written as F32 or BF16")));
     }
     format::safetensors::check_not_input(model_path, out)?;
-    let model = Model::load(model_path, &crate::ModelParams { n_threads: 1, use_mmap: true })?;
+    let model = Model::load(model_path, &crate::ModelParams { n_threads: 1, use_mmap: true, ..Default::default() })?;
     let loaded =
         adapters.iter().map(|(p, s)| Ok((Adapter::load(&model, p)?, *s))).collect::<Result<Vec<(Adapter, f32)>>>()?;
     let file = SafetensorsFile::open(model_path, true)?;

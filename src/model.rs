@@ -27,11 +27,14 @@ pub struct ModelParams {
     pub n_threads: usize,
     /// Map the file instead of reading it into memory.
     pub use_mmap: bool,
+    /// Scan every float tensor for NaN/Inf at load ([`Error::Format`] naming the tensor and
+    /// index); off by default (it reads the whole file).
+    pub check_finite: bool,
 }
 
 impl Default for ModelParams {
     fn default() -> Self {
-        ModelParams { n_threads: 0, use_mmap: true }
+        ModelParams { n_threads: 0, use_mmap: true, check_finite: false }
     }
 }
 
@@ -129,6 +132,9 @@ impl Model {
             (None, Some(text)) => Some(format::HfConfig::parse(text, &format!("{source} (sutra.hf_config)"))?),
             _ => None,
         };
+        if params.check_finite {
+            check_finite(&file)?;
+        }
         let arch = models::load(&file, config.or(embedded.as_ref()))?;
         let n_threads = thread_count(params.n_threads, "n_threads")?;
         let pool = rayon::ThreadPoolBuilder::new()
@@ -178,4 +184,18 @@ impl Model {
     pub fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
         self.pool.install(f)
     }
+}
+
+/// [`Error::Format`] naming the first tensor of `file` holding a NaN or an infinity.
+fn check_finite(file: &SafetensorsFile) -> Result<()> {
+    use crate::tensor::DType;
+    for (name, t) in &file.tensors {
+        if matches!(t.dtype, DType::F32 | DType::F16 | DType::BF16) {
+            let v = t.to_f32_vec()?;
+            if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+                return Err(Error::format(format!("{}: tensor '{name}' has {} at index {i}", file.name, v[i])));
+            }
+        }
+    }
+    Ok(())
 }

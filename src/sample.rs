@@ -156,6 +156,17 @@ impl Sampler {
         if logits.is_empty() {
             return Err(Error::invalid("logits are empty"));
         }
+        // NaN or +inf logits (a model with non-finite weights) are refused whatever the
+        // stages; -inf masks a token and is fine, unless every token is masked.
+        if let Some(i) = logits.iter().position(|l| l.is_nan() || *l == f32::INFINITY) {
+            return Err(Error::invalid(format!(
+                "logit {i} is {}: the logits are not finite (does the model have NaN/Inf weights?)",
+                logits[i]
+            )));
+        }
+        if logits.iter().all(|&l| l == f32::NEG_INFINITY) {
+            return Err(Error::invalid("every logit is -inf: no token can be sampled"));
+        }
         // The stages are borrowed while the generator and history change.
         let stages = std::mem::take(&mut self.stages);
         let r = self.run(&stages, logits);

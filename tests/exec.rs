@@ -156,7 +156,8 @@ fn failed_eval_marks_session_until_reset() {
 #[test]
 fn thread_count_is_validated_in_the_safe_api() {
     let p = fixture("golden/rwkv7/model.safetensors");
-    let e = Model::load(&p, &ModelParams { n_threads: 100_000, use_mmap: true }).expect_err("refused");
+    let e = Model::load(&p, &ModelParams { n_threads: 100_000, use_mmap: true, ..Default::default() })
+        .expect_err("refused");
     assert_eq!(e.status(), Status::SUTRA_ERR_INVALID_ARGUMENT);
     assert!(e.to_string().contains("n_threads = 100000"), "{e}");
     let qp = sutra::quant::QuantizeParams { n_threads: 100_000, ..Default::default() };

@@ -94,3 +94,80 @@ fn quantized_outputs_do_not_collide_and_are_reproducible() {
     assert!(std::fs::read(&copy).unwrap() == before);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The golden RWKV-7 checkpoint with one weight replaced by `bad` (and, with `dup`, the
+/// header listing a tensor twice), written by hand.
+fn poisoned(bad: f32, name: &str) -> std::path::PathBuf {
+    let src = sutra::format::SafetensorsFile::open(&common::fixture("golden/rwkv7/model.safetensors"), false).unwrap();
+    let tensors: Vec<sutra::format::safetensors::TensorBytes> = src
+        .tensors
+        .iter()
+        .map(|(n, t)| {
+            let mut v = t.to_f32_vec().unwrap();
+            if n == "blocks.1.att.key.weight" {
+                v[17] = bad;
+            }
+            (n.clone(), sutra::tensor::DType::F32, t.shape.clone(), bytemuck::cast_slice(&v).to_vec())
+        })
+        .collect();
+    let p = std::env::temp_dir().join(format!("sutra-hard-{}-{name}.safetensors", std::process::id()));
+    sutra::format::safetensors::write(&p, &tensors, None).unwrap();
+    p
+}
+
+/// NaN/Inf weights: `check_finite` refuses the file naming the tensor and index; without it,
+/// the logits are not finite and every sampler refuses them (greedy used to return token 0
+/// with SUTRA_OK, so generation emitted token 0 forever).
+#[test]
+fn non_finite_weights_are_caught() {
+    use sutra::{Model, ModelParams, Sampler, Session, Stage};
+    for (bad, name) in [(f32::NAN, "nan"), (f32::INFINITY, "inf")] {
+        let p = poisoned(bad, name);
+        let e = Model::load(&p, &ModelParams { check_finite: true, ..Default::default() }).expect_err("accepted");
+        assert_eq!(e.status(), Status::SUTRA_ERR_FORMAT);
+        assert!(e.to_string().contains("blocks.1.att.key.weight") && e.to_string().contains("index 17"), "{e}");
+        let m = common::load(&p, 1);
+        let mut logits = vec![0f32; m.info().n_vocab];
+        Session::new(&m).eval(&[1, 2, 3], Some(&mut logits)).unwrap();
+        assert!(logits.iter().any(|l| !l.is_finite()));
+        for stages in [vec![Stage::Greedy], vec![Stage::Temperature(0.0)], vec![Stage::TopK(5), Stage::Dist]] {
+            let mut s = Sampler::new(1);
+            for st in stages.clone() {
+                s.add(st).unwrap();
+            }
+            let e = s.sample(&logits).expect_err("sampled from non-finite logits");
+            assert_eq!(e.status(), Status::SUTRA_ERR_INVALID_ARGUMENT, "{stages:?}");
+            assert!(e.to_string().contains("not finite"), "{e}");
+        }
+        std::fs::remove_file(&p).ok();
+    }
+}
+
+/// A safetensors header naming a tensor twice (or a metadata key twice) is a format error;
+/// it used to keep the last entry silently.
+#[test]
+fn duplicate_header_keys_are_refused() {
+    let p = poisoned(0.5, "dup");
+    let bytes = std::fs::read(&p).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header = std::str::from_utf8(&bytes[8..8 + n]).unwrap().trim_end().to_string();
+    // Repeat the first tensor entry at the end of the object (same length budget via padding).
+    let first = header.find("\"blocks.").unwrap();
+    let end = header[first..].find('}').unwrap() + first + 1;
+    let entry = header[first..end].to_string();
+    for (what, new) in [
+        ("tensor", format!("{},{}}}", &header[..header.len() - 1], entry)),
+        ("metadata", header.replacen('{', "{\"__metadata__\":{\"a\":\"1\",\"a\":\"2\"},", 1)),
+    ] {
+        let mut out = (new.len() as u64).to_le_bytes().to_vec();
+        out.extend_from_slice(new.as_bytes());
+        out.extend_from_slice(&bytes[8 + n..]);
+        let e =
+            sutra::format::SafetensorsFile::parse(std::sync::Arc::new(sutra::tensor::Storage::from_bytes(&out)), what)
+                .err()
+                .expect("duplicate accepted");
+        assert_eq!(e.status(), Status::SUTRA_ERR_FORMAT, "{what}: {e}");
+        assert!(e.to_string().contains("appears twice"), "{what}: {e}");
+    }
+    std::fs::remove_file(&p).ok();
+}

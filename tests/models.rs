@@ -290,7 +290,7 @@ fn mamba2_groups_come_from_the_config() {
     synthesize_with(&spec, &MambaSizes { d_state: Some(8), n_groups: Some(2) }, &p).unwrap();
     let cfg = std::fs::read_to_string(dir.join("config.json")).unwrap();
     let bytes = std::fs::read(&p).unwrap();
-    let params = ModelParams { n_threads: 1, use_mmap: false };
+    let params = ModelParams { n_threads: 1, use_mmap: false, ..Default::default() };
     let with = Arc::new(Model::load_from_memory_with_config(&bytes, Some(&cfg), &params).unwrap());
     let without = Arc::new(Model::load_from_memory(&bytes, &params).unwrap());
     let from_file = load(&p, 1);

@@ -70,7 +70,8 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
 
 fn clone_model(m: &Model) -> Model {
     // Models are immutable; tests reload by path to get an owned handle.
-    Model::load(Path::new(&m.source_path()), &ModelParams { n_threads: 2, use_mmap: true }).unwrap()
+    Model::load(Path::new(&m.source_path()), &ModelParams { n_threads: 2, use_mmap: true, ..Default::default() })
+        .unwrap()
 }
 
 fn valid_tokens(n: usize) -> Vec<u32> {
@@ -86,7 +87,8 @@ fn valid_tokens(n: usize) -> Vec<u32> {
 /// within 1e-4 mean KL of f32, and AWQ beats RTN at every group size.
 #[test]
 fn q8_is_near_lossless_and_awq_beats_rtn() {
-    let base = Model::load(&shakespeare_f32(), &ModelParams { n_threads: 2, use_mmap: true }).unwrap();
+    let base =
+        Model::load(&shakespeare_f32(), &ModelParams { n_threads: 2, use_mmap: true, ..Default::default() }).unwrap();
     let toks = valid_tokens(2048);
     let q8 = Model::load(
         &quantize(&shakespeare_f32(), "q8.st", &params(QuantType::Q8, 64, Method::Rtn)),

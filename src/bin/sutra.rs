@@ -37,6 +37,7 @@ const USAGE: &str = "usage:
   sutra quantize IN OUT --type q8|q4 [--group 32|64|128] [--method rtn|awq] [--calib TEXT --calib-tokens N] [--tokenizer T] [--keep NAME,...]
   sutra lora merge MODEL ADAPTER[:SCALE]... --out FILE [--dtype f32|bf16]   (a quantized base is written dequantized)
 generate, chat, perplexity, bench and logits take --lora DIR[:SCALE] (repeatable): PEFT adapters applied at run time.
+Every command that loads MODEL takes --threads N, --no-mmap and --check-finite (scan the weights for NaN/Inf).
 A tokenizer.json or rwkv_vocab_v20230424.txt next to MODEL is used when --tokenizer is not given.";
 
 /// Parsed command line: positional arguments and `--flag [value]` options.
@@ -48,7 +49,7 @@ struct Args {
 }
 
 /// Options that take no value.
-const SWITCHES: &[&str] = &["prefill", "no-mmap", "special"];
+const SWITCHES: &[&str] = &["prefill", "no-mmap", "special", "check-finite"];
 
 impl Args {
     fn parse(raw: impl Iterator<Item = String>) -> Result<Args> {
@@ -140,7 +141,11 @@ fn session(args: &Args, m: &Arc<Model>) -> Result<Session> {
 }
 
 fn load(args: &Args) -> Result<Arc<Model>> {
-    let params = ModelParams { n_threads: args.num("threads", 0)?, use_mmap: !args.flag("no-mmap") };
+    let params = ModelParams {
+        n_threads: args.num("threads", 0)?,
+        use_mmap: !args.flag("no-mmap"),
+        check_finite: args.flag("check-finite"),
+    };
     Ok(Arc::new(Model::load(&args.model_path()?, &params)?))
 }
 
@@ -448,7 +453,7 @@ fn cmd_perplexity(args: &Args) -> Result<()> {
     let base = match args.get("kl-base") {
         Some(b) => Some(Arc::new(Model::load(
             Path::new(b),
-            &ModelParams { n_threads: args.num("threads", 0)?, use_mmap: true },
+            &ModelParams { n_threads: args.num("threads", 0)?, use_mmap: true, ..Default::default() },
         )?)),
         None => None,
     };

@@ -29,6 +29,9 @@ pub struct sutra_model_params {
     pub progress_callback: sutra_progress_callback,
     /// Passed to `progress_callback`.
     pub progress_user_data: *mut c_void,
+    /// Scan every weight for NaN/Inf at load (SUTRA_ERR_FORMAT naming the tensor); default
+    /// false (a full read of the file).
+    pub check_finite: bool,
 }
 
 /// Model family.
@@ -103,6 +106,7 @@ pub extern "C" fn sutra_model_default_params() -> sutra_model_params {
         use_mmap: true,
         progress_callback: None,
         progress_user_data: std::ptr::null_mut(),
+        check_finite: false,
     }
 }
 
@@ -118,7 +122,7 @@ fn params_of(p: *const sutra_model_params) -> Result<(ModelParams, impl FnMut(f3
         Some(cb) => unsafe { cb(f, ud) },
         None => true,
     };
-    Ok((ModelParams { n_threads, use_mmap: p.use_mmap }, progress))
+    Ok((ModelParams { n_threads, use_mmap: p.use_mmap, check_finite: p.check_finite }, progress))
 }
 
 /// Loads a checkpoint (safetensors; architecture detected from tensor names and shapes).

@@ -56,6 +56,7 @@ impl SafetensorsFile {
             .map_err(|_| fail("header is not UTF-8 (not a safetensors file)".into()))?;
         let json: serde_json::Value =
             serde_json::from_str(header.trim_end()).map_err(|e| fail(format!("header is not valid JSON: {e}")))?;
+        refuse_duplicate_keys(header.trim_end()).map_err(|e| fail(format!("header: {e}")))?;
         let obj = json.as_object().ok_or_else(|| fail("header is not a JSON object".into()))?;
         let data_start = 8 + n;
         let data_len = bytes.len() - data_start;
@@ -139,6 +140,42 @@ impl SafetensorsFile {
     pub fn get(&self, key: &str) -> Result<&Tensor> {
         self.tensors.get(key).ok_or_else(|| Error::format(format!("{}: missing tensor '{key}'", self.name)))
     }
+}
+
+/// Checks that no key appears twice in the header's top-level object or in its
+/// `__metadata__` (a JSON parser would silently keep the last one).
+fn refuse_duplicate_keys(header: &str) -> std::result::Result<(), String> {
+    use serde::de::{Deserializer, Error as _, IgnoredAny, MapAccess, Visitor};
+    struct Keys(bool);
+    impl<'de> Visitor<'de> for Keys {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> std::result::Result<(), A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            while let Some(k) = m.next_key::<String>()? {
+                if !seen.insert(k.clone()) {
+                    return Err(A::Error::custom(format!("key '{k}' appears twice")));
+                }
+                if self.0 && k == "__metadata__" {
+                    m.next_value_seed(Nested)?;
+                } else {
+                    m.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(())
+        }
+    }
+    struct Nested;
+    impl<'de> serde::de::DeserializeSeed<'de> for Nested {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
+            d.deserialize_map(Keys(false))
+        }
+    }
+    let mut d = serde_json::Deserializer::from_str(header);
+    d.deserialize_map(Keys(true)).map_err(|e| e.to_string())
 }
 
 /// One tensor to write: name, dtype, shape, raw little-endian bytes.

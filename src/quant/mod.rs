@@ -223,7 +223,7 @@ pub fn quantize_model(
         .build()
         .map_err(|e| Error::Internal(format!("thread pool: {e}")))?;
     // Loading checks that the file is a supported model before anything is written.
-    let model = Arc::new(Model::load(in_path, &ModelParams { n_threads, use_mmap: true })?);
+    let model = Arc::new(Model::load(in_path, &ModelParams { n_threads, use_mmap: true, ..Default::default() })?);
     let stats = match p.method {
         Method::Awq => {
             let mut st = calibrate(&model, in_path, p)?;

@@ -18,7 +18,10 @@ pub fn fixture(p: &str) -> PathBuf {
 
 /// Loads a model with `threads` workers.
 pub fn load(path: &Path, threads: usize) -> Arc<Model> {
-    Arc::new(Model::load(path, &ModelParams { n_threads: threads, use_mmap: true }).expect("load model"))
+    Arc::new(
+        Model::load(path, &ModelParams { n_threads: threads, use_mmap: true, ..Default::default() })
+            .expect("load model"),
+    )
 }
 
 /// Reference tokens and logits [T, V] from an expected.safetensors file.
