@@ -196,13 +196,15 @@ typedef struct sutra_model_info {
 } sutra_model_info;
 
 // Parameters of `sutra_quantize_model`. Start from `sutra_quantize_default_params()`.
+// The enum-valued fields are plain integers, so that any value a caller passes is defined:
+// an unknown one is SUTRA_ERR_INVALID_ARGUMENT naming it.
 typedef struct sutra_quantize_params {
-  // q8 or q4.
-  enum sutra_quant_type qtype;
+  // q8 or q4: a `sutra_quant_type` value.
+  int32_t qtype;
   // Weights per group: 32, 64 or 128.
   int32_t group_size;
-  // RTN or AWQ.
-  enum sutra_quant_method method;
+  // RTN or AWQ: a `sutra_quant_method` value.
+  int32_t method;
   // Calibration text (UTF-8 file), required for AWQ; may be NULL otherwise.
   const char *calib_path;
   // Tokens of calibration text to run (AWQ).
@@ -224,8 +226,9 @@ const char *sutra_version(void);
 // Valid until this thread's next `sutra_` call.
 const char *sutra_last_error(void);
 
-// A static, human-readable name of a status code ("SUTRA_ERR_FORMAT", ...).
-const char *sutra_status_name(enum sutra_status status);
+// A static, human-readable name of a status code ("SUTRA_ERR_FORMAT", ...); a value that is
+// no status gives "SUTRA_UNKNOWN_STATUS". Never NULL.
+const char *sutra_status_name(int32_t status);
 
 // Creates an empty sampler chain drawing with `seed` (same seed, same tokens). Without a
 // final `greedy` or `dist` stage the chain draws from the softmax of what is left.

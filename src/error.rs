@@ -33,6 +33,25 @@ pub enum Status {
     SUTRA_ERR_INTERNAL = 8,
 }
 
+impl TryFrom<i32> for Status {
+    type Error = Error;
+    /// The status with C value `v` (an integer from C is checked, never transmuted).
+    fn try_from(v: i32) -> Result<Status> {
+        const ALL: [Status; 9] = [
+            Status::SUTRA_OK,
+            Status::SUTRA_ERR_INVALID_ARGUMENT,
+            Status::SUTRA_ERR_IO,
+            Status::SUTRA_ERR_FORMAT,
+            Status::SUTRA_ERR_UNSUPPORTED,
+            Status::SUTRA_ERR_BUFFER_TOO_SMALL,
+            Status::SUTRA_ERR_OUT_OF_MEMORY,
+            Status::SUTRA_ERR_CANCELLED,
+            Status::SUTRA_ERR_INTERNAL,
+        ];
+        ALL.into_iter().find(|s| *s as i32 == v).ok_or_else(|| Error::invalid(format!("{v} is not a sutra_status")))
+    }
+}
+
 /// Everything that can go wrong in libsutra.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -171,3 +171,36 @@ fn duplicate_header_keys_are_refused() {
     }
     std::fs::remove_file(&p).ok();
 }
+
+/// Enum values from C are integers, checked: an out-of-range status has a name, and an
+/// unknown qtype or method is an invalid argument naming the value (they used to be read as
+/// Rust enums: undefined behaviour, mixing q8 and q4 code paths).
+#[test]
+fn c_enum_values_out_of_range_are_defined() {
+    use sutra::ffi::*;
+    // SAFETY: the returned pointers are static NUL-terminated strings.
+    unsafe {
+        let name = |v: i32| std::ffi::CStr::from_ptr(sutra_status_name(v)).to_str().unwrap().to_string();
+        assert_eq!(name(3), "SUTRA_ERR_FORMAT");
+        assert_eq!(name(42), "SUTRA_UNKNOWN_STATUS");
+        assert_eq!(name(-1), "SUTRA_UNKNOWN_STATUS");
+    }
+    let src = std::ffi::CString::new(common::fixture("golden/rwkv7/model.safetensors").to_str().unwrap()).unwrap();
+    let out_path = std::env::temp_dir().join(format!("sutra-hard-enum-{}.st", std::process::id()));
+    let out = std::ffi::CString::new(out_path.to_str().unwrap()).unwrap();
+    for (field, v) in [("qtype", 7), ("method", -3)] {
+        let mut p = sutra_quantize_default_params();
+        if field == "qtype" {
+            p.qtype = v;
+        } else {
+            p.method = v;
+        }
+        // SAFETY: valid paths and params.
+        let st = unsafe { sutra_quantize_model(src.as_ptr(), out.as_ptr(), &p, None, std::ptr::null_mut()) };
+        assert_eq!(st, Status::SUTRA_ERR_INVALID_ARGUMENT, "{field} {v}");
+        // SAFETY: static NUL-terminated message.
+        let msg = unsafe { std::ffi::CStr::from_ptr(sutra_last_error()) }.to_str().unwrap().to_string();
+        assert!(msg.contains(&format!("{field} {v}")), "{msg}");
+        assert!(!out_path.exists());
+    }
+}

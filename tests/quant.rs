@@ -270,7 +270,7 @@ fn c_api_quantizes_and_cancels() {
     }
     unsafe {
         let mut p = sutra_quantize_default_params();
-        p.qtype = sutra_quant_type::Q8;
+        p.qtype = sutra_quant_type::Q8 as i32;
         assert_eq!(
             sutra_quantize_model(src.as_ptr(), out.as_ptr(), &p, Some(stop), std::ptr::null_mut()),
             Status::SUTRA_ERR_CANCELLED

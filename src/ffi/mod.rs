@@ -182,9 +182,11 @@ pub extern "C" fn sutra_last_error() -> *const c_char {
     guard_value(c"".as_ptr(), || LAST_ERROR.with(|e| e.borrow().as_ptr()))
 }
 
-/// A static, human-readable name of a status code ("SUTRA_ERR_FORMAT", ...).
+/// A static, human-readable name of a status code ("SUTRA_ERR_FORMAT", ...); a value that is
+/// no status gives "SUTRA_UNKNOWN_STATUS". Never NULL.
 #[no_mangle]
-pub extern "C" fn sutra_status_name(status: Status) -> *const c_char {
+pub extern "C" fn sutra_status_name(status: i32) -> *const c_char {
+    let Ok(status) = Status::try_from(status) else { return c"SUTRA_UNKNOWN_STATUS".as_ptr() };
     let s: &'static CStr = match status {
         Status::SUTRA_OK => c"SUTRA_OK",
         Status::SUTRA_ERR_INVALID_ARGUMENT => c"SUTRA_ERR_INVALID_ARGUMENT",

@@ -30,15 +30,17 @@ pub enum sutra_quant_method {
 }
 
 /// Parameters of `sutra_quantize_model`. Start from `sutra_quantize_default_params()`.
+/// The enum-valued fields are plain integers, so that any value a caller passes is defined:
+/// an unknown one is SUTRA_ERR_INVALID_ARGUMENT naming it.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct sutra_quantize_params {
-    /// q8 or q4.
-    pub qtype: sutra_quant_type,
+    /// q8 or q4: a `sutra_quant_type` value.
+    pub qtype: i32,
     /// Weights per group: 32, 64 or 128.
     pub group_size: i32,
-    /// RTN or AWQ.
-    pub method: sutra_quant_method,
+    /// RTN or AWQ: a `sutra_quant_method` value.
+    pub method: i32,
     /// Calibration text (UTF-8 file), required for AWQ; may be NULL otherwise.
     pub calib_path: *const c_char,
     /// Tokens of calibration text to run (AWQ).
@@ -53,9 +55,9 @@ pub struct sutra_quantize_params {
 #[no_mangle]
 pub extern "C" fn sutra_quantize_default_params() -> sutra_quantize_params {
     sutra_quantize_params {
-        qtype: sutra_quant_type::Q4,
+        qtype: sutra_quant_type::Q4 as i32,
         group_size: 32,
-        method: sutra_quant_method::Rtn,
+        method: sutra_quant_method::Rtn as i32,
         calib_path: std::ptr::null(),
         calib_tokens: 8192,
         tokenizer_path: std::ptr::null(),
@@ -94,15 +96,9 @@ pub unsafe extern "C" fn sutra_quantize_model(
             }
         };
         let qp = QuantizeParams {
-            qtype: match p.qtype {
-                sutra_quant_type::Q8 => QuantType::Q8,
-                sutra_quant_type::Q4 => QuantType::Q4,
-            },
+            qtype: QuantType::try_from(p.qtype)?,
             group: p.group_size as usize,
-            method: match p.method {
-                sutra_quant_method::Rtn => Method::Rtn,
-                sutra_quant_method::Awq => Method::Awq,
-            },
+            method: Method::try_from(p.method)?,
             calib_file: opt_path(p.calib_path, "calib_path")?,
             calib_tokens: p.calib_tokens as usize,
             tokenizer: opt_path(p.tokenizer_path, "tokenizer_path")?,

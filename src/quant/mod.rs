@@ -189,6 +189,32 @@ fn calibrate(model: &Arc<Model>, in_path: &Path, p: &QuantizeParams) -> Result<H
     Ok(stats)
 }
 
+impl TryFrom<i32> for QuantType {
+    type Error = Error;
+    /// The C value of a `sutra_quant_type`: 0 = q8, 1 = q4.
+    fn try_from(v: i32) -> Result<QuantType> {
+        match v {
+            0 => Ok(QuantType::Q8),
+            1 => Ok(QuantType::Q4),
+            v => Err(Error::invalid(format!("qtype {v}: SUTRA_QUANT_TYPE_Q8 (0) or SUTRA_QUANT_TYPE_Q4 (1) expected"))),
+        }
+    }
+}
+
+impl TryFrom<i32> for Method {
+    type Error = Error;
+    /// The C value of a `sutra_quant_method`: 0 = RTN, 1 = AWQ.
+    fn try_from(v: i32) -> Result<Method> {
+        match v {
+            0 => Ok(Method::Rtn),
+            1 => Ok(Method::Awq),
+            v => Err(Error::invalid(format!(
+                "method {v}: SUTRA_QUANT_METHOD_RTN (0) or SUTRA_QUANT_METHOD_AWQ (1) expected"
+            ))),
+        }
+    }
+}
+
 /// Quantizes the checkpoint at `in_path` into a libsutra quantized file at `out_path`.
 /// `progress(fraction)` returning false cancels: the call returns [`Error::Cancelled`] and no
 /// file is left behind. The output is written to a temporary name and renamed at the end.
