@@ -41,6 +41,8 @@ impl Default for ModelParams {
 /// A loaded model: immutable, shareable by any number of threads and sessions.
 pub struct Model {
     arch: Box<dyn Architecture>,
+    /// The file's bytes (checked before each evaluation when mapped).
+    storage: Option<Arc<tensor::Storage>>,
     pool: rayon::ThreadPool,
     fingerprint: u64,
     storage_id: usize,
@@ -127,6 +129,7 @@ impl Model {
     pub fn from_file(file: SafetensorsFile, config: Option<&format::HfConfig>, params: &ModelParams) -> Result<Model> {
         let source = file.name.clone();
         let storage_id = file.tensors.values().next().map_or(0, |t| t.storage_id());
+        let storage = file.tensors.values().next().map(|t| t.storage().clone());
         // A quantized file carries its source's config.json in its metadata.
         let embedded = match (config, file.metadata.get("sutra.hf_config")) {
             (None, Some(text)) => Some(format::HfConfig::parse(text, &format!("{source} (sutra.hf_config)"))?),
@@ -147,7 +150,7 @@ impl Model {
         for v in [i.version as usize, i.n_layer, i.n_embd, i.n_vocab, i.n_head, i.head_size, arch.state_len()] {
             fp = session::fnv1a(&(v as u64).to_le_bytes(), fp);
         }
-        Ok(Model { arch, pool, fingerprint: fp, storage_id, source })
+        Ok(Model { arch, storage, pool, fingerprint: fp, storage_id, source })
     }
 
     /// Architecture and sizes.
@@ -178,6 +181,12 @@ impl Model {
     /// Identifies the mapped (or owned) file the weights live in.
     pub fn storage_id(&self) -> usize {
         self.storage_id
+    }
+
+    /// An I/O error if the mapped file was truncated since the load (see
+    /// `tensor::Storage::check_intact`); evaluations call this first.
+    pub fn check_intact(&self) -> Result<()> {
+        self.storage.as_ref().map_or(Ok(()), |s| s.check_intact())
     }
 
     /// Runs `f` on this model's thread pool.

@@ -133,6 +133,7 @@ impl Session {
         if tokens.is_empty() {
             return Err(Error::invalid("n_tokens is 0: at least one token is needed"));
         }
+        self.model.check_intact()?;
         let v = self.model.info().n_vocab;
         if let Some((pos, tok)) = tokens.iter().enumerate().find(|(_, &t)| t as usize >= v) {
             return Err(Error::invalid(format!(

@@ -204,3 +204,32 @@ fn c_enum_values_out_of_range_are_defined() {
         assert!(!out_path.exists());
     }
 }
+
+/// A mapped model file truncated by another process: the next evaluation is an I/O error
+/// naming the file (it used to raise SIGBUS and kill the host).
+#[test]
+fn truncated_mapped_file_is_an_error_not_a_crash() {
+    let p = std::env::temp_dir().join(format!("sutra-hard-trunc-{}.safetensors", std::process::id()));
+    std::fs::copy(common::fixture("golden/rwkv7/model.safetensors"), &p).unwrap();
+    let m = common::load(&p, 1);
+    let mut s = sutra::Session::new(&m);
+    let mut logits = vec![0f32; m.info().n_vocab];
+    s.eval(&[1, 2], Some(&mut logits)).unwrap();
+    std::fs::OpenOptions::new().write(true).open(&p).unwrap().set_len(1000).unwrap();
+    let e = s.eval(&[3], Some(&mut logits)).expect_err("evaluated over a truncated map");
+    assert_eq!(e.status(), Status::SUTRA_ERR_IO);
+    assert!(e.to_string().contains("truncated"), "{e}");
+    std::fs::remove_file(&p).ok();
+}
+
+/// A WordPiece tokenizer whose unk_token is not in its vocabulary is refused at load (it used
+/// to load and then fail every encode of an unknown word).
+#[test]
+fn wordpiece_without_its_unk_token_is_refused() {
+    let text = r#"{"model":{"type":"WordPiece","unk_token":"[UNK]","vocab":{"a":0,"b":1}}}"#;
+    let p = write_tmp("wp.json", text.as_bytes());
+    let e = Tokenizer::from_file(&p).expect_err("accepted");
+    assert_eq!(e.status(), Status::SUTRA_ERR_FORMAT);
+    assert!(e.to_string().contains("[UNK]"), "{e}");
+    std::fs::remove_file(&p).ok();
+}

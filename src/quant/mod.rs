@@ -149,8 +149,10 @@ fn quantize_matrix(
 /// Runs the model on `calib_tokens` tokens of the calibration text and returns the input
 /// statistics of every product.
 fn calibrate(model: &Arc<Model>, in_path: &Path, p: &QuantizeParams) -> Result<HashMap<String, awq::InputStats>> {
-    let calib =
-        p.calib_file.as_ref().ok_or_else(|| Error::invalid("--method awq needs a calibration text (--calib FILE)"))?;
+    let calib = p
+        .calib_file
+        .as_ref()
+        .ok_or_else(|| Error::invalid("AWQ needs a calibration text (calib_file; `sutra quantize --calib FILE`)"))?;
     let text = std::fs::read_to_string(calib).map_err(|e| Error::io(calib, e))?;
     let tok = match &p.tokenizer {
         Some(t) => Tokenizer::from_file(t)?,
@@ -229,7 +231,7 @@ pub fn quantize_model(
         return Err(Error::invalid(format!("group size {}: must be 32, 64 or 128", p.group)));
     }
     if p.method == Method::Awq && p.calib_file.is_none() {
-        return Err(Error::invalid("--method awq needs a calibration text (--calib FILE)"));
+        return Err(Error::invalid("AWQ needs a calibration text (calib_file; `sutra quantize --calib FILE`)"));
     }
     if let Some(c) = &p.calib_file {
         if !c.exists() {

@@ -73,6 +73,11 @@ impl Tensor {
         Tensor { name: self.name.clone(), dtype: self.dtype, shape: self.shape.clone(), storage, range: 0..len }
     }
 
+    /// The storage this tensor views (shared by all tensors of one file).
+    pub fn storage(&self) -> &Arc<Storage> {
+        &self.storage
+    }
+
     /// An identifier of the storage this tensor views (the same for all tensors of one file).
     pub fn storage_id(&self) -> usize {
         Arc::as_ptr(&self.storage) as *const u8 as usize

@@ -5,8 +5,15 @@ use std::path::Path;
 
 /// Bytes that tensors point into. Immutable once created; shared through `Arc`.
 pub enum Storage {
-    /// A read-only map of a file.
-    Mapped(memmap2::Mmap),
+    /// A read-only map of a file, with the file kept open to check that it is still whole.
+    Mapped {
+        /// The map.
+        map: memmap2::Mmap,
+        /// The mapped file.
+        file: std::fs::File,
+        /// Its path, for messages.
+        path: String,
+    },
     /// Owned bytes, kept in `u64` words so that every f32/u16 view is aligned.
     Owned {
         /// Backing words.
@@ -27,9 +34,27 @@ impl Storage {
         // SAFETY: the map is read-only and private to this process. libsutra never writes
         // through it; the documented contract (sutra_model_load) is that the caller must not
         // truncate or rewrite a model file while a model loaded from it is alive, exactly as
-        // with llama.cpp's and rwkv.cpp's mmap loading.
+        // with llama.cpp's and rwkv.cpp's mmap loading. Every evaluation checks the file's
+        // size first (`check_intact`), so a file truncated between two calls is an error, not
+        // a SIGBUS; only a truncation during a call remains the caller's to avoid.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-        Ok(Storage::Mapped(map))
+        Ok(Storage::Mapped { map, file, path: path.display().to_string() })
+    }
+
+    /// For a mapped file: an I/O error if the file is now shorter than its map (truncated by
+    /// another process: reading the lost pages would raise SIGBUS). Owned bytes are always
+    /// intact. One `fstat` per call, no allocation unless it fails.
+    pub fn check_intact(&self) -> Result<()> {
+        if let Storage::Mapped { map, file, path } = self {
+            let now = file.metadata().map(|m| m.len()).unwrap_or(0);
+            if now < map.len() as u64 {
+                return Err(Error::io_msg(
+                    Path::new(path),
+                    &format!("was truncated to {now} bytes while mapped ({} needed): reload the model", map.len()),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Reads `path` fully into owned memory.
@@ -63,7 +88,7 @@ impl Storage {
     /// The bytes.
     pub fn bytes(&self) -> &[u8] {
         match self {
-            Storage::Mapped(m) => m,
+            Storage::Mapped { map, .. } => map,
             Storage::Owned { words, len } => &bytemuck::cast_slice::<u64, u8>(words)[..*len],
         }
     }

@@ -27,12 +27,15 @@ impl WordPiece {
                 x.as_u64().ok_or_else(|| Error::format("model.max_input_chars_per_word is not an integer"))? as usize
             }
         };
-        Ok(WordPiece {
+        let wp = WordPiece {
             vocab: vocab_map(field(v, "vocab", ctx)?, "model.vocab")?,
             unk: str_field(v, "unk_token", ctx)?.to_string(),
             prefix: opt_str(v, "continuing_subword_prefix", ctx)?.unwrap_or("##").to_string(),
             max_chars,
-        })
+        };
+        // Refused at load: otherwise every encode of an unknown word would fail later.
+        wp.unk_id()?;
+        Ok(wp)
     }
 
     fn unk_id(&self) -> Result<u32> {
