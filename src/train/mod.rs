@@ -35,6 +35,8 @@
 
 pub mod act;
 pub mod linear;
+pub mod loss;
+pub mod norm;
 pub mod real;
 // SSM_PLACEHOLDER
 
