@@ -39,6 +39,7 @@ pub mod loss;
 pub mod norm;
 pub mod real;
 // SSM_PLACEHOLDER
+pub mod wkv;
 
 pub use real::Real;
 
