@@ -38,7 +38,7 @@ pub mod linear;
 pub mod loss;
 pub mod norm;
 pub mod real;
-// SSM_PLACEHOLDER
+pub mod ssm;
 pub mod wkv;
 
 pub use real::Real;
