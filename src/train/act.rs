@@ -289,8 +289,9 @@ mod tests {
                 bias_act_fwd(f, x, b, &mut o);
                 lin_loss(&cc, &o)
             };
-            let (mut dx, mut db) = (vec![0.0; t * c], vec![0.0; c]);
+            let (mut dx, mut db) = (off(t * c), off(c));
             bias_act_bwd(f, &x, &bias, &cc, &mut dx, Some(&mut db));
+            let (dx, db) = (unoff(&dx), unoff(&db));
             check_grad(&format!("bias_act {f:?} dx"), &x, &dx, 1000, |x| l(x, &bias));
             check_grad(&format!("bias_act {f:?} db"), &bias, &db, 1000, |b| l(&x, b));
             let l = |x: &[f64], z: &[f64]| {
@@ -298,8 +299,9 @@ mod tests {
                 gate_fwd(f, x, z, &mut o);
                 lin_loss(&cc, &o)
             };
-            let (mut dx, mut dz) = (vec![0.0; t * c], vec![0.0; t * c]);
+            let (mut dx, mut dz) = (off(t * c), off(t * c));
             gate_bwd(f, &x, &z, &cc, &mut dx, &mut dz);
+            let (dx, dz) = (unoff(&dx), unoff(&dz));
             check_grad(&format!("gate {f:?} dx"), &x, &dx, 1000, |x| l(x, &z));
             check_grad(&format!("gate {f:?} dz"), &z, &dz, 1000, |z| l(&x, z));
         }
@@ -309,8 +311,9 @@ mod tests {
             lerp_fwd(a, b, m, &mut o);
             lin_loss(&cc, &o)
         };
-        let (mut da, mut db, mut dm) = (vec![0.0; t * c], vec![0.0; t * c], vec![0.0; t * c]);
+        let (mut da, mut db, mut dm) = (off(t * c), off(t * c), off(t * c));
         lerp_bwd(&x, &z, &m, &cc, &mut da, &mut db, &mut dm);
+        let (da, db, dm) = (unoff(&da), unoff(&db), unoff(&dm));
         check_grad("lerp da", &x, &da, 1000, |a| l(a, &z, &m));
         check_grad("lerp db", &z, &db, 1000, |b| l(&x, b, &m));
         check_grad("lerp dm", &m, &dm, 1000, |m| l(&x, &z, m));
@@ -322,8 +325,9 @@ mod tests {
             token_shift_fwd(x, p, m, &mut o);
             lin_loss(&cc, &o)
         };
-        let (mut dx, mut dp, mut dm) = (vec![0.0; t * c], vec![0.0; c], vec![0.0; c]);
+        let (mut dx, mut dp, mut dm) = (off(t * c), off(c), off(c));
         token_shift_bwd(&x, &prev0, &mix, &cc, &mut dx, Some(&mut dp), Some(&mut dm));
+        let (dx, dp, dm) = (unoff(&dx), unoff(&dp), unoff(&dm));
         check_grad("shift dx", &x, &dx, 1000, |x| l(x, &prev0, &mix));
         check_grad("shift dprev0", &prev0, &dp, 1000, |p| l(&x, p, &mix));
         check_grad("shift dmix", &mix, &dm, 1000, |m| l(&x, &prev0, m));

@@ -67,6 +67,21 @@ pub fn matrix_bwd_input<R: Real>(m: &Matrix, dy: &[R], dx: &mut [R], rows_buf: &
     }
 }
 
+/// [`matrix_bwd_input`] on the current rayon pool: the T tokens are split into one
+/// contiguous range per thread (at least 4 tokens each), each range converting the matrix
+/// rows for itself into a buffer of 16 rows that this call allocates per task. The result
+/// is identical to the serial call with a 16-row buffer (**accumulates**).
+pub fn matrix_bwd_input_par<R: Real>(m: &Matrix, dy: &[R], dx: &mut [R]) {
+    use rayon::prelude::*;
+    let (rows, cols) = (m.rows, m.cols);
+    assert!(dy.len().is_multiple_of(rows) && dx.len() == dy.len() / rows * cols, "matrix_bwd_input_par: shapes");
+    let t = dy.len() / rows;
+    let per = t.div_ceil(rayon::current_num_threads().max(1)).max(4);
+    dx.par_chunks_mut(per * cols)
+        .zip(dy.par_chunks(per * rows))
+        .for_each_init(|| vec![0f32; 16 * cols], |buf, (dxc, dyc)| matrix_bwd_input(m, dyc, dxc, buf));
+}
+
 /// `y = W x` for a dense `w` `[rows, cols]` (overwrites `y`): `x` `[T, cols]`, `y` `[T, rows]`.
 pub fn dense_fwd<R: Real>(w: &[R], rows: usize, cols: usize, x: &[R], y: &mut [R]) {
     assert!(w.len() == rows * cols && x.len().is_multiple_of(cols), "dense_fwd: shapes");
@@ -111,9 +126,9 @@ pub fn dense_bwd<R: Real>(
 /// `lora_A.weight`, `lora_B.weight`), and `scale` = multiplier·(lora_alpha / r).
 #[derive(Debug, Clone, Copy)]
 pub struct LoraRef<'a, R> {
-    /// lora_A: [rank, in].
+    /// lora_A: `[rank, in]`.
     pub a: &'a [R],
-    /// lora_B: [out, rank].
+    /// lora_B: `[out, rank]`.
     pub b: &'a [R],
     /// r.
     pub rank: usize,
@@ -178,13 +193,25 @@ mod tests {
     use super::*;
     use crate::rng::Rng;
     use crate::tensor::block::{n_groups, pack_q4, quantize_q4_row, quantize_q8_row};
-    use crate::tensor::{DType, QuantParts, Storage, Tensor};
+    use crate::tensor::{f32_to_bf16, f32_to_f16, DType, QuantParts, Storage, Tensor};
     use crate::train::testutil::*;
     use std::sync::Arc;
 
     fn f32_matrix(rows: usize, cols: usize, rng: &mut Rng) -> Matrix {
         let w: Vec<f32> = rand_vec(rng, rows * cols, -1.0, 1.0).iter().map(|&v| v as f32).collect();
         Matrix::new(Tensor::from_f32("w", vec![rows, cols], &w), rows, cols)
+    }
+
+    /// A bf16 or f16 matrix of random weights.
+    fn half_matrix(dtype: DType, rows: usize, cols: usize, rng: &mut Rng) -> Matrix {
+        let w = rand_vec(rng, rows * cols, -1.0, 1.0);
+        let h: Vec<u16> = w
+            .iter()
+            .map(|&v| if dtype == DType::BF16 { f32_to_bf16(v as f32) } else { f32_to_f16(v as f32) })
+            .collect();
+        let st = Arc::new(Storage::from_bytes(bytemuck::cast_slice(&h)));
+        let n = st.len();
+        Matrix::new(Tensor::new("wh", dtype, vec![rows, cols], st, 0..n).unwrap(), rows, cols)
     }
 
     /// A group-quantized matrix (q8 or q4, group 32) of random weights.
@@ -223,7 +250,7 @@ mod tests {
         Matrix { tensor, rows, cols, quant: Some(QuantParts { kind, group, scales }), input_scale: None }
     }
 
-    /// For each base type: the reference forward equals the engine's `kernels::matmul` (f32
+    /// For each base type (f32, q8, q4, bf16, f16, AWQ-scaled q8): the reference forward equals the engine's `kernels::matmul` (f32
     /// rounding, ≤ 1e-5 per unit of magnitude for ≤ 64-term dots); the input gradient
     /// matches central differences of the f64 forward on every coordinate (the product is
     /// linear in x, so the differences are exact up to rounding); and the transposition
@@ -231,10 +258,17 @@ mod tests {
     #[test]
     fn matrix_input_gradient_all_base_types() {
         let mut rng = Rng::new(1);
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+        // An AWQ matrix: stored W·diag(s), products scale the input by 1/s first.
+        let mut awq = quant_matrix(DType::Q8, 4, 64, &mut rng);
+        awq.input_scale = Some(rand_vec(&mut rng, 64, 0.5, 2.0).iter().map(|&v| v as f32).collect::<Vec<f32>>().into());
         let cases = [
             (f32_matrix(7, 5, &mut rng), 3usize),
             (quant_matrix(DType::Q8, 5, 64, &mut rng), 4),
             (quant_matrix(DType::Q4, 6, 64, &mut rng), 3),
+            (half_matrix(DType::BF16, 6, 9, &mut rng), 3),
+            (half_matrix(DType::F16, 5, 11, &mut rng), 2),
+            (awq, 3),
         ];
         for (m, t) in &cases {
             let (rows, cols, t) = (m.rows, m.cols, *t);
@@ -248,8 +282,9 @@ mod tests {
             // Gradient vs finite differences in f64.
             let x = rand_vec(&mut rng, t * cols, -1.0, 1.0);
             let c = rand_vec(&mut rng, t * rows, -1.0, 1.0);
-            let mut dx = vec![0f64; t * cols];
+            let mut dx = off(t * cols);
             matrix_bwd_input(m, &c, &mut dx, &mut rowb);
+            let dx = unoff(&dx);
             check_grad(&format!("{:?} dx", m.dtype()), &x, &dx, 400, |x| {
                 let mut y = vec![0f64; t * rows];
                 matrix_fwd(m, x, &mut y, &mut vec![0f32; cols]);
@@ -259,6 +294,13 @@ mod tests {
             let mut dx2 = dx.clone();
             matrix_bwd_input(m, &c, &mut dx2, &mut rowb[..cols]);
             assert!(dx2.iter().zip(&dx).all(|(a, b)| (a - 2.0 * b).abs() < 1e-12), "accumulates");
+            // The parallel form on a pool of 3 (T = 13: chunks of 5, 5, 3) equals the serial
+            // one with 16-row blocks.
+            let c13 = rand_vec(&mut rng, 13 * rows, -1.0, 1.0);
+            let (mut dser, mut dpar) = (vec![0.5f64; 13 * cols], vec![0.5f64; 13 * cols]);
+            matrix_bwd_input(m, &c13, &mut dser, &mut vec![0f32; 16 * cols]);
+            pool.install(|| matrix_bwd_input_par(m, &c13, &mut dpar));
+            assert_eq!(dser, dpar, "{:?} parallel", m.dtype());
             // Transposition identity through the engine's f32 product.
             let c32: Vec<f32> = c.iter().map(|&v| v as f32).collect();
             let mut dx32 = vec![0f32; t * cols];
@@ -279,8 +321,9 @@ mod tests {
         let w = rand_vec(&mut rng, n_out * n_in, -1.0, 1.0);
         let x = rand_vec(&mut rng, t * n_in, -1.0, 1.0);
         let c = rand_vec(&mut rng, t * n_out, -1.0, 1.0);
-        let (mut dx, mut dw) = (vec![0f64; t * n_in], vec![0f64; n_out * n_in]);
+        let (mut dx, mut dw) = (off(t * n_in), off(n_out * n_in));
         dense_bwd(&w, n_out, n_in, &x, &c, Some(&mut dx), Some(&mut dw));
+        let (dx, dw) = (unoff(&dx), unoff(&dw));
         let fwd = |w: &[f64], x: &[f64]| {
             let mut y = vec![0f64; t * n_out];
             dense_fwd(w, n_out, n_in, x, &mut y);
@@ -314,8 +357,9 @@ mod tests {
         dense_fwd(&merged, n_out, n_in, &x, &mut ym);
         assert!(y.iter().zip(&ym).all(|(p, q)| (p - q).abs() < 1e-12), "LoRA vs merged");
         let (mut dx, mut da, mut db, mut dax) =
-            (vec![0f64; t * n_in], vec![0f64; rank * n_in], vec![0f64; n_out * rank], vec![0f64; t * rank]);
+            (off(t * n_in), off(rank * n_in), off(n_out * rank), vec![0f64; t * rank]);
         lora_bwd(&l, &x, &ax, &c, &mut dax, Some(&mut dx), Some(&mut da), Some(&mut db));
+        let (dx, da, db) = (unoff(&dx), unoff(&da), unoff(&db));
         check_grad("lora dx", &x, &dx, 1000, |x| lora_loss(&a, &b, x));
         check_grad("lora dA", &a, &da, 1000, |a| lora_loss(a, &b, &x));
         check_grad("lora dB", &b, &db, 1000, |b| lora_loss(&a, b, &x));

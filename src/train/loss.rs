@@ -82,6 +82,15 @@ mod tests {
         }
         assert!((loss - want / 4.0).abs() < 1e-12, "{loss} vs {}", want / 4.0);
         assert!(d[v..2 * v].iter().all(|&g| g == 0.0), "ignored row has no gradient");
+        // The sum form accumulates scale·d(sum): from buffers at OFF, scale 1/4 gives d + OFF.
+        let mut ds = off(t * v);
+        let (sum, _) = cross_entropy_sum(&logits, v, &targets, 0.25, &mut ds);
+        assert!((sum / 4.0 - loss).abs() < 1e-12);
+        assert!(ds.iter().zip(&d).all(|(a, b)| (a - OFF - b).abs() < 1e-15), "cross_entropy_sum accumulates");
+        // The mean form overwrites.
+        let mut d2 = off(t * v);
+        cross_entropy(&logits, v, &targets, &mut d2);
+        assert_eq!(d2, d, "cross_entropy overwrites");
         check_grad("ce dlogits", &logits, &d, 1000, |l| cross_entropy(l, v, &targets, &mut vec![0.0; t * v]).0);
         let big: Vec<f32> = (0..v).map(|i| if i == 2 { 300.0 } else { -300.0 }).collect();
         let mut d32 = vec![0f32; v];

@@ -279,8 +279,9 @@ mod tests {
             layer_norm_fwd(x, w, b, eps, &mut o);
             lin_loss(&c, &o)
         };
-        let (mut dx, mut dw, mut db) = (vec![0.0; t * n], vec![0.0; n], vec![0.0; n]);
+        let (mut dx, mut dw, mut db) = (off(t * n), off(n), off(n));
         layer_norm_bwd(&x, &w, eps, &c, &mut dx, Some(&mut dw), Some(&mut db));
+        let (dx, dw, db) = (unoff(&dx), unoff(&dw), unoff(&db));
         check_grad("ln dx", &x, &dx, 1000, |x| ln(x, &w, &b));
         check_grad("ln dw", &w, &dw, 1000, |w| ln(&x, w, &b));
         check_grad("ln db", &b, &db, 1000, |b| ln(&x, &w, b));
@@ -298,8 +299,9 @@ mod tests {
             rms_norm_fwd(x, w, eps, &mut o);
             lin_loss(&c, &o)
         };
-        let (mut dx, mut dw) = (vec![0.0; t * n], vec![0.0; n]);
+        let (mut dx, mut dw) = (off(t * n), off(n));
         rms_norm_bwd(&x, &w, eps, &c, &mut dx, Some(&mut dw));
+        let (dx, dw) = (unoff(&dx), unoff(&dw));
         check_grad("rms dx", &x, &dx, 1000, |x| rms(x, &w));
         check_grad("rms dw", &w, &dw, 1000, |w| rms(&x, w));
         rms_norm_fwd(&x32, &w32, eps as f32, &mut got);
@@ -319,8 +321,9 @@ mod tests {
             group_norm_fwd(x, groups, w, b, geps, &mut o);
             lin_loss(&c, &o)
         };
-        let (mut dx, mut dw, mut db) = (vec![0.0; t * cc], vec![0.0; cc], vec![0.0; cc]);
+        let (mut dx, mut dw, mut db) = (off(t * cc), off(cc), off(cc));
         group_norm_bwd(&x, groups, &w, geps, &c, &mut dx, Some(&mut dw), Some(&mut db));
+        let (dx, dw, db) = (unoff(&dx), unoff(&dw), unoff(&db));
         check_grad("gn dx", &x, &dx, 1000, |x| gn(x, &w, &b));
         check_grad("gn dw", &w, &dw, 1000, |w| gn(&x, w, &b));
         check_grad("gn db", &b, &db, 1000, |b| gn(&x, &w, b));
@@ -351,8 +354,9 @@ mod tests {
                 l2_normalize_fwd(x, g, eps, &mut o);
                 lin_loss(&c, &o)
             };
-            let mut dx = vec![0.0; 4 * g];
+            let mut dx = off(4 * g);
             l2_normalize_bwd(&x, g, eps, &c, &mut dx);
+            let dx = unoff(&dx);
             check_grad(&format!("l2 dx eps={eps}"), &x, &dx, 1000, f);
         }
         let x32 = to32(&x);
@@ -379,9 +383,9 @@ mod tests {
             gated_rms_norm_fwd(y, z, groups, w, eps, &mut o);
             lin_loss(&c, &o)
         };
-        let (mut dy, mut dz, mut dw, mut scratch) =
-            (vec![0.0; t * di], vec![0.0; t * di], vec![0.0; di], vec![0.0; 2 * di]);
+        let (mut dy, mut dz, mut dw, mut scratch) = (off(t * di), off(t * di), off(di), vec![0.0; 2 * di]);
         gated_rms_norm_bwd(&y, &z, groups, &w, eps, &c, &mut dy, &mut dz, Some(&mut dw), &mut scratch);
+        let (dy, dz, dw) = (unoff(&dy), unoff(&dz), unoff(&dw));
         check_grad("grms dy", &y, &dy, 1000, |y| f(y, &z, &w));
         check_grad("grms dz", &z, &dz, 1000, |z| f(&y, z, &w));
         check_grad("grms dw", &w, &dw, 1000, |w| f(&y, &z, w));

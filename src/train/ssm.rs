@@ -98,17 +98,17 @@ pub fn conv1d_causal_bwd<R: Real>(
 /// Mamba-1 selective-scan inputs over T steps, all channels (Di) of one layer.
 #[derive(Debug, Clone, Copy)]
 pub struct ScanInputs<'a, R> {
-    /// Time step dt (after softplus): [T, Di].
+    /// Time step dt (after softplus): `[T, Di]`.
     pub dt: &'a [R],
-    /// Input u (after conv + SiLU): [T, Di].
+    /// Input u (after conv + SiLU): `[T, Di]`.
     pub u: &'a [R],
-    /// B: [T, S] (shared by all channels).
+    /// B: `[T, S]` (shared by all channels).
     pub b: &'a [R],
-    /// C: [T, S].
+    /// C: `[T, S]`.
     pub c: &'a [R],
-    /// A = −exp(A_log): [Di, S].
+    /// A = −exp(A_log): `[Di, S]`.
     pub a: &'a [R],
-    /// D (skip): [Di].
+    /// D (skip): `[Di]`.
     pub d: &'a [R],
 }
 
@@ -127,17 +127,17 @@ impl<R> ScanInputs<'_, R> {
 /// Gradients of [`ScanInputs`], **accumulated** by [`selective_scan_bwd`].
 #[derive(Debug)]
 pub struct ScanGrads<'a, R> {
-    /// [T, Di].
+    /// `[T, Di]`.
     pub ddt: &'a mut [R],
-    /// [T, Di].
+    /// `[T, Di]`.
     pub du: &'a mut [R],
-    /// [T, S].
+    /// `[T, S]`.
     pub db: &'a mut [R],
-    /// [T, S].
+    /// `[T, S]`.
     pub dc: &'a mut [R],
-    /// [Di, S], when wanted (A is frozen in LoRA training).
+    /// `[Di, S]`, when wanted (A is frozen in LoRA training).
     pub da: Option<&'a mut [R]>,
-    /// [Di], when wanted.
+    /// `[Di]`, when wanted.
     pub dd: Option<&'a mut [R]>,
 }
 
@@ -234,15 +234,15 @@ pub fn selective_scan_bwd<R: Real>(
 /// Mamba-2 SSD inputs of one head h over T steps (gather the head's columns first).
 #[derive(Debug, Clone, Copy)]
 pub struct SsdInputs<'a, R> {
-    /// Time step dt_h (after softplus): [T].
+    /// Time step dt_h (after softplus): `[T]`.
     pub dt: &'a [R],
-    /// The head's slice of x: [T, P].
+    /// The head's slice of x: `[T, P]`.
     pub x: &'a [R],
-    /// B of the head's group: [T, S].
+    /// B of the head's group: `[T, S]`.
     pub b: &'a [R],
-    /// C of the head's group: [T, S].
+    /// C of the head's group: `[T, S]`.
     pub c: &'a [R],
-    /// A_h = −exp(A_log[h]).
+    /// `A_h = −exp(A_log[h])`.
     pub a: R,
     /// D_h (skip).
     pub d: R,
@@ -260,13 +260,13 @@ impl<R> SsdInputs<'_, R> {
 /// Gradients of [`SsdInputs`], **accumulated** by [`ssd_bwd`].
 #[derive(Debug)]
 pub struct SsdGrads<'a, R> {
-    /// [T].
+    /// `[T]`.
     pub ddt: &'a mut [R],
-    /// [T, P].
+    /// `[T, P]`.
     pub dx: &'a mut [R],
-    /// [T, S] (add the heads of one group together: they share B).
+    /// `[T, S]` (add the heads of one group together: they share B).
     pub db: &'a mut [R],
-    /// [T, S].
+    /// `[T, S]`.
     pub dc: &'a mut [R],
     /// dL/dA_h.
     pub da: &'a mut R,
@@ -394,8 +394,9 @@ mod tests {
                 lin_loss(&c, &out) + lin_loss(&cw, &win)
             };
             let mut dwin = cw.clone();
-            let (mut dx, mut dw, mut db) = (vec![0.0; t * ch], vec![0.0; ch * k], vec![0.0; ch]);
+            let (mut dx, mut dw, mut db) = (off(t * ch), off(ch * k), off(ch));
             conv1d_causal_bwd(ch, &win0, &x, &w, &c, &mut dwin, &mut dx, Some(&mut dw), Some(&mut db));
+            let (dx, dw, db) = (unoff(&dx), unoff(&dw), unoff(&db));
             check_grad(&format!("conv dx T={t}"), &x, &dx, 1000, |v| f(v, &win0, &w, &b));
             check_grad(&format!("conv dwindow0 T={t}"), &win0, &dwin, 1000, |v| f(&x, v, &w, &b));
             check_grad(&format!("conv dw T={t}"), &w, &dw, 1000, |v| f(&x, &win0, v, &b));
@@ -486,8 +487,7 @@ mod tests {
             for (ci, &bd) in bounds.iter().enumerate().rev() {
                 let xc = chunk(bd);
                 let n = bd.1 - bd.0;
-                let (mut ddt, mut du, mut db, mut dc) =
-                    (vec![0.0; n * di], vec![0.0; n * di], vec![0.0; n * s], vec![0.0; n * s]);
+                let (mut ddt, mut du, mut db, mut dc) = (off(n * di), off(n * di), off(n * s), off(n * s));
                 let [_, _, _, _, da, dd] = &mut g;
                 let mut gr =
                     ScanGrads { ddt: &mut ddt, du: &mut du, db: &mut db, dc: &mut dc, da: Some(da), dd: Some(dd) };
@@ -499,6 +499,7 @@ mod tests {
                     &mut gr,
                     &mut scratch,
                 );
+                let (ddt, du, db, dc) = (unoff(&ddt), unoff(&du), unoff(&db), unoff(&dc));
                 g[0][bd.0 * di..bd.1 * di].copy_from_slice(&ddt);
                 g[1][bd.0 * di..bd.1 * di].copy_from_slice(&du);
                 g[2][bd.0 * s..bd.1 * s].copy_from_slice(&db);
@@ -566,12 +567,12 @@ mod tests {
             ssd_fwd(&SsdInputs { dt, x, b, c, a, d }, s, &mut h, &mut y);
             lin_loss(&cy, &y) + lin_loss(&ch, &h)
         };
-        let (mut ddt, mut dx, mut db, mut dc, mut da, mut dd) =
-            (vec![0.0; t], vec![0.0; t * p], vec![0.0; t * s], vec![0.0; t * s], 0.0, 0.0);
+        let (mut ddt, mut dx, mut db, mut dc, mut da, mut dd) = (off(t), off(t * p), off(t * s), off(t * s), OFF, OFF);
         let mut dh = ch.clone();
         let mut scratch = vec![0.0; ssd_scratch_len(t, p, s)];
         let mut g = SsdGrads { ddt: &mut ddt, dx: &mut dx, db: &mut db, dc: &mut dc, da: &mut da, dd: &mut dd };
         ssd_bwd(&SsdInputs { dt: &dt, x: &x, b: &b, c: &c, a, d }, s, &h0, &cy, &mut dh, &mut g, &mut scratch);
+        let (ddt, dx, db, dc, da, dd) = (unoff(&ddt), unoff(&dx), unoff(&db), unoff(&dc), da - OFF, dd - OFF);
         check_grad("ssd ddt", &dt, &ddt, 1000, |v| f(v, &x, &b, &c, a, d, &h0));
         check_grad("ssd dx", &x, &dx, 1000, |v| f(&dt, v, &b, &c, a, d, &h0));
         check_grad("ssd dB", &b, &db, 1000, |v| f(&dt, &x, v, &c, a, d, &h0));
@@ -599,5 +600,108 @@ mod tests {
             }
         }
         assert_close_f32("ssd final h", &h, &h_ref, 1e-5);
+    }
+
+    /// SSD chunked BPTT (chunks 0..2, 2..3, 3..6) equals the one-chunk backward to 1e-12.
+    #[test]
+    fn ssd_chunked_equals_whole() {
+        let mut rng = Rng::new(25);
+        let (t, p, s) = (6usize, 3usize, 5usize);
+        let dt = rand_vec(&mut rng, t, 0.01, 0.8);
+        let x = rand_vec(&mut rng, t * p, -1.0, 1.0);
+        let b = rand_vec(&mut rng, t * s, -1.0, 1.0);
+        let c = rand_vec(&mut rng, t * s, -1.0, 1.0);
+        let (a, d) = (-0.9, -0.4);
+        let h0 = rand_vec(&mut rng, p * s, -1.0, 1.0);
+        let cy = rand_vec(&mut rng, t * p, -1.0, 1.0);
+        let ch = rand_vec(&mut rng, p * s, -1.0, 1.0);
+        let run = |bounds: &[(usize, usize)]| {
+            let mut h = h0.clone();
+            let mut starts = vec![];
+            for &(lo, hi) in bounds {
+                starts.push(h.clone());
+                let inp = SsdInputs {
+                    dt: &dt[lo..hi],
+                    x: &x[lo * p..hi * p],
+                    b: &b[lo * s..hi * s],
+                    c: &c[lo * s..hi * s],
+                    a,
+                    d,
+                };
+                ssd_fwd(&inp, s, &mut h, &mut vec![0.0; (hi - lo) * p]);
+            }
+            let (mut ddt, mut dx, mut db, mut dc, mut da, mut dd) =
+                (vec![0.0; t], vec![0.0; t * p], vec![0.0; t * s], vec![0.0; t * s], 0.0, 0.0);
+            let mut dh = ch.clone();
+            let mut scratch = vec![0.0; ssd_scratch_len(t, p, s)];
+            for (ci, &(lo, hi)) in bounds.iter().enumerate().rev() {
+                let inp = SsdInputs {
+                    dt: &dt[lo..hi],
+                    x: &x[lo * p..hi * p],
+                    b: &b[lo * s..hi * s],
+                    c: &c[lo * s..hi * s],
+                    a,
+                    d,
+                };
+                let mut g = SsdGrads {
+                    ddt: &mut ddt[lo..hi],
+                    dx: &mut dx[lo * p..hi * p],
+                    db: &mut db[lo * s..hi * s],
+                    dc: &mut dc[lo * s..hi * s],
+                    da: &mut da,
+                    dd: &mut dd,
+                };
+                ssd_bwd(&inp, s, &starts[ci], &cy[lo * p..hi * p], &mut dh, &mut g, &mut scratch);
+            }
+            [ddt, dx, db, dc, vec![da, dd], dh]
+        };
+        let whole = run(&[(0, t)]);
+        let chunked = run(&[(0, 2), (2, 3), (3, t)]);
+        for (u, v) in whole.iter().zip(&chunked) {
+            assert!(u.iter().zip(v).all(|(p, q)| (p - q).abs() <= 1e-12 * (1.0 + p.abs())), "ssd chunked");
+        }
+    }
+
+    /// Mamba-1's time step, `dt = softplus(dt_proj·low + dt_bias)` (step 5 of mamba1.rs),
+    /// composed of [`crate::train::linear::matrix_fwd`] and `bias_act_fwd(Softplus)`: the
+    /// gradients of `low` and of the bias against central differences (one channel's bias
+    /// at 25 puts it above softplus's threshold of 20), and the f32 composition equal to
+    /// `kernels::matmul` + `kernels::softplus`.
+    #[test]
+    fn mamba1_dt_path() {
+        use crate::tensor::{Matrix, Tensor};
+        use crate::train::act::{bias_act_bwd, bias_act_fwd, Act};
+        use crate::train::linear::{matrix_bwd_input, matrix_fwd};
+        let mut rng = Rng::new(26);
+        let (t, di, rank) = (4usize, 6usize, 3usize);
+        let w32: Vec<f32> = to32(&rand_vec(&mut rng, di * rank, -1.0, 1.0));
+        let m = Matrix::new(Tensor::from_f32("dt_proj.weight", vec![di, rank], &w32), di, rank);
+        let low = rand_vec(&mut rng, t * rank, -1.0, 1.0);
+        let mut bias = rand_vec(&mut rng, di, -4.0, 1.0);
+        bias[0] = 25.0;
+        let c = rand_vec(&mut rng, t * di, -1.0, 1.0);
+        let f = |low: &[f64], bias: &[f64]| {
+            let (mut pre, mut dt) = (vec![0.0; t * di], vec![0.0; t * di]);
+            matrix_fwd(&m, low, &mut pre, &mut vec![0f32; rank]);
+            bias_act_fwd(Act::Softplus, &pre, bias, &mut dt);
+            lin_loss(&c, &dt)
+        };
+        let mut pre = vec![0.0; t * di];
+        matrix_fwd(&m, &low, &mut pre, &mut vec![0f32; rank]);
+        let (mut dpre, mut dbias, mut dlow) = (vec![0.0; t * di], vec![0.0; di], vec![0.0; t * rank]);
+        bias_act_bwd(Act::Softplus, &pre, &bias, &c, &mut dpre, Some(&mut dbias));
+        matrix_bwd_input(&m, &dpre, &mut dlow, &mut vec![0f32; 4 * rank]);
+        check_grad("dt dlow", &low, &dlow, 1000, |v| f(v, &bias));
+        check_grad("dt dbias", &bias, &dbias, 1000, |v| f(&low, v));
+        let (low32, bias32) = (to32(&low), to32(&bias));
+        let (mut pre32, mut got) = (vec![0f32; t * di], vec![0f32; t * di]);
+        matrix_fwd(&m, &low32, &mut pre32, &mut vec![0f32; rank]);
+        bias_act_fwd(Act::Softplus, &pre32, &bias32, &mut got);
+        let mut want = vec![0f32; t * di];
+        kernels::matmul(&m, &low32, t, &mut want);
+        for (j, v) in want.iter_mut().enumerate() {
+            *v = kernels::softplus(*v + bias32[j % di]);
+        }
+        assert_close_f32("dt fwd", &got, &want, 1e-5);
     }
 }

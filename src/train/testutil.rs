@@ -61,3 +61,18 @@ pub fn assert_close_f32(name: &str, a: &[f32], b: &[f32], tol: f32) {
         assert!((x - y).abs() <= tol * (1.0 + y.abs()), "{name}[{i}]: {x} vs {y}");
     }
 }
+
+/// Start value of gradient buffers in the tests: the backward passes accumulate, so they
+/// are called on buffers holding `OFF` and the offset is taken off before the check (a
+/// backward that overwrote instead would fail).
+pub const OFF: f64 = 0.25;
+
+/// `n` values equal to [`OFF`].
+pub fn off(n: usize) -> Vec<f64> {
+    vec![OFF; n]
+}
+
+/// `v − OFF`.
+pub fn unoff(v: &[f64]) -> Vec<f64> {
+    v.iter().map(|x| x - OFF).collect()
+}

@@ -80,7 +80,7 @@ fn at<R>(v: &[R], i: usize, n: usize) -> &[R] {
     &v[i * n..(i + 1) * n]
 }
 
-/// One step on `s` [N, N]: the state update, and `y = S_new·r` when `y` is given.
+/// One step on `s` `[N, N]`: the state update, and `y = S_new·r` when `y` is given.
 #[allow(clippy::too_many_arguments)]
 #[inline]
 fn step<R: Real>(s: &mut [R], r: &[R], w: &[R], k: &[R], v: &[R], kk: &[R], a: &[R], mut y: Option<&mut [R]>) {
@@ -245,10 +245,10 @@ mod tests {
     struct Case {
         n: usize,
         t: usize,
-        /// r, w, k, v, kk, a: each [T, N].
+        /// r, w, k, v, kk, a: each `[T, N]`.
         x: [Vec<f64>; 6],
         s0: Vec<f64>,
-        /// Loss weights of y [T, N] and of S_T [N, N].
+        /// Loss weights of y `[T, N]` and of S_T `[N, N]`.
         cy: Vec<f64>,
         cs: Vec<f64>,
     }
@@ -301,14 +301,14 @@ mod tests {
         for (ci, &bd) in bounds.iter().enumerate().rev() {
             let xs: Vec<Vec<f64>> = c.x.iter().map(|v| sub(v, bd)).collect();
             let xs: [Vec<f64>; 6] = xs.try_into().unwrap();
-            let mut dc: [Vec<f64>; 6] = std::array::from_fn(|_| vec![0.0; (bd.1 - bd.0) * n]);
+            let mut dc: [Vec<f64>; 6] = std::array::from_fn(|_| off((bd.1 - bd.0) * n));
             {
                 let [dr, dw, dk, dv, dkk, da] = &mut dc;
                 let mut g = WkvGrads { dr, dw, dk, dv, dkk, da };
                 wkv_bwd(n, &inputs(&xs), &starts[ci], &sub(&c.cy, bd), &mut ds, &mut g, &mut scratch);
             }
             for (full, part) in d.iter_mut().zip(&dc) {
-                full[bd.0 * n..bd.1 * n].copy_from_slice(part);
+                full[bd.0 * n..bd.1 * n].copy_from_slice(&unoff(part));
             }
         }
         (d, ds)
@@ -397,8 +397,9 @@ mod tests {
             wkv_bonus_fwd(r, k, v, rk, &mut y);
             lin_loss(&c, &y)
         };
-        let (mut dr, mut dk, mut dv, mut drk) = (vec![0.0; t * n], vec![0.0; t * n], vec![0.0; t * n], vec![0.0; n]);
+        let (mut dr, mut dk, mut dv, mut drk) = (off(t * n), off(t * n), off(t * n), off(n));
         wkv_bonus_bwd(&r, &k, &v, &rk, &c, &mut dr, &mut dk, &mut dv, Some(&mut drk));
+        let (dr, dk, dv, drk) = (unoff(&dr), unoff(&dk), unoff(&dv), unoff(&drk));
         check_grad("bonus dr", &r, &dr, 1000, |x| f(x, &k, &v, &rk));
         check_grad("bonus dk", &k, &dk, 1000, |x| f(&r, x, &v, &rk));
         check_grad("bonus dv", &v, &dv, 1000, |x| f(&r, &k, x, &rk));
