@@ -76,3 +76,10 @@ pub fn off(n: usize) -> Vec<f64> {
 pub fn unoff(v: &[f64]) -> Vec<f64> {
     v.iter().map(|x| x - OFF).collect()
 }
+
+/// `max|a − b| / max|b|` over two tensors (`a` f32, `b` the f64 reference): the golden
+/// set's per-tensor measure of a gradient's error.
+pub fn rel_max_err(a: &[f32], b: &[f64]) -> f64 {
+    let scale = b.iter().fold(0f64, |m, v| m.max(v.abs()));
+    a.iter().zip(b).fold(0f64, |m, (x, y)| m.max((*x as f64 - y).abs())) / scale.max(1e-300)
+}
