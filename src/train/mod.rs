@@ -32,6 +32,37 @@
 //!
 //! Every backward is tested against central finite differences in f64, and every forward
 //! in f32 against the inference kernel it mirrors.
+//!
+//! ## Which kernel for which step
+//!
+//! | forward step (file, step) | forward | backward |
+//! |---|---|---|
+//! | any `y = W x` on a frozen base (f32/bf16/f16/q8/q4/AWQ) | [`crate::kernels::matmul`] (or [`linear::matrix_fwd`]) | [`linear::matrix_bwd_input`], [`linear::matrix_bwd_input_par`] |
+//! | LoRA branch `y += s·B(A x)` on a target | [`linear::lora_fwd`] | [`linear::lora_bwd`] |
+//! | trainable dense matrix (RWKV-7 `w1/w2`… when trained) | [`linear::dense_fwd`] | [`linear::dense_bwd`] |
+//! | LayerNorm (RWKV ln0/ln1/ln2/ln_out) | [`norm::layer_norm_fwd`] | [`norm::layer_norm_bwd`] |
+//! | RMSNorm (Mamba norm, norm_f) | [`norm::rms_norm_fwd`] | [`norm::rms_norm_bwd`] |
+//! | RWKV-7 `ln_x` (GroupNorm, H groups, eps 64e-5) | [`norm::group_norm_fwd`] | [`norm::group_norm_bwd`] |
+//! | RWKV-7 `kk` normalize per head (eps 1e-12) | [`norm::l2_normalize_fwd`] | [`norm::l2_normalize_bwd`] |
+//! | Mamba-2 gated RMSNorm | [`norm::gated_rms_norm_fwd`] | [`norm::gated_rms_norm_bwd`] |
+//! | token shift (RWKV time and channel mix) | [`act::token_shift_fwd`] | [`act::token_shift_bwd`] |
+//! | `tanh`, `σ`, relu², SiLU after the conv | [`act::act_fwd`] | [`act::act_bwd`] |
+//! | RWKV-7 `w = exp(−0.606531·σ(w0 + ·))`, `a = σ(a0 + ·)`, Mamba `dt = softplus(· + dt_bias)` | [`act::bias_act_fwd`] | [`act::bias_act_bwd`] |
+//! | `y ⊙ silu(z)` (Mamba-1), `y ⊙ g` (RWKV-7, [`act::Act::Identity`]) | [`act::gate_fwd`] | [`act::gate_bwd`] |
+//! | RWKV-7 value residual `v + (v_first − v) ⊙ gate` | [`act::lerp_fwd`] | [`act::lerp_bwd`] |
+//! | RWKV-7 WKV per head | [`wkv::wkv_fwd`] | [`wkv::wkv_bwd`] |
+//! | RWKV-7 bonus `(Σ r⊙k⊙r_k)·v` | [`wkv::wkv_bonus_fwd`] | [`wkv::wkv_bonus_bwd`] |
+//! | Mamba causal conv1d | [`ssm::conv1d_causal_fwd`] | [`ssm::conv1d_causal_bwd`] |
+//! | Mamba-1 selective scan | [`ssm::selective_scan_fwd`] | [`ssm::selective_scan_bwd`] |
+//! | Mamba-2 SSD per head | [`ssm::ssd_fwd`] | [`ssm::ssd_bwd`] |
+//! | next-token loss | [`loss::cross_entropy`] / [`loss::cross_entropy_sum`] | (returns dlogits) |
+//!
+//! Elementwise products with a parameter (RWKV-7's `k ⊙ k_k`, `k ⊙ (1 + (a − 1) ⊙ k_a)`)
+//! and residual adds have one-line backward passes that the model code writes inline.
+//!
+//! State tuning: every recurrent backward also returns the gradient of its start state
+//! (`ds` of [`wkv::wkv_bwd`], `dh` of the scans, `dwindow` of the conv, `dprev0` of the
+//! token shift).
 
 pub mod act;
 pub mod linear;
