@@ -436,4 +436,95 @@ mod tests {
         let e = rel_max_err(&ds, &ds64);
         assert!(e < 1e-4, "dS0: f32 vs f64 relative max error {e:e}");
     }
+
+    /// One RWKV-7 head's time mix after the products (rwkv7.rs steps 3-7), composed from
+    /// the kernels exactly as a model backward would chain them, against central
+    /// differences of the whole composition: w = decay(w0 + zw), a = σ(a0 + za),
+    /// kk = l2norm(k0 ⊙ k_k), k = k0 ⊙ (1 + (a − 1) ⊙ k_a), y = WKV, then GroupNorm
+    /// (ln_x), plus the bonus, times g. Checks that the conventions (accumulation into shared gradients such
+    /// as dk and da, the state in/out) compose. N = 6, T = 5.
+    #[test]
+    fn rwkv7_head_composition() {
+        use crate::train::act::{bias_act_bwd, bias_act_fwd, gate_bwd, gate_fwd, Act};
+        use crate::train::norm::{group_norm_bwd, group_norm_fwd, l2_normalize_bwd, l2_normalize_fwd};
+        let (n, t) = (6usize, 5usize);
+        let tn = t * n;
+        let mut rng = Rng::new(17);
+        // Inputs: r, zw, k0, v, za, g (each [T, N]) and S0.
+        let x: [Vec<f64>; 6] = std::array::from_fn(|_| rand_vec(&mut rng, tn, -1.0, 1.0));
+        let s0 = rand_vec(&mut rng, n * n, -0.5, 0.5);
+        let (w0, a0) = (rand_vec(&mut rng, n, -1.0, 1.0), rand_vec(&mut rng, n, -1.0, 1.0));
+        let (k_k, k_a) = (rand_vec(&mut rng, n, 0.5, 1.5), rand_vec(&mut rng, n, 0.0, 1.0));
+        let (lnw, lnb, rk) =
+            (rand_vec(&mut rng, n, 0.5, 1.5), rand_vec(&mut rng, n, -0.5, 0.5), rand_vec(&mut rng, n, -1.0, 1.0));
+        let cy = rand_vec(&mut rng, tn, -1.0, 1.0);
+        let eps = 64e-5;
+        // Forward; returns L and the intermediates the backward needs.
+        struct Fwd {
+            w: Vec<f64>,
+            a: Vec<f64>,
+            kk_raw: Vec<f64>,
+            kk: Vec<f64>,
+            k: Vec<f64>,
+            y: Vec<f64>,
+            yb: Vec<f64>,
+            loss: f64,
+        }
+        let fwd = |x: &[Vec<f64>; 6], s0: &[f64]| {
+            let [r, zw, k0, v, za, g] = x;
+            let (mut w, mut a, mut kk, mut y, mut yn, mut out) =
+                (vec![0.0; tn], vec![0.0; tn], vec![0.0; tn], vec![0.0; tn], vec![0.0; tn], vec![0.0; tn]);
+            bias_act_fwd(Act::Rwkv7Decay, zw, &w0, &mut w);
+            bias_act_fwd(Act::Sigmoid, za, &a0, &mut a);
+            let kk_raw: Vec<f64> = (0..tn).map(|i| k0[i] * k_k[i % n]).collect();
+            l2_normalize_fwd(&kk_raw, n, 1e-12, &mut kk);
+            let k: Vec<f64> = (0..tn).map(|i| k0[i] * (1.0 + (a[i] - 1.0) * k_a[i % n])).collect();
+            let mut s = s0.to_vec();
+            wkv_fwd(n, &WkvInputs { r, w: &w, k: &k, v, kk: &kk, a: &a }, &mut s, &mut y);
+            group_norm_fwd(&y, 1, &lnw, &lnb, eps, &mut yn);
+            let mut yb = yn;
+            wkv_bonus_fwd(r, &k, v, &rk, &mut yb);
+            gate_fwd(Act::Identity, &yb, g, &mut out);
+            let loss = lin_loss(&cy, &out);
+            Fwd { w, a, kk_raw, kk, k, y, yb, loss }
+        };
+        let f = fwd(&x, &s0);
+        let [r, zw, k0, v, za, g] = &x;
+        // Backward, last step first.
+        let (mut dyb, mut dg) = (vec![0.0; tn], vec![0.0; tn]);
+        gate_bwd(Act::Identity, &f.yb, g, &cy, &mut dyb, &mut dg);
+        let (mut dr, mut dk, mut dv) = (vec![0.0; tn], vec![0.0; tn], vec![0.0; tn]);
+        wkv_bonus_bwd(r, &f.k, v, &rk, &dyb, &mut dr, &mut dk, &mut dv, None);
+        let mut dy = vec![0.0; tn];
+        group_norm_bwd(&f.y, 1, &lnw, eps, &dyb, &mut dy, None, None);
+        let (mut dw, mut dkk, mut da) = (vec![0.0; tn], vec![0.0; tn], vec![0.0; tn]);
+        let mut ds = vec![0.0; n * n];
+        {
+            let mut gr = WkvGrads { dr: &mut dr, dw: &mut dw, dk: &mut dk, dv: &mut dv, dkk: &mut dkk, da: &mut da };
+            let inp = WkvInputs { r, w: &f.w, k: &f.k, v, kk: &f.kk, a: &f.a };
+            wkv_bwd(n, &inp, &s0, &dy, &mut ds, &mut gr, &mut vec![0.0; wkv_scratch_len(n, t)]);
+        }
+        let mut dk0 = vec![0.0; tn];
+        for i in 0..tn {
+            dk0[i] += dk[i] * (1.0 + (f.a[i] - 1.0) * k_a[i % n]);
+            da[i] += dk[i] * k0[i] * k_a[i % n];
+        }
+        let mut dkk_raw = vec![0.0; tn];
+        l2_normalize_bwd(&f.kk_raw, n, 1e-12, &dkk, &mut dkk_raw);
+        for i in 0..tn {
+            dk0[i] += dkk_raw[i] * k_k[i % n];
+        }
+        let (mut dza, mut dzw) = (vec![0.0; tn], vec![0.0; tn]);
+        bias_act_bwd(Act::Sigmoid, za, &a0, &da, &mut dza, None);
+        bias_act_bwd(Act::Rwkv7Decay, zw, &w0, &dw, &mut dzw, None);
+        let grads = [dr, dzw, dk0, dv, dza, dg];
+        for (idx, name) in ["r", "zw", "k0", "v", "za", "g"].iter().enumerate() {
+            check_grad(&format!("head d{name}"), &x[idx], &grads[idx], 1000, |xi| {
+                let mut xx = x.clone();
+                xx[idx] = xi.to_vec();
+                fwd(&xx, &s0).loss
+            });
+        }
+        check_grad("head dS0", &s0, &ds, 1000, |s| fwd(&x, s).loss);
+    }
 }
