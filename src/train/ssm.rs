@@ -786,4 +786,73 @@ mod tests {
         assert!(rel_max_err(&[da32, dd32], &[da64, dd64]) < 1e-4, "ssd dA, dD");
         assert!(rel_max_err(&dh32, &dh64) < 1e-4, "ssd dh0");
     }
+
+    /// One Mamba-1 mixer after its products (mamba1.rs steps 3, 5, 6), composed from the
+    /// kernels as a model backward chains them, against central differences of
+    /// L = Σ c·out + Σ cw·(final conv window) + Σ ch·(final ssm state):
+    /// u = silu(conv(u_pre)), dt = softplus(dt_pre + dt_bias), y = scan(dt, u, B, C),
+    /// out = y ⊙ silu(z). Every input and both start states (state tuning). Di = 3, S = 4,
+    /// K = 4, T = 5.
+    #[test]
+    fn mamba1_mixer_composition() {
+        use crate::train::act::{act_bwd, act_fwd, bias_act_bwd, bias_act_fwd, gate_bwd, gate_fwd, Act};
+        let (t, di, s, k) = (5usize, 3usize, 4usize, 4usize);
+        let mut rng = Rng::new(29);
+        // Inputs: u_pre, z, dt_pre ([T, Di]), B, C ([T, S]), window0 [Di, K], h0 [Di, S].
+        let mut x: Vec<Vec<f64>> = vec![
+            rand_vec(&mut rng, t * di, -1.0, 1.0),
+            rand_vec(&mut rng, t * di, -2.0, 2.0),
+            rand_vec(&mut rng, t * di, -3.0, 0.0),
+            rand_vec(&mut rng, t * s, -1.0, 1.0),
+            rand_vec(&mut rng, t * s, -1.0, 1.0),
+            rand_vec(&mut rng, di * k, -1.0, 1.0),
+            rand_vec(&mut rng, di * s, -1.0, 1.0),
+        ];
+        x[2][0] = 19.0; // dt_pre + bias above 20 on one element: softplus's linear branch.
+        let (cw, cb) = (rand_vec(&mut rng, di * k, -1.0, 1.0), rand_vec(&mut rng, di, -0.5, 0.5));
+        let dt_bias = rand_vec(&mut rng, di, 1.0, 2.0);
+        let a = rand_vec(&mut rng, di * s, -4.0, -0.2);
+        let d = rand_vec(&mut rng, di, -1.0, 1.0);
+        let (c_out, c_win, c_h) = (
+            rand_vec(&mut rng, t * di, -1.0, 1.0),
+            rand_vec(&mut rng, di * k, -1.0, 1.0),
+            rand_vec(&mut rng, di * s, -1.0, 1.0),
+        );
+        let fwd = |x: &[Vec<f64>]| {
+            let (mut win, mut h) = (x[5].clone(), x[6].clone());
+            let (mut pre, mut u, mut dt, mut y, mut out) =
+                (vec![0.0; t * di], vec![0.0; t * di], vec![0.0; t * di], vec![0.0; t * di], vec![0.0; t * di]);
+            conv1d_causal_fwd(&mut win, &x[0], &cw, &cb, &mut pre);
+            act_fwd(Act::Silu, &pre, &mut u);
+            bias_act_fwd(Act::Softplus, &x[2], &dt_bias, &mut dt);
+            selective_scan_fwd(&ScanInputs { dt: &dt, u: &u, b: &x[3], c: &x[4], a: &a, d: &d }, &mut h, &mut y);
+            gate_fwd(Act::Silu, &y, &x[1], &mut out);
+            (lin_loss(&c_out, &out) + lin_loss(&c_win, &win) + lin_loss(&c_h, &h), pre, u, dt, y)
+        };
+        let (_, pre, u, dt, y) = fwd(&x);
+        let (mut dy, mut dz) = (vec![0.0; t * di], vec![0.0; t * di]);
+        gate_bwd(Act::Silu, &y, &x[1], &c_out, &mut dy, &mut dz);
+        let (mut ddt, mut du, mut db, mut dc) =
+            (vec![0.0; t * di], vec![0.0; t * di], vec![0.0; t * s], vec![0.0; t * s]);
+        let mut dh = c_h.clone();
+        {
+            let mut g = ScanGrads { ddt: &mut ddt, du: &mut du, db: &mut db, dc: &mut dc, da: None, dd: None };
+            let inp = ScanInputs { dt: &dt, u: &u, b: &x[3], c: &x[4], a: &a, d: &d };
+            selective_scan_bwd(&inp, &x[6], &dy, &mut dh, &mut g, &mut vec![0.0; selective_scan_scratch_len(t, s)]);
+        }
+        let mut dpre = vec![0.0; t * di];
+        act_bwd(Act::Silu, &pre, &du, &mut dpre);
+        let (mut du_pre, mut dwin) = (vec![0.0; t * di], c_win.clone());
+        conv1d_causal_bwd(di, &x[5], &x[0], &cw, &dpre, &mut dwin, &mut du_pre, None, None);
+        let mut ddt_pre = vec![0.0; t * di];
+        bias_act_bwd(Act::Softplus, &x[2], &dt_bias, &ddt, &mut ddt_pre, None);
+        let grads = [du_pre, dz, ddt_pre, db, dc, dwin, dh];
+        for (idx, name) in ["u_pre", "z", "dt_pre", "B", "C", "window0", "h0"].iter().enumerate() {
+            check_grad(&format!("mixer d{name}"), &x[idx], &grads[idx], 1000, |xi| {
+                let mut xx = x.clone();
+                xx[idx] = xi.to_vec();
+                fwd(&xx).0
+            });
+        }
+    }
 }
