@@ -24,6 +24,7 @@
 //! - [`format`]: safetensors reading, the prefix-scoped shape-checking weight reader, quantized
 //!   files, `config.json`, and [`format::synth`], random checkpoints at any shape for tests and benches.
 //! - [`tokenizer`]: Hugging Face tokenizer.json (BPE, WordPiece, Unigram) and the RWKV world vocabulary.
+//! - [`train`]: forward + hand-written backward kernels for LoRA / state training (products, norms, WKV, scans, loss).
 //! - [`kernels`]: products, norms, scans and activations (scalar reference + SIMD chosen at run
 //!   time); they know tensors only, nothing of models, formats or quantizers.
 //! - [`tensor`]: dtypes, storage, matrices and the q8/q4 block layouts.
@@ -56,6 +57,7 @@ pub mod score;
 pub mod session;
 pub mod tensor;
 pub mod tokenizer;
+pub mod train;
 
 pub use error::{Error, Result, Status};
 pub use generate::{generate, GenerateParams, Generation, StopReason};

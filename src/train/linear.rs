@@ -1,0 +1,367 @@
+//! Products: `y = W x` over a base [`Matrix`] of any storage type (f32, bf16, f16, q8, q4,
+//! AWQ-scaled), its input gradient `dx += dy·W`, dense `[rows, cols]` slices with their
+//! weight gradient, and the LoRA branch `y += s·B(A x)`.
+//!
+//! Base matrices are frozen (LoRA / QLoRA): only their input gradient exists, computed from
+//! rows dequantized to f32 by [`Matrix::row_to_f32`], so the base stays quantized in memory
+//! and the gradient flows through exactly the weights the forward used.
+//!
+//! Threads: every function here walks the tokens of `x`/`dy` independently, so a caller
+//! splits the T rows into disjoint ranges (`par_chunks_mut` of `dx`/`y`) and calls once
+//! per range, each with its own row buffer.
+
+use super::real::{axpy, dot, Real};
+use crate::tensor::Matrix;
+
+/// `y = W x` for T tokens (overwrites `y`): `x` `[T, cols]`, `y` `[T, rows]`, W = `m` as
+/// the model sees it (dequantized, AWQ scale folded in).
+///
+/// A plain reference, generic over [`Real`] (the f64 tests run through it); the engine's f32
+/// forward is [`crate::kernels::matmul`], which this equals to float rounding.
+/// `row`: scratch of at least `m.cols` f32.
+pub fn matrix_fwd<R: Real>(m: &Matrix, x: &[R], y: &mut [R], row: &mut [f32]) {
+    let (rows, cols) = (m.rows, m.cols);
+    assert!(x.len().is_multiple_of(cols) && y.len() == x.len() / cols * rows, "matrix_fwd: shapes");
+    let row = &mut row[..cols];
+    let t = x.len() / cols;
+    for r in 0..rows {
+        m.row_to_f32(r, row);
+        for i in 0..t {
+            let xi = &x[i * cols..(i + 1) * cols];
+            y[i * rows + r] = xi.iter().zip(row.iter()).map(|(&a, &w)| a * R::from_f32(w)).sum();
+        }
+    }
+}
+
+/// Input gradient of `y = W x`: `dx += dy·W` (**accumulates**), i.e. `dx[t, :] += Σ_r
+/// dy[t, r]·W[r, :]`; `dy` `[T, rows]`, `dx` `[T, cols]`.
+///
+/// `rows_buf` (f32, a multiple of `m.cols`, at least one row) holds the block of rows
+/// dequantized at once: B = `rows_buf.len() / cols` rows are converted, then applied to
+/// every token, so the matrix is read once per call and each `dx` row stays in cache while
+/// B rows are added into it (B = 8..32 is a good choice).
+pub fn matrix_bwd_input<R: Real>(m: &Matrix, dy: &[R], dx: &mut [R], rows_buf: &mut [f32]) {
+    let (rows, cols) = (m.rows, m.cols);
+    assert!(dy.len().is_multiple_of(rows) && dx.len() == dy.len() / rows * cols, "matrix_bwd_input: shapes");
+    let block = (rows_buf.len() / cols).clamp(1, rows.max(1));
+    assert!(rows_buf.len() >= cols, "matrix_bwd_input: rows_buf holds less than one row");
+    let t = dy.len() / rows;
+    let mut r0 = 0;
+    while r0 < rows {
+        let nb = block.min(rows - r0);
+        for k in 0..nb {
+            m.row_to_f32(r0 + k, &mut rows_buf[k * cols..(k + 1) * cols]);
+        }
+        for i in 0..t {
+            let dxi = &mut dx[i * cols..(i + 1) * cols];
+            for k in 0..nb {
+                let g = dy[i * rows + r0 + k];
+                if g == R::ZERO {
+                    continue;
+                }
+                let w = &rows_buf[k * cols..(k + 1) * cols];
+                dxi.iter_mut().zip(w).for_each(|(d, &w)| *d += g * R::from_f32(w));
+            }
+        }
+        r0 += nb;
+    }
+}
+
+/// [`matrix_bwd_input`] on the current rayon pool: the T tokens are split into one
+/// contiguous range per thread (at least 4 tokens each), each range converting the matrix
+/// rows for itself into a buffer of 16 rows that this call allocates per task. The result
+/// is identical to the serial call with a 16-row buffer (**accumulates**).
+pub fn matrix_bwd_input_par<R: Real>(m: &Matrix, dy: &[R], dx: &mut [R]) {
+    use rayon::prelude::*;
+    let (rows, cols) = (m.rows, m.cols);
+    assert!(dy.len().is_multiple_of(rows) && dx.len() == dy.len() / rows * cols, "matrix_bwd_input_par: shapes");
+    let t = dy.len() / rows;
+    let per = t.div_ceil(rayon::current_num_threads().max(1)).max(4);
+    dx.par_chunks_mut(per * cols)
+        .zip(dy.par_chunks(per * rows))
+        .for_each_init(|| vec![0f32; 16 * cols], |buf, (dxc, dyc)| matrix_bwd_input(m, dyc, dxc, buf));
+}
+
+/// `y = W x` for a dense `w` `[rows, cols]` (overwrites `y`): `x` `[T, cols]`, `y` `[T, rows]`.
+pub fn dense_fwd<R: Real>(w: &[R], rows: usize, cols: usize, x: &[R], y: &mut [R]) {
+    assert!(w.len() == rows * cols && x.len().is_multiple_of(cols), "dense_fwd: shapes");
+    let t = x.len() / cols;
+    assert_eq!(y.len(), t * rows, "dense_fwd: y");
+    for i in 0..t {
+        let xi = &x[i * cols..(i + 1) * cols];
+        for r in 0..rows {
+            y[i * rows + r] = dot(&w[r * cols..(r + 1) * cols], xi);
+        }
+    }
+}
+
+/// Backward of [`dense_fwd`] (**accumulates**): `dx += dy·W` (`[T, cols]`) and
+/// `dw += dyᵀ·x` (`[rows, cols]`), each skipped when `None`.
+pub fn dense_bwd<R: Real>(
+    w: &[R],
+    rows: usize,
+    cols: usize,
+    x: &[R],
+    dy: &[R],
+    mut dx: Option<&mut [R]>,
+    mut dw: Option<&mut [R]>,
+) {
+    let t = x.len() / cols;
+    assert!(w.len() == rows * cols && x.len() == t * cols && dy.len() == t * rows, "dense_bwd: shapes");
+    for i in 0..t {
+        let xi = &x[i * cols..(i + 1) * cols];
+        for r in 0..rows {
+            let g = dy[i * rows + r];
+            if let Some(dx) = dx.as_deref_mut() {
+                axpy(&mut dx[i * cols..(i + 1) * cols], g, &w[r * cols..(r + 1) * cols]);
+            }
+            if let Some(dw) = dw.as_deref_mut() {
+                axpy(&mut dw[r * cols..(r + 1) * cols], g, xi);
+            }
+        }
+    }
+}
+
+/// A LoRA pair of one target module: `A` `[rank, in]`, `B` `[out, rank]` (PEFT's
+/// `lora_A.weight`, `lora_B.weight`), and `scale` = multiplier·(lora_alpha / r).
+#[derive(Debug, Clone, Copy)]
+pub struct LoraRef<'a, R> {
+    /// lora_A: `[rank, in]`.
+    pub a: &'a [R],
+    /// lora_B: `[out, rank]`.
+    pub b: &'a [R],
+    /// r.
+    pub rank: usize,
+    /// in (columns of the base matrix).
+    pub n_in: usize,
+    /// out (rows of the base matrix).
+    pub n_out: usize,
+    /// s in `y += s·B(A x)`.
+    pub scale: R,
+}
+
+/// The LoRA branch, `y += s·B(A x)` (**adds** into `y`, normally the base product `W x`):
+/// `x` `[T, in]`, `y` `[T, out]`; `ax` `[T, rank]` is overwritten with `A x`, which
+/// [`lora_bwd`] needs (save it, or recompute it with [`dense_fwd`]).
+pub fn lora_fwd<R: Real>(l: &LoraRef<'_, R>, x: &[R], ax: &mut [R], y: &mut [R]) {
+    let t = x.len() / l.n_in;
+    assert!(ax.len() == t * l.rank && y.len() == t * l.n_out, "lora_fwd: shapes");
+    dense_fwd(l.a, l.rank, l.n_in, x, ax);
+    for i in 0..t {
+        let axi = &ax[i * l.rank..(i + 1) * l.rank];
+        for o in 0..l.n_out {
+            y[i * l.n_out + o] += l.scale * dot(&l.b[o * l.rank..(o + 1) * l.rank], axi);
+        }
+    }
+}
+
+/// Backward of [`lora_fwd`] (**accumulates**): given `dy` `[T, out]`, adds
+/// `dB += s·dyᵀ·(A x)` (`[out, rank]`), `dA += (s·dy·B)ᵀ·x` (`[rank, in]`) and
+/// `dx += (s·dy·B)·A` (`[T, in]`; only the branch's share: add the base's with
+/// [`matrix_bwd_input`]). `ax` is the forward's `A x`; `dax` `[T, rank]` is scratch.
+#[allow(clippy::too_many_arguments)]
+pub fn lora_bwd<R: Real>(
+    l: &LoraRef<'_, R>,
+    x: &[R],
+    ax: &[R],
+    dy: &[R],
+    dax: &mut [R],
+    dx: Option<&mut [R]>,
+    da: Option<&mut [R]>,
+    mut db: Option<&mut [R]>,
+) {
+    let t = x.len() / l.n_in;
+    assert!(ax.len() == t * l.rank && dy.len() == t * l.n_out && dax.len() == t * l.rank, "lora_bwd: shapes");
+    dax.iter_mut().for_each(|v| *v = R::ZERO);
+    for i in 0..t {
+        let axi = &ax[i * l.rank..(i + 1) * l.rank];
+        let daxi = &mut dax[i * l.rank..(i + 1) * l.rank];
+        for o in 0..l.n_out {
+            let g = l.scale * dy[i * l.n_out + o];
+            let brow = &l.b[o * l.rank..(o + 1) * l.rank];
+            axpy(daxi, g, brow);
+            if let Some(db) = db.as_deref_mut() {
+                axpy(&mut db[o * l.rank..(o + 1) * l.rank], g, axi);
+            }
+        }
+    }
+    dense_bwd(l.a, l.rank, l.n_in, x, dax, dx, da);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+    use crate::tensor::block::{n_groups, pack_q4, quantize_q4_row, quantize_q8_row};
+    use crate::tensor::{f32_to_bf16, f32_to_f16, DType, QuantParts, Storage, Tensor};
+    use crate::train::testutil::*;
+    use std::sync::Arc;
+
+    fn f32_matrix(rows: usize, cols: usize, rng: &mut Rng) -> Matrix {
+        let w: Vec<f32> = rand_vec(rng, rows * cols, -1.0, 1.0).iter().map(|&v| v as f32).collect();
+        Matrix::new(Tensor::from_f32("w", vec![rows, cols], &w), rows, cols)
+    }
+
+    /// A bf16 or f16 matrix of random weights.
+    fn half_matrix(dtype: DType, rows: usize, cols: usize, rng: &mut Rng) -> Matrix {
+        let w = rand_vec(rng, rows * cols, -1.0, 1.0);
+        let h: Vec<u16> = w
+            .iter()
+            .map(|&v| if dtype == DType::BF16 { f32_to_bf16(v as f32) } else { f32_to_f16(v as f32) })
+            .collect();
+        let st = Arc::new(Storage::from_bytes(bytemuck::cast_slice(&h)));
+        let n = st.len();
+        Matrix::new(Tensor::new("wh", dtype, vec![rows, cols], st, 0..n).unwrap(), rows, cols)
+    }
+
+    /// A group-quantized matrix (q8 or q4, group 32) of random weights.
+    fn quant_matrix(kind: DType, rows: usize, cols: usize, rng: &mut Rng) -> Matrix {
+        let group = 32;
+        let ng = n_groups(cols, group);
+        let w: Vec<f32> = rand_vec(rng, rows * cols, -1.0, 1.0).iter().map(|&v| v as f32).collect();
+        let mut scales = vec![0u16; rows * ng];
+        let (bytes, dtype) = if kind == DType::Q8 {
+            let mut q = vec![0i8; rows * cols];
+            for r in 0..rows {
+                quantize_q8_row(
+                    &w[r * cols..(r + 1) * cols],
+                    group,
+                    &mut q[r * cols..][..cols],
+                    &mut scales[r * ng..][..ng],
+                );
+            }
+            (bytemuck::cast_slice(&q).to_vec(), DType::I8)
+        } else {
+            let (mut q, mut idx) = (vec![0u8; rows * cols / 2], vec![0u8; cols]);
+            for r in 0..rows {
+                quantize_q4_row(&w[r * cols..(r + 1) * cols], group, None, &mut idx, &mut scales[r * ng..][..ng]);
+                pack_q4(&idx, &mut q[r * cols / 2..][..cols / 2]);
+            }
+            (q, DType::Q4)
+        };
+        let st = Arc::new(Storage::from_bytes(&bytes));
+        let n = st.len();
+        let shape = if kind == DType::Q8 { vec![rows, cols] } else { vec![rows, cols / 2] };
+        let tensor = Tensor::new("wq", if kind == DType::Q8 { dtype } else { DType::U8 }, shape, st, 0..n).unwrap();
+        let sb: Vec<u8> = bytemuck::cast_slice(&scales).to_vec();
+        let ss = Arc::new(Storage::from_bytes(&sb));
+        let sn = ss.len();
+        let scales = Tensor::new("wq.scales", DType::F16, vec![rows, ng], ss, 0..sn).unwrap();
+        Matrix { tensor, rows, cols, quant: Some(QuantParts { kind, group, scales }), input_scale: None }
+    }
+
+    /// For each base type (f32, q8, q4, bf16, f16, AWQ-scaled q8): the reference forward equals the engine's `kernels::matmul` (f32
+    /// rounding, ≤ 1e-5 per unit of magnitude for ≤ 64-term dots); the input gradient
+    /// matches central differences of the f64 forward on every coordinate (the product is
+    /// linear in x, so the differences are exact up to rounding); and the transposition
+    /// identity ⟨dy, W x⟩ = ⟨dyᵀW, x⟩ holds through the engine's own product.
+    #[test]
+    fn matrix_input_gradient_all_base_types() {
+        let mut rng = Rng::new(1);
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+        // An AWQ matrix: stored W·diag(s), products scale the input by 1/s first.
+        let mut awq = quant_matrix(DType::Q8, 4, 64, &mut rng);
+        awq.input_scale = Some(rand_vec(&mut rng, 64, 0.5, 2.0).iter().map(|&v| v as f32).collect::<Vec<f32>>().into());
+        let cases = [
+            (f32_matrix(7, 5, &mut rng), 3usize),
+            (quant_matrix(DType::Q8, 5, 64, &mut rng), 4),
+            (quant_matrix(DType::Q4, 6, 64, &mut rng), 3),
+            (half_matrix(DType::BF16, 6, 9, &mut rng), 3),
+            (half_matrix(DType::F16, 5, 11, &mut rng), 2),
+            (awq, 3),
+        ];
+        for (m, t) in &cases {
+            let (rows, cols, t) = (m.rows, m.cols, *t);
+            let mut rowb = vec![0f32; 3 * cols];
+            // Forward vs the inference kernel.
+            let x32: Vec<f32> = rand_vec(&mut rng, t * cols, -1.0, 1.0).iter().map(|&v| v as f32).collect();
+            let (mut y_ref, mut y_eng) = (vec![0f32; t * rows], vec![0f32; t * rows]);
+            matrix_fwd(m, &x32, &mut y_ref, &mut rowb);
+            crate::kernels::matmul(m, &x32, t, &mut y_eng);
+            assert_close_f32(&format!("{:?} fwd", m.dtype()), &y_ref, &y_eng, 1e-5);
+            // Gradient vs finite differences in f64.
+            let x = rand_vec(&mut rng, t * cols, -1.0, 1.0);
+            let c = rand_vec(&mut rng, t * rows, -1.0, 1.0);
+            let mut dx = off(t * cols);
+            matrix_bwd_input(m, &c, &mut dx, &mut rowb);
+            let dx = unoff(&dx);
+            check_grad(&format!("{:?} dx", m.dtype()), &x, &dx, 400, |x| {
+                let mut y = vec![0f64; t * rows];
+                matrix_fwd(m, x, &mut y, &mut vec![0f32; cols]);
+                lin_loss(&c, &y)
+            });
+            // Accumulates: a second call doubles the result.
+            let mut dx2 = dx.clone();
+            matrix_bwd_input(m, &c, &mut dx2, &mut rowb[..cols]);
+            assert!(dx2.iter().zip(&dx).all(|(a, b)| (a - 2.0 * b).abs() < 1e-12), "accumulates");
+            // The parallel form on a pool of 3 (T = 13: chunks of 5, 5, 3) equals the serial
+            // one with 16-row blocks.
+            let c13 = rand_vec(&mut rng, 13 * rows, -1.0, 1.0);
+            let (mut dser, mut dpar) = (vec![0.5f64; 13 * cols], vec![0.5f64; 13 * cols]);
+            matrix_bwd_input(m, &c13, &mut dser, &mut vec![0f32; 16 * cols]);
+            pool.install(|| matrix_bwd_input_par(m, &c13, &mut dpar));
+            assert_eq!(dser, dpar, "{:?} parallel", m.dtype());
+            // Transposition identity through the engine's f32 product.
+            let c32: Vec<f32> = c.iter().map(|&v| v as f32).collect();
+            let mut dx32 = vec![0f32; t * cols];
+            matrix_bwd_input(m, &c32, &mut dx32, &mut rowb);
+            let lhs: f64 = c32.iter().zip(&y_eng).map(|(a, b)| *a as f64 * *b as f64).sum();
+            let rhs: f64 = dx32.iter().zip(&x32).map(|(a, b)| *a as f64 * *b as f64).sum();
+            assert!((lhs - rhs).abs() < 1e-4 * (1.0 + lhs.abs()), "{:?} transpose: {lhs} vs {rhs}", m.dtype());
+        }
+    }
+
+    /// Dense product and LoRA branch: every gradient (x, W; x, A, B) against central
+    /// differences on every coordinate; the LoRA forward equals the merged weight
+    /// W + s·B·A applied to x.
+    #[test]
+    fn dense_and_lora_gradients() {
+        let mut rng = Rng::new(2);
+        let (t, n_in, n_out, rank) = (3usize, 7usize, 5usize, 3usize);
+        let w = rand_vec(&mut rng, n_out * n_in, -1.0, 1.0);
+        let x = rand_vec(&mut rng, t * n_in, -1.0, 1.0);
+        let c = rand_vec(&mut rng, t * n_out, -1.0, 1.0);
+        let (mut dx, mut dw) = (off(t * n_in), off(n_out * n_in));
+        dense_bwd(&w, n_out, n_in, &x, &c, Some(&mut dx), Some(&mut dw));
+        let (dx, dw) = (unoff(&dx), unoff(&dw));
+        let fwd = |w: &[f64], x: &[f64]| {
+            let mut y = vec![0f64; t * n_out];
+            dense_fwd(w, n_out, n_in, x, &mut y);
+            lin_loss(&c, &y)
+        };
+        check_grad("dense dx", &x, &dx, 1000, |x| fwd(&w, x));
+        check_grad("dense dw", &w, &dw, 1000, |w| fwd(w, &x));
+
+        let a = rand_vec(&mut rng, rank * n_in, -1.0, 1.0);
+        let b = rand_vec(&mut rng, n_out * rank, -1.0, 1.0);
+        let scale = 2.0;
+        let lora_loss = |a: &[f64], b: &[f64], x: &[f64]| {
+            let l = LoraRef { a, b, rank, n_in, n_out, scale };
+            let (mut ax, mut y) = (vec![0f64; t * rank], vec![0f64; t * n_out]);
+            lora_fwd(&l, x, &mut ax, &mut y);
+            lin_loss(&c, &y)
+        };
+        let l = LoraRef { a: &a, b: &b, rank, n_in, n_out, scale };
+        let mut ax = vec![0f64; t * rank];
+        let mut y = vec![0f64; t * n_out];
+        dense_fwd(&w, n_out, n_in, &x, &mut y);
+        lora_fwd(&l, &x, &mut ax, &mut y);
+        // Merged form: (W + s·B·A) x.
+        let mut merged = w.clone();
+        for o in 0..n_out {
+            for j in 0..n_in {
+                merged[o * n_in + j] += scale * (0..rank).map(|k| b[o * rank + k] * a[k * n_in + j]).sum::<f64>();
+            }
+        }
+        let mut ym = vec![0f64; t * n_out];
+        dense_fwd(&merged, n_out, n_in, &x, &mut ym);
+        assert!(y.iter().zip(&ym).all(|(p, q)| (p - q).abs() < 1e-12), "LoRA vs merged");
+        let (mut dx, mut da, mut db, mut dax) =
+            (off(t * n_in), off(rank * n_in), off(n_out * rank), vec![0f64; t * rank]);
+        lora_bwd(&l, &x, &ax, &c, &mut dax, Some(&mut dx), Some(&mut da), Some(&mut db));
+        let (dx, da, db) = (unoff(&dx), unoff(&da), unoff(&db));
+        check_grad("lora dx", &x, &dx, 1000, |x| lora_loss(&a, &b, x));
+        check_grad("lora dA", &a, &da, 1000, |a| lora_loss(a, &b, &x));
+        check_grad("lora dB", &b, &db, 1000, |b| lora_loss(&a, b, &x));
+    }
+}
