@@ -156,6 +156,17 @@ pub trait Architecture: Send + Sync {
     /// A sequence of one row is the single-token step (matrix-vector products); longer ones
     /// take the sequence path (matrix-matrix products, the recurrence row by row).
     fn forward(&self, ctx: &mut Context, batch: Batch<'_, '_>);
+
+    /// One LoRA training row (see [`stack::Stack::train_row`]): summed cross-entropy and
+    /// counted targets; **accumulates** `scale ·` the pairs' gradients into `grads`.
+    fn train_row(
+        &self,
+        set: &crate::train::lora::LoraSet,
+        tokens: &[u32],
+        targets: &[i32],
+        scale: f32,
+        grads: &mut crate::train::lora::LoraGrads,
+    ) -> Result<(f64, usize)>;
 }
 
 /// Which architecture a checkpoint holds, from its sentinel tensor names (as rwkv.cpp and

@@ -5,13 +5,14 @@
 //! `blocks.N.ffn.*`, `ln_out`, `head.weight`); every size is read from tensor shapes.
 
 use super::common::HeadConfig;
-use super::stack::{for_units, save_last, shift, units_to_rows, Block as StackBlock, Norm, Stack, States};
+use super::stack::{for_units, save_last, shift, units_to_rows, Block as StackBlock, Norm, Stack, States, TrainCarry};
 use super::{count_params, ArchKind};
 use crate::error::Result;
 use crate::exec::{Exec, Linear, Seg};
 use crate::format::{SafetensorsFile, WeightReader};
 use crate::kernels::{self, group_norm, l2_normalize, sigmoid};
 use crate::tensor::Matrix;
+use crate::train::lora::{lin_bwd, lin_fwd, LoraGrads, LoraSet};
 
 /// GroupNorm epsilon of `att.ln_x`: 1e-5 × head_size_divisor² (divisor 8).
 const GN_EPS: f32 = 64e-5;
@@ -312,5 +313,405 @@ impl StackBlock for Block {
     fn forward(&self, cfg: &Config, li: usize, ex: &mut Exec, segs: &[Seg], st: &mut States, x: &mut [f32]) {
         self.time_mix(cfg, li, ex, segs, st, x);
         self.channel_mix(cfg, ex, segs, st, x);
+    }
+
+    fn train_forward(
+        &self,
+        cfg: &Config,
+        li: usize,
+        set: &LoraSet,
+        carry: &mut TrainCarry,
+        x: &mut [f32],
+    ) -> Result<Box<dyn std::any::Any + Send>> {
+        Ok(Box::new(self.record(cfg, li, set, carry, x)))
+    }
+
+    fn train_backward(
+        &self,
+        cfg: &Config,
+        li: usize,
+        set: &LoraSet,
+        rec: &(dyn std::any::Any + Send),
+        carry: &mut TrainCarry,
+        grads: &mut LoraGrads,
+        dx: &mut [f32],
+    ) -> Result<()> {
+        let rec = rec.downcast_ref::<Rec>().ok_or_else(|| crate::error::Error::Internal("RWKV-7 record".into()))?;
+        self.backprop(cfg, li, set, rec, carry, grads, dx);
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Training: the forward pass with a record, and its backward pass
+// ---------------------------------------------------------------------------------------------
+
+/// What the backward pass of one block needs, for one row of T tokens from the zero state
+/// (every buffer `[T, C]` unless said otherwise).
+struct Rec {
+    /// Block input and ln1(x).
+    x_in: Vec<f32>,
+    xn: Vec<f32>,
+    /// Token-shifted inputs x_r, x_w, x_k, x_v, x_a, x_g.
+    mixed: [Vec<f32>; 6],
+    /// r, raw k, raw v (before the value residual) and their LoRA `A x` (`[T, r]`, empty
+    /// when untargeted); the output product's too.
+    r: Vec<f32>,
+    k: Vec<f32>,
+    v_raw: Vec<f32>,
+    ax: [Vec<f32>; 4],
+    /// Decay path: h = down·x_w [T, D], p = up·tanh h, w = decay(w0 + p).
+    w_h: Vec<f32>,
+    w_p: Vec<f32>,
+    w: Vec<f32>,
+    /// Learning-rate path: h [T, D], p, a = σ(a0 + p).
+    a_h: Vec<f32>,
+    a_p: Vec<f32>,
+    a: Vec<f32>,
+    /// Gate path: h [T, D], g = up·σ(h).
+    g_h: Vec<f32>,
+    g: Vec<f32>,
+    /// Value residual (blocks > 0): h [T, D], p, gate = σ(v0 + p); v after the residual.
+    v_h: Vec<f32>,
+    v_p: Vec<f32>,
+    v_gate: Vec<f32>,
+    v: Vec<f32>,
+    /// k ⊙ k_k, kk = its per-head L2 normalization, k' = k ⊙ (1 + (a − 1) ⊙ k_a).
+    kk_pre: Vec<f32>,
+    kk: Vec<f32>,
+    k_mod: Vec<f32>,
+    /// WKV output, after ln_x and the bonus, after the gate.
+    y_wkv: Vec<f32>,
+    y_bonus: Vec<f32>,
+    y_gated: Vec<f32>,
+    /// Channel mix: its input, ln2, the shift, K·kx [T, F], relu², and the two `A x`.
+    x_mid: Vec<f32>,
+    xn2: Vec<f32>,
+    kx: Vec<f32>,
+    hid_pre: Vec<f32>,
+    hid: Vec<f32>,
+    ffn_ax: [Vec<f32>; 2],
+}
+
+/// `[T, C]` → head `h`'s `[T, N]`.
+fn gather(x: &[f32], h: usize, n: usize, c: usize, out: &mut [f32]) {
+    for (o, row) in out.chunks_exact_mut(n).zip(x.chunks_exact(c)) {
+        o.copy_from_slice(&row[h * n..(h + 1) * n]);
+    }
+}
+
+/// Adds head `h`'s `[T, N]` into `[T, C]`.
+fn scatter_add(src: &[f32], h: usize, n: usize, c: usize, x: &mut [f32]) {
+    for (s, row) in src.chunks_exact(n).zip(x.chunks_exact_mut(c)) {
+        row[h * n..(h + 1) * n].iter_mut().zip(s).for_each(|(d, v)| *d += v);
+    }
+}
+
+impl Block {
+    /// The record of [`train_forward`](StackBlock::train_forward), computing `x` forward.
+    fn record(&self, cfg: &Config, li: usize, set: &LoraSet, carry: &mut TrainCarry, x: &mut [f32]) -> Rec {
+        use crate::train::act::{self, Act};
+        let Config { n_embd: c, n_head: nh, head_size: n } = *cfg;
+        let t = x.len() / c;
+        let z = || vec![0f32; t * c];
+        let zero_c = vec![0f32; c];
+        let x_in = x.to_vec();
+        let mut xn = z();
+        self.ln1.rows(x, &mut xn);
+        let mut mixed: [Vec<f32>; 6] = std::array::from_fn(|_| z());
+        for (m, out) in self.x_mix.iter().zip(mixed.iter_mut()) {
+            act::token_shift_fwd(&xn, &zero_c, m, out);
+        }
+        let [xr, xw, xk, xv, xa, xg] = &mixed;
+        let mut ax: [Vec<f32>; 4] = Default::default();
+        let (mut r, mut k, mut v_raw) = (z(), z(), z());
+        lin_fwd(&self.receptance, set, xr, t, &mut r, &mut ax[0]);
+        lin_fwd(&self.key, set, xk, t, &mut k, &mut ax[1]);
+        lin_fwd(&self.value, set, xv, t, &mut v_raw, &mut ax[2]);
+        let low = |l: &Lora, x: &[f32]| {
+            let mut h = vec![0f32; t * l.down.rows];
+            crate::kernels::matmul(&l.down, x, t, &mut h);
+            h
+        };
+        let up = |l: &Lora, h: &[f32]| {
+            let mut p = z();
+            crate::kernels::matmul(&l.up, h, t, &mut p);
+            p
+        };
+        let w_h = low(&self.w_lora, xw);
+        let mut w_t = vec![0f32; w_h.len()];
+        act::act_fwd(Act::Tanh, &w_h, &mut w_t);
+        let w_p = up(&self.w_lora, &w_t);
+        let mut w = z();
+        act::bias_act_fwd(Act::Rwkv7Decay, &w_p, &self.w0, &mut w);
+        let a_h = low(&self.a_lora, xa);
+        let a_p = up(&self.a_lora, &a_h);
+        let mut a = z();
+        act::bias_act_fwd(Act::Sigmoid, &a_p, &self.a0, &mut a);
+        let g_h = low(&self.g_lora, xg);
+        let mut g_s = vec![0f32; g_h.len()];
+        act::act_fwd(Act::Sigmoid, &g_h, &mut g_s);
+        let g = up(&self.g_lora, &g_s);
+        let (mut v_h, mut v_p, mut v_gate, mut v) = (Vec::new(), Vec::new(), Vec::new(), z());
+        match (&self.v_lora, &self.v0) {
+            (Some(vl), Some(v0)) if li > 0 => {
+                v_h = low(vl, xv);
+                v_p = up(vl, &v_h);
+                v_gate = z();
+                act::bias_act_fwd(Act::Sigmoid, &v_p, v0, &mut v_gate);
+                act::lerp_fwd(&v_raw, &carry.v_first, &v_gate, &mut v);
+            }
+            _ => {
+                v.copy_from_slice(&v_raw);
+                carry.v_first = v.clone();
+            }
+        }
+        let (mut kk_pre, mut kk, mut k_mod) = (z(), z(), z());
+        for i in 0..t * c {
+            kk_pre[i] = k[i] * self.k_k[i % c];
+            k_mod[i] = k[i] * (1.0 + (a[i] - 1.0) * self.k_a[i % c]);
+        }
+        crate::train::norm::l2_normalize_fwd(&kk_pre, n, 1e-12, &mut kk);
+        // WKV per head from the zero state.
+        let mut y_wkv = z();
+        let (mut hb, mut s, mut yh) = (vec![vec![0f32; t * n]; 6], vec![0f32; n * n], vec![0f32; t * n]);
+        for h in 0..nh {
+            for (buf, src) in hb.iter_mut().zip([&r, &w, &k_mod, &v, &kk, &a]) {
+                gather(src, h, n, c, buf);
+            }
+            s.fill(0.0);
+            let inp =
+                crate::train::wkv::WkvInputs { r: &hb[0], w: &hb[1], k: &hb[2], v: &hb[3], kk: &hb[4], a: &hb[5] };
+            crate::train::wkv::wkv_fwd(n, &inp, &mut s, &mut yh);
+            scatter_add(&yh, h, n, c, &mut y_wkv);
+        }
+        let mut y_ln = z();
+        crate::train::norm::group_norm_fwd(&y_wkv, nh, self.ln_x.weight(), self.ln_x.bias(), GN_EPS, &mut y_ln);
+        let mut y_bonus = y_ln;
+        for h in 0..nh {
+            for (buf, src) in hb.iter_mut().zip([&r, &k_mod, &v]) {
+                gather(src, h, n, c, buf);
+            }
+            yh.fill(0.0);
+            crate::train::wkv::wkv_bonus_fwd(&hb[0], &hb[1], &hb[2], &self.r_k[h * n..(h + 1) * n], &mut yh);
+            scatter_add(&yh, h, n, c, &mut y_bonus);
+        }
+        let y_gated: Vec<f32> = y_bonus.iter().zip(&g).map(|(y, g)| y * g).collect();
+        let mut out = z();
+        lin_fwd(&self.output, set, &y_gated, t, &mut out, &mut ax[3]);
+        x.iter_mut().zip(&out).for_each(|(x, o)| *x += o);
+        // Channel mix.
+        let x_mid = x.to_vec();
+        let (mut xn2, mut kx) = (z(), z());
+        self.ln2.rows(x, &mut xn2);
+        act::token_shift_fwd(&xn2, &zero_c, &self.ffn_x_k, &mut kx);
+        let f = self.ffn_key.rows;
+        let mut ffn_ax: [Vec<f32>; 2] = Default::default();
+        let mut hid_pre = vec![0f32; t * f];
+        lin_fwd(&self.ffn_key, set, &kx, t, &mut hid_pre, &mut ffn_ax[0]);
+        let mut hid = vec![0f32; t * f];
+        act::act_fwd(Act::ReluSq, &hid_pre, &mut hid);
+        lin_fwd(&self.ffn_value, set, &hid, t, &mut out, &mut ffn_ax[1]);
+        x.iter_mut().zip(&out).for_each(|(x, o)| *x += o);
+        Rec {
+            x_in,
+            xn,
+            mixed,
+            r,
+            k,
+            v_raw,
+            ax,
+            w_h,
+            w_p,
+            w,
+            a_h,
+            a_p,
+            a,
+            g_h,
+            g,
+            v_h,
+            v_p,
+            v_gate,
+            v,
+            kk_pre,
+            kk,
+            k_mod,
+            y_wkv,
+            y_bonus,
+            y_gated,
+            x_mid,
+            xn2,
+            kx,
+            hid_pre,
+            hid,
+            ffn_ax,
+        }
+    }
+
+    /// Backward of [`record`](Self::record): `dx` is dL/d(block output) in, dL/d(input) out.
+    #[allow(clippy::too_many_arguments)]
+    fn backprop(
+        &self,
+        cfg: &Config,
+        li: usize,
+        set: &LoraSet,
+        rec: &Rec,
+        carry: &mut TrainCarry,
+        grads: &mut LoraGrads,
+        dx: &mut [f32],
+    ) {
+        use crate::train::act::{self, Act};
+        use crate::train::linear::matrix_bwd_input;
+        let Config { n_embd: c, n_head: nh, head_size: n } = *cfg;
+        let t = dx.len() / c;
+        let z = || vec![0f32; t * c];
+        let zero_c = vec![0f32; c];
+        let mut rows = vec![0f32; 16 * c.max(self.ffn_key.rows)];
+        // Channel mix: x_out = x_mid + Wv·relu²(Wk·shift(ln2(x_mid))).
+        let f = self.ffn_key.rows;
+        let mut d_hid = vec![0f32; t * f];
+        lin_bwd(&self.ffn_value, set, grads, &rec.hid, &rec.ffn_ax[1], dx, t, &mut d_hid);
+        let mut d_hid_pre = vec![0f32; t * f];
+        act::act_bwd(Act::ReluSq, &rec.hid_pre, &d_hid, &mut d_hid_pre);
+        let mut d_kx = z();
+        lin_bwd(&self.ffn_key, set, grads, &rec.kx, &rec.ffn_ax[0], &d_hid_pre, t, &mut d_kx);
+        let mut d_xn2 = z();
+        act::token_shift_bwd(&rec.xn2, &zero_c, &self.ffn_x_k, &d_kx, &mut d_xn2, None, None);
+        self.ln2.rows_bwd(&rec.x_mid, &d_xn2, dx);
+        // Time mix: x_mid = x_in + Wo·(g ⊙ (ln_x(wkv) + bonus)).
+        let mut d_yg = z();
+        lin_bwd(&self.output, set, grads, &rec.y_gated, &rec.ax[3], dx, t, &mut d_yg);
+        let mut d_ybonus = z();
+        let mut d_g = z();
+        for i in 0..t * c {
+            d_ybonus[i] = d_yg[i] * rec.g[i];
+            d_g[i] = d_yg[i] * rec.y_bonus[i];
+        }
+        let (mut d_r, mut d_kmod, mut d_v) = (z(), z(), z());
+        let mut hb = vec![vec![0f32; t * n]; 6];
+        let mut hd = vec![vec![0f32; t * n]; 6];
+        for h in 0..nh {
+            for (buf, src) in hb.iter_mut().zip([&rec.r, &rec.k_mod, &rec.v, &d_ybonus]) {
+                gather(src, h, n, c, buf);
+            }
+            for d in hd.iter_mut() {
+                d.fill(0.0);
+            }
+            let [d0, d1, d2, ..] = &mut hd[..] else { unreachable!() };
+            crate::train::wkv::wkv_bonus_bwd(
+                &hb[0],
+                &hb[1],
+                &hb[2],
+                &self.r_k[h * n..(h + 1) * n],
+                &hb[3],
+                d0,
+                d1,
+                d2,
+                None,
+            );
+            scatter_add(&hd[0], h, n, c, &mut d_r);
+            scatter_add(&hd[1], h, n, c, &mut d_kmod);
+            scatter_add(&hd[2], h, n, c, &mut d_v);
+        }
+        let mut d_ywkv = z();
+        crate::train::norm::group_norm_bwd(
+            &rec.y_wkv,
+            nh,
+            self.ln_x.weight(),
+            GN_EPS,
+            &d_ybonus,
+            &mut d_ywkv,
+            None,
+            None,
+        );
+        let (mut d_w, mut d_kk, mut d_a) = (z(), z(), z());
+        let mut scratch = vec![0f32; crate::train::wkv::wkv_scratch_len(n, t)];
+        let (s0, mut ds) = (vec![0f32; n * n], vec![0f32; n * n]);
+        let mut dyh = vec![0f32; t * n];
+        for h in 0..nh {
+            for (buf, src) in hb.iter_mut().zip([&rec.r, &rec.w, &rec.k_mod, &rec.v, &rec.kk, &rec.a]) {
+                gather(src, h, n, c, buf);
+            }
+            gather(&d_ywkv, h, n, c, &mut dyh);
+            for d in hd.iter_mut() {
+                d.fill(0.0);
+            }
+            ds.fill(0.0);
+            let inp =
+                crate::train::wkv::WkvInputs { r: &hb[0], w: &hb[1], k: &hb[2], v: &hb[3], kk: &hb[4], a: &hb[5] };
+            let [dr, dw, dk, dv, dkk, da] = &mut hd[..] else { unreachable!() };
+            let mut g = crate::train::wkv::WkvGrads { dr, dw, dk, dv, dkk, da };
+            crate::train::wkv::wkv_bwd(n, &inp, &s0, &dyh, &mut ds, &mut g, &mut scratch);
+            for (d, out) in hd.iter().zip([&mut d_r, &mut d_w, &mut d_kmod, &mut d_v, &mut d_kk, &mut d_a]) {
+                scatter_add(d, h, n, c, out);
+            }
+        }
+        // kk = l2norm(k ⊙ k_k);  k' = k ⊙ (1 + (a − 1) ⊙ k_a).
+        let mut d_kkpre = z();
+        crate::train::norm::l2_normalize_bwd(&rec.kk_pre, n, 1e-12, &d_kk, &mut d_kkpre);
+        let mut d_k = z();
+        for i in 0..t * c {
+            let (kk_, ka) = (self.k_k[i % c], self.k_a[i % c]);
+            d_k[i] = d_kkpre[i] * kk_ + d_kmod[i] * (1.0 + (rec.a[i] - 1.0) * ka);
+            d_a[i] += d_kmod[i] * rec.k[i] * ka;
+        }
+        // Value residual: block 0's v is v_first, which later blocks pull towards.
+        let mut d_vraw = z();
+        let mut d_xs: [Vec<f32>; 6] = std::array::from_fn(|_| z());
+        match (&self.v_lora, &self.v0) {
+            (Some(vl), Some(v0)) if li > 0 => {
+                let mut d_gate = z();
+                act::lerp_bwd(
+                    &rec.v_raw,
+                    &carry.v_first,
+                    &rec.v_gate,
+                    &d_v,
+                    &mut d_vraw,
+                    &mut carry.d_v_first,
+                    &mut d_gate,
+                );
+                let mut d_vp = z();
+                act::bias_act_bwd(Act::Sigmoid, &rec.v_p, v0, &d_gate, &mut d_vp, None);
+                let mut d_vh = vec![0f32; rec.v_h.len()];
+                matrix_bwd_input(&vl.up, &d_vp, &mut d_vh, &mut rows);
+                matrix_bwd_input(&vl.down, &d_vh, &mut d_xs[3], &mut rows);
+            }
+            _ => {
+                for i in 0..t * c {
+                    d_vraw[i] = d_v[i] + carry.d_v_first[i];
+                }
+            }
+        }
+        // g = up·σ(down·x_g).
+        let mut d_gs = vec![0f32; rec.g_h.len()];
+        matrix_bwd_input(&self.g_lora.up, &d_g, &mut d_gs, &mut rows);
+        let mut d_gh = vec![0f32; rec.g_h.len()];
+        act::act_bwd(Act::Sigmoid, &rec.g_h, &d_gs, &mut d_gh);
+        matrix_bwd_input(&self.g_lora.down, &d_gh, &mut d_xs[5], &mut rows);
+        // a = σ(a0 + up·down·x_a).
+        let mut d_ap = z();
+        act::bias_act_bwd(Act::Sigmoid, &rec.a_p, &self.a0, &d_a, &mut d_ap, None);
+        let mut d_ah = vec![0f32; rec.a_h.len()];
+        matrix_bwd_input(&self.a_lora.up, &d_ap, &mut d_ah, &mut rows);
+        matrix_bwd_input(&self.a_lora.down, &d_ah, &mut d_xs[4], &mut rows);
+        // w = decay(w0 + up·tanh(down·x_w)).
+        let mut d_wp = z();
+        act::bias_act_bwd(Act::Rwkv7Decay, &rec.w_p, &self.w0, &d_w, &mut d_wp, None);
+        let mut d_wt = vec![0f32; rec.w_h.len()];
+        matrix_bwd_input(&self.w_lora.up, &d_wp, &mut d_wt, &mut rows);
+        let mut d_wh = vec![0f32; rec.w_h.len()];
+        act::act_bwd(Act::Tanh, &rec.w_h, &d_wt, &mut d_wh);
+        matrix_bwd_input(&self.w_lora.down, &d_wh, &mut d_xs[1], &mut rows);
+        // r, k, v products.
+        let [xr, _, xk, xv, ..] = &rec.mixed;
+        lin_bwd(&self.receptance, set, grads, xr, &rec.ax[0], &d_r, t, &mut d_xs[0]);
+        lin_bwd(&self.key, set, grads, xk, &rec.ax[1], &d_k, t, &mut d_xs[2]);
+        lin_bwd(&self.value, set, grads, xv, &rec.ax[2], &d_vraw, t, &mut d_xs[3]);
+        // Token shifts and ln1.
+        let mut d_xn = z();
+        for (m, d) in self.x_mix.iter().zip(&d_xs) {
+            act::token_shift_bwd(&rec.xn, &zero_c, m, d, &mut d_xn, None, None);
+        }
+        self.ln1.rows_bwd(&rec.x_in, &d_xn, dx);
     }
 }

@@ -14,6 +14,8 @@ use crate::exec::{Context, Exec, Seg};
 use crate::format::WeightReader;
 use crate::kernels::{layer_norm, rms_norm, token_shift};
 use crate::tensor::Matrix;
+use crate::train::lora::{lin_bwd, lin_fwd, LoraGrads, LoraSet};
+use std::any::Any;
 use std::ops::Range;
 
 /// LayerNorm epsilon of RWKV's ln0/ln1/ln2/ln_out.
@@ -40,6 +42,15 @@ pub enum Norm {
 }
 
 impl Norm {
+    /// Backward of [`rows`](Self::rows) (**accumulates** dL/dx into `dx`; the norm's own
+    /// parameters are frozen).
+    pub(crate) fn rows_bwd(&self, x: &[f32], dout: &[f32], dx: &mut [f32]) {
+        match self {
+            Norm::Layer { w, eps, .. } => crate::train::norm::layer_norm_bwd(x, w, *eps, dout, dx, None, None),
+            Norm::Rms { w, eps } => crate::train::norm::rms_norm_bwd(x, w, *eps, dout, dx, None),
+        }
+    }
+
     /// LayerNorm `{name}.weight`, `{name}.bias` (each [c]), epsilon 1e-5.
     pub(crate) fn layer(rd: &WeightReader, name: &str, c: usize) -> Result<Norm> {
         Ok(Norm::Layer {
@@ -100,6 +111,48 @@ pub trait Block: Send + Sync + Sized {
     /// Runs block `li` on the residual stream `x` (`[T, C]`, the rows of `segs`), advancing
     /// each sequence's block state in `st`.
     fn forward(&self, cfg: &Self::Config, li: usize, ex: &mut Exec, segs: &[Seg], st: &mut States, x: &mut [f32]);
+
+    /// Training forward of block `li` over one row `x` (`[T, C]`, in and out) from the
+    /// initial state, with the LoRA branches of `set`; returns what [`train_backward`]
+    /// needs. Architectures without a backward pass say so.
+    ///
+    /// [`train_backward`]: Block::train_backward
+    fn train_forward(
+        &self,
+        _cfg: &Self::Config,
+        _li: usize,
+        _set: &LoraSet,
+        _carry: &mut TrainCarry,
+        _x: &mut [f32],
+    ) -> Result<Box<dyn Any + Send>> {
+        Err(Error::unsupported("training is implemented for RWKV-7 only"))
+    }
+
+    /// Backward of [`train_forward`](Block::train_forward): `dx` enters as dL/d(block output)
+    /// and leaves as dL/d(block input); the pairs' gradients are **accumulated** into `grads`.
+    #[allow(clippy::too_many_arguments)]
+    fn train_backward(
+        &self,
+        _cfg: &Self::Config,
+        _li: usize,
+        _set: &LoraSet,
+        _rec: &(dyn Any + Send),
+        _carry: &mut TrainCarry,
+        _grads: &mut LoraGrads,
+        _dx: &mut [f32],
+    ) -> Result<()> {
+        Err(Error::unsupported("training is implemented for RWKV-7 only"))
+    }
+}
+
+/// Values a training pass hands from block to block (RWKV-7's first value and its gradient,
+/// each `[T, C]`).
+#[derive(Debug, Default)]
+pub struct TrainCarry {
+    /// Forward: the value block 0 computed.
+    pub v_first: Vec<f32>,
+    /// Backward: dL/d(v_first), summed over the blocks that use it.
+    pub d_v_first: Vec<f32>,
 }
 
 /// What a loader reads; [`Stack::new`] derives the rest.
@@ -188,9 +241,68 @@ impl<B: Block> Stack<B> {
     }
 }
 
+impl<B: Block> Stack<B> {
+    /// One training row: feeds `tokens` from the initial state with the LoRA branches of
+    /// `set`, scores the logits after every token against `targets` (negative ones ignored),
+    /// and backpropagates through the whole row. Returns the summed cross-entropy and the
+    /// number of counted targets, and **accumulates** `scale ·` d(sum)/d(pair) into `grads`.
+    pub fn train_row(
+        &self,
+        set: &LoraSet,
+        tokens: &[u32],
+        targets: &[i32],
+        scale: f32,
+        grads: &mut LoraGrads,
+    ) -> Result<(f64, usize)> {
+        let (t, c, v) = (tokens.len(), self.info.n_embd, self.info.n_vocab);
+        let mut x = vec![0f32; t * c];
+        let mut row = vec![0f32; c];
+        for (&tok, xi) in tokens.iter().zip(x.chunks_exact_mut(c)) {
+            self.emb.row_to_f32(tok as usize, &mut row);
+            match &self.emb_norm {
+                Some(n) => n.rows(&row, xi),
+                None => xi.copy_from_slice(&row),
+            }
+        }
+        let mut carry = TrainCarry::default();
+        let mut recs = Vec::with_capacity(self.blocks.len());
+        for (li, blk) in self.blocks.iter().enumerate() {
+            recs.push(blk.train_forward(&self.cfg, li, set, &mut carry, &mut x)?);
+        }
+        let head = self.head.as_ref().unwrap_or(&self.emb);
+        let mut xl = vec![0f32; t * c];
+        self.out_norm.rows(&x, &mut xl);
+        let (mut logits, mut ax) = (vec![0f32; t * v], Vec::new());
+        lin_fwd(head, set, &xl, t, &mut logits, &mut ax);
+        let mut dlogits = vec![0f32; t * v];
+        let (sum, count) = crate::train::loss::cross_entropy_sum(&logits, v, targets, scale, &mut dlogits);
+        drop(logits);
+        let mut dxl = vec![0f32; t * c];
+        lin_bwd(head, set, grads, &xl, &ax, &dlogits, t, &mut dxl);
+        let mut dx = vec![0f32; t * c];
+        self.out_norm.rows_bwd(&x, &dxl, &mut dx);
+        carry.d_v_first = vec![0f32; t * c];
+        for (li, (blk, rec)) in self.blocks.iter().zip(&recs).enumerate().rev() {
+            blk.train_backward(&self.cfg, li, set, rec.as_ref(), &mut carry, grads, &mut dx)?;
+        }
+        Ok((sum as f64, count))
+    }
+}
+
 impl<B: Block> Architecture for Stack<B> {
     fn info(&self) -> &ModelInfo {
         &self.info
+    }
+
+    fn train_row(
+        &self,
+        set: &LoraSet,
+        tokens: &[u32],
+        targets: &[i32],
+        scale: f32,
+        grads: &mut LoraGrads,
+    ) -> Result<(f64, usize)> {
+        Stack::train_row(self, set, tokens, targets, scale, grads)
     }
 
     fn state_len(&self) -> usize {

@@ -28,7 +28,7 @@
 //! pairs), [`norm`] (LayerNorm, RMSNorm, GroupNorm, L2 normalize, gated RMSNorm, token
 //! shift), [`act`] (elementwise activations, gates, biases), [`loss`] (cross-entropy),
 //! [`wkv`] (the RWKV-7 delta-rule recurrence), [`ssm`] (Mamba-1 conv and selective scan,
-//! Mamba-2 SSD).
+//! Mamba-2 SSD), [`lora`] (the trainable pairs and the product with its LoRA branch).
 //!
 //! Every backward is tested against central finite differences in f64, and every forward
 //! in f32 against the inference kernel it mirrors.
@@ -66,6 +66,7 @@
 
 pub mod act;
 pub mod linear;
+pub mod lora;
 pub mod loss;
 pub mod norm;
 pub mod real;
