@@ -229,6 +229,80 @@ impl Adapter {
         })
     }
 
+    /// An adapter for `model` from pairs held in memory (e.g. a trainer's current values):
+    /// `(module, A [r, in], B [out, r], α/r)` each, checked against the model's matrices.
+    pub fn from_pairs(
+        model: &Model,
+        pairs: impl IntoIterator<Item = (String, Vec<f32>, Vec<f32>, f32)>,
+        rank: usize,
+        alpha: f32,
+        source: &str,
+    ) -> Result<Adapter> {
+        let targets: HashMap<&str, &Matrix> =
+            model.arch().matrices().into_iter().map(|m| (m.tensor.name.as_str(), m)).collect();
+        let mut out = HashMap::new();
+        for (module, a, b, scaling) in pairs {
+            let key = format!("{module}.weight");
+            let m = targets
+                .get(key.as_str())
+                .ok_or_else(|| Error::invalid(format!("module '{module}' is not a matrix of the model")))?;
+            let r = a.len() / m.cols.max(1);
+            if a.len() != r * m.cols || b.len() != m.rows * r || r == 0 {
+                return Err(Error::invalid(format!(
+                    "module '{module}': pair sizes do not fit [{}, {}]",
+                    m.rows, m.cols
+                )));
+            }
+            let (an, bn) = (format!("{PREFIX}{module}.lora_A.weight"), format!("{PREFIX}{module}.lora_B.weight"));
+            out.insert(
+                key,
+                Pair {
+                    a: Matrix::new(Tensor::from_f32(&an, vec![r, m.cols], &a), r, m.cols),
+                    b: Matrix::new(Tensor::from_f32(&bn, vec![m.rows, r], &b), m.rows, r),
+                    module,
+                    scaling,
+                },
+            );
+        }
+        Ok(Adapter { pairs: out, model_fingerprint: model.fingerprint(), rank, alpha, source: source.to_string() })
+    }
+
+    /// Writes the adapter as a PEFT folder (`adapter_config.json`, `adapter_model.safetensors`),
+    /// creating `dir` if needed; each file is written whole or not at all.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let mut modules: Vec<&Pair> = self.pairs.values().collect();
+        modules.sort_by(|a, b| a.module.cmp(&b.module));
+        let mut tensors = Vec::new();
+        for p in &modules {
+            for (half, m) in [("lora_A", &p.a), ("lora_B", &p.b)] {
+                let v = m.tensor.as_f32().unwrap_or_default();
+                let name = format!("{PREFIX}{}.{half}.weight", p.module);
+                tensors.push((name, DType::F32, vec![m.rows, m.cols], bytemuck::cast_slice(v).to_vec()));
+            }
+        }
+        format::safetensors::write_atomic(&dir.join("adapter_model.safetensors"), &tensors, None, || Ok(()))?;
+        let config = serde_json::json!({
+            "peft_type": "LORA",
+            "r": self.rank,
+            "lora_alpha": self.alpha,
+            "target_modules": modules.iter().map(|p| p.module.clone()).collect::<Vec<_>>(),
+            "lora_dropout": 0.0,
+            "bias": "none",
+            "fan_in_fan_out": false,
+            "use_rslora": false,
+            "use_dora": false,
+            "inference_mode": true,
+        });
+        let path = dir.join("adapter_config.json");
+        let text = serde_json::to_string_pretty(&config).map_err(|e| Error::Internal(e.to_string()))?;
+        let tmp = dir.join(format!(".adapter_config.json.{}.partial", std::process::id()));
+        std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, &path)).map_err(|e| {
+            std::fs::remove_file(&tmp).ok();
+            Error::io(&path, e)
+        })
+    }
+
     /// The pairs, by the base matrix's tensor name.
     pub fn pairs(&self) -> &HashMap<String, Pair> {
         &self.pairs

@@ -33,3 +33,122 @@ fn rwkv7_loss_and_gradients_match_autograd() {
         }
     }
 }
+
+fn expected(case: &str) -> SafetensorsFile {
+    SafetensorsFile::open(&fixture(&format!("golden/lora/{case}/expected.safetensors")), false).unwrap()
+}
+
+/// AdamW alone: the adapter plus the file's gradients, one step, equals `after_step` (abs
+/// 1e-6, the README's optimizer check), for both cases.
+#[test]
+fn adamw_step_matches_torch() {
+    use sutra::train::adamw::{step, AdamWParams, Moments};
+    let h = AdamWParams { lr: 1e-2, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 };
+    for case in ["rwkv7", "mamba1"] {
+        let f = expected(case);
+        let a = SafetensorsFile::open(&fixture(&format!("golden/lora/{case}/adapter.safetensors")), false).unwrap();
+        let mut n = 0;
+        for (name, t) in &a.tensors {
+            let mut p = t.to_f32_vec().unwrap();
+            let g = f.get(&format!("grad.{name}")).unwrap().to_f32_vec().unwrap();
+            step(&h, 1, &mut p, &g, &mut Moments::default());
+            let want = f.get(&format!("after_step.{name}")).unwrap().to_f32_vec().unwrap();
+            assert_close(&p, &want, 1e-6, 0.0, &format!("{case} {name}"));
+            n += 1;
+        }
+        assert!(n > 0);
+    }
+}
+
+/// The trainer end to end on the golden rwkv7 case: loss and gradients by name, one AdamW
+/// step from its own gradients (the README's propagated tolerance), the loss after the step,
+/// and the saved adapter reloading to the same logits as the trainer's snapshot.
+#[test]
+fn trainer_step_matches_autograd_and_saves() {
+    use std::sync::Arc;
+    use sutra::train::{TrainParams, Trainer};
+    let m = load(&fixture("golden/rwkv7/model.safetensors"), 2);
+    let init = Adapter::load(&m, &fixture("golden/lora/rwkv7")).unwrap();
+    let f = expected("rwkv7");
+    let ints = |k: &str| -> Vec<i64> {
+        f.get(k).unwrap().bytes().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect()
+    };
+    let tokens: Vec<u32> = ints("tokens").iter().map(|&t| t as u32).collect();
+    let targets: Vec<i32> = ints("targets").iter().map(|&t| t as i32).collect();
+    let mut p = TrainParams::default();
+    p.optim.lr = 1e-2;
+    let mut tr = Trainer::new(&m, Some(&init), &p).unwrap();
+    let loss = tr.compute(&tokens, &targets, 1, tokens.len()).unwrap();
+    assert!((loss - f.get("loss").unwrap().to_f32_vec().unwrap()[0]).abs() < 5e-5, "loss {loss}");
+    let names: Vec<String> = f.tensors.keys().filter_map(|k| k.strip_prefix("grad.").map(String::from)).collect();
+    assert_eq!(names.len(), 24);
+    let grads: Vec<(String, Vec<f32>)> = names.iter().map(|n| (n.clone(), tr.gradient(n).unwrap().to_vec())).collect();
+    for (n, g) in &grads {
+        assert_close(g, &f.get(&format!("grad.{n}")).unwrap().to_f32_vec().unwrap(), 1e-5, 1e-3, n);
+    }
+    tr.apply().unwrap();
+    let snap = tr.adapter().unwrap();
+    for (n, _) in &grads {
+        let gfile = f.get(&format!("grad.{n}")).unwrap().to_f32_vec().unwrap();
+        let want = f.get(&format!("after_step.{n}")).unwrap().to_f32_vec().unwrap();
+        let module = n.strip_prefix("base_model.model.").unwrap();
+        let (module, half) = module.rsplit_once('.').unwrap().0.rsplit_once('.').unwrap();
+        let pair = &snap.pairs()[&format!("{module}.weight")];
+        let got = if half == "lora_A" { pair.a.tensor.as_f32().unwrap() } else { pair.b.tensor.as_f32().unwrap() };
+        for i in 0..want.len() {
+            // The README's end-to-end rule: the gradient tolerance carried through g/(|g|+eps).
+            let (g, eps, lr) = (gfile[i].abs(), 1e-8f32, 1e-2f32);
+            let tol_g = 1e-5 + 1e-3 * g;
+            let tol = 1e-6 + lr * (2f32).min(eps * tol_g / ((g + eps) * (g + eps)));
+            assert!((got[i] - want[i]).abs() <= tol, "{n}[{i}]: {} vs {} (tol {tol})", got[i], want[i]);
+        }
+    }
+    let after = tr.compute(&tokens, &targets, 1, tokens.len()).unwrap();
+    let want_after = f.get("loss_after_step").unwrap().to_f32_vec().unwrap()[0];
+    assert!((after - want_after).abs() < 1e-4, "loss after the step {after} vs {want_after}");
+    // Save, reload, same logits as the snapshot.
+    let dir = std::env::temp_dir().join(format!("sutra-train-save-{}", std::process::id()));
+    tr.save(&dir).unwrap();
+    let reloaded = Arc::new(Adapter::load(&m, &dir).unwrap());
+    let snap = Arc::new(snap);
+    let v = m.info().n_vocab;
+    let (mut x, mut y) = (vec![0f32; v], vec![0f32; v]);
+    let mut s = sutra::Session::new(&m);
+    s.set_adapter(&snap, 1.0).unwrap();
+    s.eval(&tokens, Some(&mut x)).unwrap();
+    let mut s = sutra::Session::new(&m);
+    s.set_adapter(&reloaded, 1.0).unwrap();
+    s.eval(&tokens, Some(&mut y)).unwrap();
+    assert_eq!(x, y, "a saved adapter reloads to other logits");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Bad batches and unsupported architectures are refused, naming the argument.
+#[test]
+fn trainer_refuses_bad_input() {
+    use sutra::train::{TrainParams, Trainer};
+    use sutra::Status;
+    let mamba = load(&fixture("golden/mamba1/model.safetensors"), 1);
+    let e = Trainer::new(&mamba, None, &TrainParams::default()).err().expect("mamba1 accepted");
+    assert_eq!(e.status(), Status::SUTRA_ERR_UNSUPPORTED);
+    assert!(e.to_string().contains("rwkv7"), "{e}");
+    let m = load(&fixture("golden/rwkv7/model.safetensors"), 1);
+    let p = TrainParams { targets: Some(vec!["att.nothing".into()]), ..Default::default() };
+    assert_eq!(Trainer::new(&m, None, &p).err().expect("no target").status(), Status::SUTRA_ERR_INVALID_ARGUMENT);
+    let mut tr = Trainer::new(&m, None, &TrainParams::default()).unwrap();
+    let v = m.info().n_vocab as u32;
+    let cases: [(&[u32], &[i32], usize, usize, &str); 5] = [
+        (&[], &[], 0, 0, "n_rows 0"),
+        (&[1, 2], &[1, 2, 3], 1, 2, "targets (3)"),
+        (&[1, v], &[1, 2], 1, 2, "tokens[1]"),
+        (&[1, 2], &[1, v as i32], 1, 2, "targets[1]"),
+        (&[1, 2], &[-1, -1], 1, 2, "every target is negative"),
+    ];
+    for (toks, tg, r, n, what) in cases {
+        let e = tr.compute(toks, tg, r, n).expect_err(what);
+        assert_eq!(e.status(), Status::SUTRA_ERR_INVALID_ARGUMENT, "{what}");
+        assert!(e.to_string().contains(what), "{what}: {e}");
+    }
+    assert!(tr.apply().is_err(), "apply without a gradient");
+    assert_eq!(tr.steps(), 0);
+}

@@ -28,7 +28,8 @@
 //! pairs), [`norm`] (LayerNorm, RMSNorm, GroupNorm, L2 normalize, gated RMSNorm, token
 //! shift), [`act`] (elementwise activations, gates, biases), [`loss`] (cross-entropy),
 //! [`wkv`] (the RWKV-7 delta-rule recurrence), [`ssm`] (Mamba-1 conv and selective scan,
-//! Mamba-2 SSD), [`lora`] (the trainable pairs and the product with its LoRA branch).
+//! Mamba-2 SSD), [`lora`] (the trainable pairs and the product with its LoRA branch),
+//! [`adamw`] (torch's AdamW, gradient clipping) and [`trainer`] (batches, steps, snapshots).
 //!
 //! Every backward is tested against central finite differences in f64, and every forward
 //! in f32 against the inference kernel it mirrors.
@@ -65,15 +66,18 @@
 //! token shift).
 
 pub mod act;
+pub mod adamw;
 pub mod linear;
 pub mod lora;
 pub mod loss;
 pub mod norm;
 pub mod real;
 pub mod ssm;
+pub mod trainer;
 pub mod wkv;
 
 pub use real::Real;
+pub use trainer::{TrainParams, Trainer};
 
 #[cfg(test)]
 pub(crate) mod testutil;
