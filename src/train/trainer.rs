@@ -74,13 +74,16 @@ impl Trainer {
             )));
         }
         let o = &p.optim;
-        let bad = !(o.lr.is_finite() && o.lr >= 0.0)
-            || !(0.0..1.0).contains(&o.beta1)
-            || !(0.0..1.0).contains(&o.beta2)
-            || !(o.eps.is_finite() && o.eps > 0.0)
-            || !o.weight_decay.is_finite()
-            || !(p.grad_clip.is_finite() && p.grad_clip >= 0.0);
-        if bad {
+        let good = o.lr.is_finite()
+            && o.lr >= 0.0
+            && (0.0..1.0).contains(&o.beta1)
+            && (0.0..1.0).contains(&o.beta2)
+            && o.eps.is_finite()
+            && o.eps > 0.0
+            && o.weight_decay.is_finite()
+            && p.grad_clip.is_finite()
+            && p.grad_clip >= 0.0;
+        if !good {
             return Err(Error::invalid(format!(
                 "train params: learning_rate {}, beta1 {}, beta2 {}, eps {}, weight_decay {}, grad_clip {}: need lr >= 0, \
                  betas in [0, 1), eps > 0, finite decay, grad_clip >= 0",
