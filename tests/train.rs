@@ -123,6 +123,9 @@ fn trainer_step_matches_autograd_and_saves() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// A bad batch: tokens, targets, n_rows, n_tokens, and what the message must name.
+type Case<'a> = (&'a [u32], &'a [i32], usize, usize, &'a str);
+
 /// Bad batches and unsupported architectures are refused, naming the argument.
 #[test]
 fn trainer_refuses_bad_input() {
@@ -137,7 +140,7 @@ fn trainer_refuses_bad_input() {
     assert_eq!(Trainer::new(&m, None, &p).err().expect("no target").status(), Status::SUTRA_ERR_INVALID_ARGUMENT);
     let mut tr = Trainer::new(&m, None, &TrainParams::default()).unwrap();
     let v = m.info().n_vocab as u32;
-    let cases: [(&[u32], &[i32], usize, usize, &str); 5] = [
+    let cases: [Case; 5] = [
         (&[], &[], 0, 0, "n_rows 0"),
         (&[1, 2], &[1, 2, 3], 1, 2, "targets (3)"),
         (&[1, v], &[1, 2], 1, 2, "tokens[1]"),
