@@ -20,6 +20,12 @@
 // Weights per packing block of q4 (and the step of group sizes).
 #define BLOCK 32
 
+// RWKV-7's decay scale, e^{-1/2} as the reference writes it (`w = exp(-0.606531·σ(z))`).
+#define DECAY_SCALE 0.606531
+
+// Largest conv width [`conv1d_causal_bwd`] supports (Mamba uses 4).
+#define MAX_CONV_WIDTH 64
+
 // Stable numeric status codes shared by the Rust API and the C ABI (`sutra_status`).
 //
 // The numbers never change once released; new codes are appended.
@@ -121,6 +127,10 @@ typedef struct sutra_session sutra_session;
 // `sutra_tokenizer_free`.
 typedef struct sutra_tokenizer sutra_tokenizer;
 
+// A LoRA trainer over a frozen model (opaque). Used by one thread at a time. Released by
+// `sutra_trainer_free`.
+typedef struct sutra_trainer sutra_trainer;
+
 // What `sutra_generate` should do. Start from `sutra_generate_default_params()`.
 typedef struct sutra_generate_params {
   // Most tokens to generate.
@@ -150,6 +160,31 @@ typedef struct sutra_generate_result {
   // Why it stopped.
   enum sutra_stop_reason stop_reason;
 } sutra_generate_result;
+
+// Hyper-parameters of `sutra_trainer_new`. Start from `sutra_train_default_params()`.
+typedef struct sutra_train_params {
+  // r of a new adapter.
+  int32_t lora_rank;
+  // lora_alpha of a new adapter.
+  float lora_alpha;
+  // Comma-separated module-name suffixes ("att.key,ffn.value"); NULL: every linear layer
+  // of every block.
+  const char *target_modules;
+  // New adapter: A ~ U(±1/sqrt(in)) (PEFT's default) from this seed, B = 0.
+  uint64_t seed;
+  // AdamW, as torch.optim.AdamW.
+  float learning_rate;
+  // AdamW β1.
+  float beta1;
+  // AdamW β2.
+  float beta2;
+  // AdamW ε (added after the bias correction).
+  float eps;
+  // Decoupled weight decay.
+  float weight_decay;
+  // Max global L2 norm of the gradient; 0 = none.
+  float grad_clip;
+} sutra_train_params;
 
 // Progress callback of long operations: `fraction` in [0, 1]; return false to cancel.
 typedef bool (*sutra_progress_callback)(float fraction, void *user_data);
@@ -302,6 +337,45 @@ enum sutra_status sutra_session_set_adapter(struct sutra_session *session, const
 
 // Detaches every adapter from `session` (the recurrent state is kept).
 enum sutra_status sutra_session_clear_adapters(struct sutra_session *session);
+
+// Defaults: r 8, alpha 16, every block matrix, seed 0, lr 1e-3, betas (0.9, 0.999), eps 1e-8,
+// no weight decay, no clipping.
+struct sutra_train_params sutra_train_default_params(void);
+
+// A LoRA trainer over the frozen `model` (a q8/q4 model makes it QLoRA). `init` NULL: a new
+// adapter from `params`; otherwise training starts from a copy of `init` (its rank, alpha,
+// targets and values; `init` itself never changes). `params` may be NULL for defaults.
+// SUTRA_ERR_UNSUPPORTED (naming the supported architectures) for a model without a
+// backward pass.
+enum sutra_status sutra_trainer_new(const struct sutra_model *model, const struct sutra_adapter *init, const struct sutra_train_params *params, struct sutra_trainer **out_trainer);
+
+// Releases a trainer (NULL is a no-op).
+void sutra_trainer_free(struct sutra_trainer *trainer);
+
+// One batch: `n_rows` rows of `n_tokens` tokens; `tokens` and `targets` are
+// `[n_rows * n_tokens]`, row-major. Every row starts from the initial state. `*loss_out`
+// receives the mean cross-entropy (natural log) over every target >= 0 (negative targets
+// are ignored) of the logits after the token at the same position; the gradient of that loss
+// with respect to every adapter tensor is computed through the whole row (full BPTT) and
+// kept for `sutra_trainer_apply`. The adapter is unchanged.
+enum sutra_status sutra_trainer_compute(struct sutra_trainer *trainer, const int32_t *tokens, const int32_t *targets, size_t n_rows, size_t n_tokens, float *loss_out);
+
+// One optimizer step with the gradient of the last `sutra_trainer_compute`.
+enum sutra_status sutra_trainer_apply(struct sutra_trainer *trainer);
+
+// `sutra_trainer_compute`, then `sutra_trainer_apply`.
+enum sutra_status sutra_trainer_step(struct sutra_trainer *trainer, const int32_t *tokens, const int32_t *targets, size_t n_rows, size_t n_tokens, float *loss_out);
+
+// The last computed gradient of one adapter tensor, by its PEFT name (e.g.
+// "base_model.model.blocks.0.att.key.lora_A.weight"); `n` must be its element count.
+enum sutra_status sutra_trainer_get_gradient(const struct sutra_trainer *trainer, const char *name, float *out, size_t n);
+
+// A snapshot of the current adapter, for sessions (released by `sutra_adapter_free`).
+enum sutra_status sutra_trainer_get_adapter(const struct sutra_trainer *trainer, struct sutra_adapter **out_adapter);
+
+// Writes the current adapter as a PEFT folder (adapter_config.json,
+// adapter_model.safetensors), creating `dir` if needed; nothing half-written on failure.
+enum sutra_status sutra_trainer_save_adapter(const struct sutra_trainer *trainer, const char *dir);
 
 // Default load parameters: all cores, mmap on, no progress callback.
 struct sutra_model_params sutra_model_default_params(void);

@@ -207,3 +207,60 @@ fn shakespeare_finetune_reproduces_the_reference_trajectory() {
     assert!((sc.mean_nll - 3.321649).abs() < 2e-3, "held-out loss after 100 steps: {}", sc.mean_nll);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Through the C API (contract part 2): the golden rwkv7 loss and every gradient by name,
+/// then a step; a Mamba model is SUTRA_ERR_UNSUPPORTED naming what is supported.
+#[test]
+fn c_api_trainer_matches_autograd() {
+    use std::ffi::CString;
+    use sutra::ffi::*;
+    use sutra::Status;
+    let cs = |p: &std::path::Path| CString::new(p.to_str().unwrap()).unwrap();
+    let f = expected("rwkv7");
+    let ints = |k: &str| -> Vec<i32> {
+        f.get(k).unwrap().bytes().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap()) as i32).collect()
+    };
+    let (tokens, targets) = (ints("tokens"), ints("targets"));
+    let (mut m, mut a, mut tr, mut mm) =
+        (std::ptr::null_mut(), std::ptr::null_mut(), std::ptr::null_mut(), std::ptr::null_mut());
+    // SAFETY: valid arguments; every handle is freed below.
+    unsafe {
+        let mp = cs(&fixture("golden/rwkv7/model.safetensors"));
+        assert_eq!(sutra_model_load(mp.as_ptr(), std::ptr::null(), &mut m), Status::SUTRA_OK);
+        assert_eq!(sutra_adapter_load(m, cs(&fixture("golden/lora/rwkv7")).as_ptr(), &mut a), Status::SUTRA_OK);
+        let mut p = sutra_train_default_params();
+        p.learning_rate = 1e-2;
+        assert_eq!(sutra_trainer_new(m, a, &p, &mut tr), Status::SUTRA_OK);
+        let mut loss = 0f32;
+        let st = sutra_trainer_compute(tr, tokens.as_ptr(), targets.as_ptr(), 1, tokens.len(), &mut loss);
+        assert_eq!(st, Status::SUTRA_OK);
+        assert!((loss - f.get("loss").unwrap().to_f32_vec().unwrap()[0]).abs() < 5e-5);
+        for k in f.tensors.keys().filter_map(|k| k.strip_prefix("grad.")) {
+            let want = f.get(&format!("grad.{k}")).unwrap().to_f32_vec().unwrap();
+            let mut got = vec![0f32; want.len()];
+            let name = CString::new(k).unwrap();
+            assert_eq!(sutra_trainer_get_gradient(tr, name.as_ptr(), got.as_mut_ptr(), got.len()), Status::SUTRA_OK);
+            assert_close(&got, &want, 1e-5, 1e-3, k);
+            assert_eq!(
+                sutra_trainer_get_gradient(tr, name.as_ptr(), got.as_mut_ptr(), got.len() + 1),
+                Status::SUTRA_ERR_INVALID_ARGUMENT
+            );
+        }
+        assert_eq!(sutra_trainer_apply(tr), Status::SUTRA_OK);
+        let mut snap = std::ptr::null_mut();
+        assert_eq!(sutra_trainer_get_adapter(tr, &mut snap), Status::SUTRA_OK);
+        sutra_adapter_free(snap);
+        let bad = [-1i32, 2];
+        let st = sutra_trainer_step(tr, bad.as_ptr(), targets.as_ptr(), 1, 2, &mut loss);
+        assert_eq!(st, Status::SUTRA_ERR_INVALID_ARGUMENT);
+        sutra_trainer_free(tr);
+        sutra_adapter_free(a);
+        sutra_model_free(m);
+        let mp = cs(&fixture("golden/mamba1/model.safetensors"));
+        assert_eq!(sutra_model_load(mp.as_ptr(), std::ptr::null(), &mut mm), Status::SUTRA_OK);
+        let mut t2 = std::ptr::null_mut();
+        assert_eq!(sutra_trainer_new(mm, std::ptr::null(), std::ptr::null(), &mut t2), Status::SUTRA_ERR_UNSUPPORTED);
+        assert!(t2.is_null());
+        sutra_model_free(mm);
+    }
+}
