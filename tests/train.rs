@@ -8,11 +8,17 @@ use sutra::train::lora::LoraSet;
 use sutra::Adapter;
 
 #[test]
-fn rwkv7_loss_and_gradients_match_autograd() {
-    let m = load(&fixture("golden/rwkv7/model.safetensors"), 2);
-    let a = Adapter::load(&m, &fixture("golden/lora/rwkv7")).unwrap();
+fn loss_and_gradients_match_autograd() {
+    for case in ["rwkv7", "mamba1"] {
+        loss_and_gradients(case);
+    }
+}
+
+fn loss_and_gradients(case: &str) {
+    let m = load(&fixture(&format!("golden/{case}/model.safetensors")), 2);
+    let a = Adapter::load(&m, &fixture(&format!("golden/lora/{case}"))).unwrap();
     let set = LoraSet::from_adapter(&a).unwrap();
-    let f = SafetensorsFile::open(&fixture("golden/lora/rwkv7/expected.safetensors"), false).unwrap();
+    let f = SafetensorsFile::open(&fixture(&format!("golden/lora/{case}/expected.safetensors")), false).unwrap();
     let ints = |k: &str| -> Vec<i64> {
         f.get(k).unwrap().bytes().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect()
     };
@@ -24,12 +30,12 @@ fn rwkv7_loss_and_gradients_match_autograd() {
     let (sum, count) = m.arch().train_row(&set, &tokens, &targets, 1.0 / n, &mut grads).unwrap();
     assert_eq!(count, targets.len());
     let loss = (sum / count as f64) as f32;
-    assert!((loss - want_loss).abs() < 5e-5, "loss {loss} vs {want_loss}");
+    assert!((loss - want_loss).abs() < 5e-5, "{case}: loss {loss} vs {want_loss}");
     for (i, p) in set.params.iter().enumerate() {
         for (half, got) in [("lora_A", &grads.da[i]), ("lora_B", &grads.db[i])] {
             let key = format!("grad.base_model.model.{}.{half}.weight", p.module);
             let want = f.get(&key).unwrap().to_f32_vec().unwrap();
-            assert_close(got, &want, 1e-5, 1e-3, &key);
+            assert_close(got, &want, 1e-5, 1e-3, &format!("{case} {key}"));
         }
     }
 }
@@ -131,8 +137,8 @@ type Case<'a> = (&'a [u32], &'a [i32], usize, usize, &'a str);
 fn trainer_refuses_bad_input() {
     use sutra::train::{TrainParams, Trainer};
     use sutra::Status;
-    let mamba = load(&fixture("golden/mamba1/model.safetensors"), 1);
-    let e = Trainer::new(&mamba, None, &TrainParams::default()).err().expect("mamba1 accepted");
+    let mamba = load(&fixture("golden/mamba2/model.safetensors"), 1);
+    let e = Trainer::new(&mamba, None, &TrainParams::default()).err().expect("mamba2 accepted");
     assert_eq!(e.status(), Status::SUTRA_ERR_UNSUPPORTED);
     assert!(e.to_string().contains("rwkv7"), "{e}");
     let m = load(&fixture("golden/rwkv7/model.safetensors"), 1);
@@ -209,7 +215,7 @@ fn shakespeare_finetune_reproduces_the_reference_trajectory() {
 }
 
 /// Through the C API (contract part 2): the golden rwkv7 loss and every gradient by name,
-/// then a step; a Mamba model is SUTRA_ERR_UNSUPPORTED naming what is supported.
+/// then a step; a Mamba-2 model is (for now) SUTRA_ERR_UNSUPPORTED naming what is supported.
 #[test]
 fn c_api_trainer_matches_autograd() {
     use std::ffi::CString;
@@ -256,7 +262,7 @@ fn c_api_trainer_matches_autograd() {
         sutra_trainer_free(tr);
         sutra_adapter_free(a);
         sutra_model_free(m);
-        let mp = cs(&fixture("golden/mamba1/model.safetensors"));
+        let mp = cs(&fixture("golden/mamba2/model.safetensors"));
         assert_eq!(sutra_model_load(mp.as_ptr(), std::ptr::null(), &mut mm), Status::SUTRA_OK);
         let mut t2 = std::ptr::null_mut();
         assert_eq!(sutra_trainer_new(mm, std::ptr::null(), std::ptr::null(), &mut t2), Status::SUTRA_ERR_UNSUPPORTED);

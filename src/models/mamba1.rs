@@ -14,7 +14,7 @@
 //! (default 1e-5).
 
 use super::common::{conv_silu, mamba_conv_bias, mamba_embedding_key, mamba_stack};
-use super::stack::{for_units, units_to_rows, Block as StackBlock, Norm, Stack, States};
+use super::stack::{for_units, units_to_rows, Block as StackBlock, Norm, Stack, States, TrainCarry};
 use super::{count_params, ArchKind};
 use crate::error::{Error, Result};
 use crate::exec::{Exec, Seg};
@@ -22,6 +22,7 @@ use crate::format::{HfConfig, SafetensorsFile, WeightReader};
 use crate::kernels::ssm::scan_update_dot;
 use crate::kernels::{add_assign, silu, softplus};
 use crate::tensor::Matrix;
+use crate::train::lora::{lin_bwd, lin_fwd, LoraGrads, LoraSet};
 
 // ---------------------------------------------------------------------------------------------
 // Hyper-parameters
@@ -158,6 +159,32 @@ impl StackBlock for Block {
         vec![&self.in_proj, &self.x_proj, &self.dt_proj, &self.out_proj]
     }
 
+    fn train_forward(
+        &self,
+        cfg: &Config,
+        _li: usize,
+        set: &LoraSet,
+        _carry: &mut TrainCarry,
+        x: &mut [f32],
+    ) -> Result<Box<dyn std::any::Any + Send>> {
+        Ok(Box::new(self.record(cfg, set, x)))
+    }
+
+    fn train_backward(
+        &self,
+        cfg: &Config,
+        _li: usize,
+        set: &LoraSet,
+        rec: &(dyn std::any::Any + Send),
+        _carry: &mut TrainCarry,
+        grads: &mut LoraGrads,
+        dx: &mut [f32],
+    ) -> Result<()> {
+        let rec = rec.downcast_ref::<Rec>().ok_or_else(|| Error::Internal("Mamba-1 record".into()))?;
+        self.backprop(cfg, set, rec, grads, dx);
+        Ok(())
+    }
+
     /// The layer on the rows of `x` ([T, d]): x += mixer(rms_norm(x)).
     fn forward(&self, cfg: &Config, _li: usize, ex: &mut Exec, segs: &[Seg], st: &mut States, x: &mut [f32]) {
         let Config { d_model: dm, d_inner: di, d_state: ns, dt_rank: nr, .. } = *cfg;
@@ -201,5 +228,125 @@ impl StackBlock for Block {
         // 7. x += out_proj·y.
         lin.apply(&self.out_proj, u, t, xn);
         add_assign(x, xn);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Training: the forward pass with a record, and its backward pass
+// ---------------------------------------------------------------------------------------------
+
+/// What the backward pass of one layer needs, for one row of T tokens from the zero state.
+struct Rec {
+    /// Layer input [T, d], RMSNorm(x) [T, d].
+    x_in: Vec<f32>,
+    xn: Vec<f32>,
+    /// in_proj's LoRA `A x`.
+    ax_in: Vec<f32>,
+    /// The conv input x [T, Di], conv output before SiLU, u = SiLU of it.
+    u_pre: Vec<f32>,
+    conv: Vec<f32>,
+    u: Vec<f32>,
+    /// x_proj's `A x`; dt_proj input [T, R], output before softplus [T, Di] and its `A x`;
+    /// dt [T, Di].
+    ax_x: Vec<f32>,
+    low: Vec<f32>,
+    dt_pre: Vec<f32>,
+    ax_dt: Vec<f32>,
+    dt: Vec<f32>,
+    /// B, C [T, S]; scan output [T, Di]; z [T, Di]; gated y [T, Di] and out_proj's `A x`.
+    b: Vec<f32>,
+    c: Vec<f32>,
+    y_scan: Vec<f32>,
+    z: Vec<f32>,
+    y: Vec<f32>,
+    ax_out: Vec<f32>,
+}
+
+impl Block {
+    /// The record of [`train_forward`](StackBlock::train_forward), computing `x` forward.
+    fn record(&self, cfg: &Config, set: &LoraSet, x: &mut [f32]) -> Rec {
+        use crate::train::act::{self, Act};
+        let Config { d_model: dm, d_inner: di, d_state: ns, dt_rank: nr, d_conv: k, .. } = *cfg;
+        let t = x.len() / dm;
+        let nb = nr + 2 * ns;
+        let x_in = x.to_vec();
+        let mut xn = vec![0f32; t * dm];
+        self.norm.rows(x, &mut xn);
+        let (mut uz, mut ax_in) = (vec![0f32; t * 2 * di], Vec::new());
+        lin_fwd(&self.in_proj, set, &xn, t, &mut uz, &mut ax_in);
+        let split = |src: &[f32], w: usize, from: usize, len: usize| -> Vec<f32> {
+            src.chunks_exact(w).flat_map(|r| r[from..from + len].iter().copied()).collect()
+        };
+        let (u_pre, z) = (split(&uz, 2 * di, 0, di), split(&uz, 2 * di, di, di));
+        let mut conv = vec![0f32; t * di];
+        crate::train::ssm::conv1d_causal_fwd(&mut vec![0f32; di * k], &u_pre, &self.conv_w, &self.conv_b, &mut conv);
+        let mut u = vec![0f32; t * di];
+        act::act_fwd(Act::Silu, &conv, &mut u);
+        let (mut dbc, mut ax_x) = (vec![0f32; t * nb], Vec::new());
+        lin_fwd(&self.x_proj, set, &u, t, &mut dbc, &mut ax_x);
+        let (low, b, c) = (split(&dbc, nb, 0, nr), split(&dbc, nb, nr, ns), split(&dbc, nb, nr + ns, ns));
+        let (mut dt_pre, mut ax_dt) = (vec![0f32; t * di], Vec::new());
+        lin_fwd(&self.dt_proj, set, &low, t, &mut dt_pre, &mut ax_dt);
+        let mut dt = vec![0f32; t * di];
+        act::bias_act_fwd(Act::Softplus, &dt_pre, &self.dt_bias, &mut dt);
+        let mut y_scan = vec![0f32; t * di];
+        let inp = crate::train::ssm::ScanInputs { dt: &dt, u: &u, b: &b, c: &c, a: &self.a, d: &self.d };
+        crate::train::ssm::selective_scan_fwd(&inp, &mut vec![0f32; di * ns], &mut y_scan);
+        let mut y = vec![0f32; t * di];
+        act::gate_fwd(Act::Silu, &y_scan, &z, &mut y);
+        let (mut out, mut ax_out) = (vec![0f32; t * dm], Vec::new());
+        lin_fwd(&self.out_proj, set, &y, t, &mut out, &mut ax_out);
+        x.iter_mut().zip(&out).for_each(|(x, o)| *x += o);
+        Rec { x_in, xn, ax_in, u_pre, conv, u, ax_x, low, dt_pre, ax_dt, dt, b, c, y_scan, z, y, ax_out }
+    }
+
+    /// Backward of [`record`](Self::record): `dx` is dL/d(layer output) in, dL/d(input) out.
+    fn backprop(&self, cfg: &Config, set: &LoraSet, rec: &Rec, grads: &mut LoraGrads, dx: &mut [f32]) {
+        use crate::train::act::{self, Act};
+        use crate::train::ssm;
+        let Config { d_model: dm, d_inner: di, d_state: ns, dt_rank: nr, d_conv: k, .. } = *cfg;
+        let t = dx.len() / dm;
+        let nb = nr + 2 * ns;
+        let zeros = |n: usize| vec![0f32; n];
+        // 7. out = out_proj·y;  y = y_scan ⊙ silu(z).
+        let mut d_y = zeros(t * di);
+        lin_bwd(&self.out_proj, set, grads, &rec.y, &rec.ax_out, dx, t, &mut d_y);
+        let (mut d_yscan, mut d_z) = (zeros(t * di), zeros(t * di));
+        act::gate_bwd(Act::Silu, &rec.y_scan, &rec.z, &d_y, &mut d_yscan, &mut d_z);
+        // 6. The selective scan (BPTT over the whole row, from the zero state).
+        let (mut d_dt, mut d_u, mut d_b, mut d_c) = (zeros(t * di), zeros(t * di), zeros(t * ns), zeros(t * ns));
+        let inp = ssm::ScanInputs { dt: &rec.dt, u: &rec.u, b: &rec.b, c: &rec.c, a: &self.a, d: &self.d };
+        let mut g = ssm::ScanGrads { ddt: &mut d_dt, du: &mut d_u, db: &mut d_b, dc: &mut d_c, da: None, dd: None };
+        let mut scratch = zeros(ssm::selective_scan_scratch_len(t, ns));
+        ssm::selective_scan_bwd(&inp, &zeros(di * ns), &d_yscan, &mut zeros(di * ns), &mut g, &mut scratch);
+        // 5. dt = softplus(dt_proj·low + dt_bias).
+        let mut d_dtpre = zeros(t * di);
+        act::bias_act_bwd(Act::Softplus, &rec.dt_pre, &self.dt_bias, &d_dt, &mut d_dtpre, None);
+        let mut d_low = zeros(t * nr);
+        lin_bwd(&self.dt_proj, set, grads, &rec.low, &rec.ax_dt, &d_dtpre, t, &mut d_low);
+        // 4. [low, B, C] = x_proj·u.
+        let mut d_dbc = zeros(t * nb);
+        for i in 0..t {
+            let row = &mut d_dbc[i * nb..(i + 1) * nb];
+            row[..nr].copy_from_slice(&d_low[i * nr..(i + 1) * nr]);
+            row[nr..nr + ns].copy_from_slice(&d_b[i * ns..(i + 1) * ns]);
+            row[nr + ns..].copy_from_slice(&d_c[i * ns..(i + 1) * ns]);
+        }
+        lin_bwd(&self.x_proj, set, grads, &rec.u, &rec.ax_x, &d_dbc, t, &mut d_u);
+        // 3. u = silu(conv(u_pre) + bias).
+        let mut d_conv = zeros(t * di);
+        act::act_bwd(Act::Silu, &rec.conv, &d_u, &mut d_conv);
+        let mut d_upre = zeros(t * di);
+        let w0 = zeros(di * k);
+        ssm::conv1d_causal_bwd(di, &w0, &rec.u_pre, &self.conv_w, &d_conv, &mut zeros(di * k), &mut d_upre, None, None);
+        // 2. [u_pre, z] = in_proj·xn;  1. xn = RMSNorm(x).
+        let mut d_uz = zeros(t * 2 * di);
+        for i in 0..t {
+            d_uz[i * 2 * di..i * 2 * di + di].copy_from_slice(&d_upre[i * di..(i + 1) * di]);
+            d_uz[i * 2 * di + di..(i + 1) * 2 * di].copy_from_slice(&d_z[i * di..(i + 1) * di]);
+        }
+        let mut d_xn = zeros(t * dm);
+        lin_bwd(&self.in_proj, set, grads, &rec.xn, &rec.ax_in, &d_uz, t, &mut d_xn);
+        self.norm.rows_bwd(&rec.x_in, &d_xn, dx);
     }
 }
