@@ -17,7 +17,7 @@
 //! `{"__float__": "Infinity"}` is accepted) are used.
 
 use super::common::{conv_silu, mamba_conv_bias, mamba_embedding_key, mamba_stack};
-use super::stack::{for_units, units_to_rows, Block as StackBlock, Norm, Stack, States};
+use super::stack::{for_units, units_to_rows, Block as StackBlock, Norm, Stack, States, TrainCarry};
 use super::{count_params, ArchKind};
 use crate::error::{Error, Result};
 use crate::exec::{Exec, Seg};
@@ -25,6 +25,7 @@ use crate::format::{HfConfig, SafetensorsFile, WeightReader};
 use crate::kernels::ssm::decay_update_dot;
 use crate::kernels::{add_assign, rms_norm, silu, softplus};
 use crate::tensor::Matrix;
+use crate::train::lora::{lin_bwd, lin_fwd, LoraGrads, LoraSet};
 
 // ---------------------------------------------------------------------------------------------
 // Hyper-parameters
@@ -213,6 +214,32 @@ impl StackBlock for Block {
         vec![&self.in_proj, &self.out_proj]
     }
 
+    fn train_forward(
+        &self,
+        cfg: &Config,
+        _li: usize,
+        set: &LoraSet,
+        _carry: &mut TrainCarry,
+        x: &mut [f32],
+    ) -> Result<Box<dyn std::any::Any + Send>> {
+        Ok(Box::new(self.record(cfg, set, x)))
+    }
+
+    fn train_backward(
+        &self,
+        cfg: &Config,
+        _li: usize,
+        set: &LoraSet,
+        rec: &(dyn std::any::Any + Send),
+        _carry: &mut TrainCarry,
+        grads: &mut LoraGrads,
+        dx: &mut [f32],
+    ) -> Result<()> {
+        let rec = rec.downcast_ref::<Rec>().ok_or_else(|| Error::Internal("Mamba-2 record".into()))?;
+        self.backprop(cfg, set, rec, grads, dx);
+        Ok(())
+    }
+
     /// The layer on the rows of `x` ([T, d]): x += mixer(rms_norm(x)).
     fn forward(&self, cfg: &Config, _li: usize, ex: &mut Exec, segs: &[Seg], st: &mut States, x: &mut [f32]) {
         let Config { d_model: dm, d_inner: di, n_head: nh, head_dim: np, n_groups: ng, d_state: ns, .. } = *cfg;
@@ -271,5 +298,163 @@ impl StackBlock for Block {
         // 6. x += out_proj·y.
         lin.apply(&self.out_proj, y, t, xn);
         add_assign(x, xn);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Training: the forward pass with a record, and its backward pass
+// ---------------------------------------------------------------------------------------------
+
+/// What the backward pass of one layer needs, for one row of T tokens from the zero state.
+struct Rec {
+    /// Layer input and RMSNorm(x) [T, d]; in_proj's LoRA `A x`.
+    x_in: Vec<f32>,
+    xn: Vec<f32>,
+    ax_in: Vec<f32>,
+    /// z [T, Di]; the conv input xBC [T, conv_dim] and its output before SiLU; xBC after it.
+    z: Vec<f32>,
+    xbc_pre: Vec<f32>,
+    conv: Vec<f32>,
+    xbc: Vec<f32>,
+    /// dt before softplus (without dt_bias) and dt, [T, H].
+    dt_raw: Vec<f32>,
+    dt: Vec<f32>,
+    /// SSD output [T, Di], gated norm output [T, Di], out_proj's `A x`.
+    y: Vec<f32>,
+    y_norm: Vec<f32>,
+    ax_out: Vec<f32>,
+}
+
+/// Columns `from .. from + len` of the `[T, w]` rows of `src`, as `[T, len]`.
+fn columns(src: &[f32], w: usize, from: usize, len: usize) -> Vec<f32> {
+    src.chunks_exact(w).flat_map(|r| r[from..from + len].iter().copied()).collect()
+}
+
+impl Block {
+    /// The record of [`train_forward`](StackBlock::train_forward), computing `x` forward.
+    fn record(&self, cfg: &Config, set: &LoraSet, x: &mut [f32]) -> Rec {
+        use crate::train::act::{self, Act};
+        let Config { d_model: dm, d_inner: di, n_head: nh, head_dim: np, n_groups: ng, d_state: ns, .. } = *cfg;
+        let Config { conv_dim: cd, d_conv: k, eps, dt_limit, .. } = *cfg;
+        let t = x.len() / dm;
+        let rows = self.in_proj.rows;
+        let x_in = x.to_vec();
+        let mut xn = vec![0f32; t * dm];
+        self.norm.rows(x, &mut xn);
+        let (mut proj, mut ax_in) = (vec![0f32; t * rows], Vec::new());
+        lin_fwd(&self.in_proj, set, &xn, t, &mut proj, &mut ax_in);
+        let (z, xbc_pre, dt_raw) =
+            (columns(&proj, rows, 0, di), columns(&proj, rows, di, cd), columns(&proj, rows, di + cd, nh));
+        let mut conv = vec![0f32; t * cd];
+        crate::train::ssm::conv1d_causal_fwd(&mut vec![0f32; cd * k], &xbc_pre, &self.conv_w, &self.conv_b, &mut conv);
+        let mut xbc = vec![0f32; t * cd];
+        act::act_fwd(Act::Silu, &conv, &mut xbc);
+        let mut dt = vec![0f32; t * nh];
+        act::bias_act_fwd(Act::Softplus, &dt_raw, &self.dt_bias, &mut dt);
+        dt.iter_mut().for_each(|d| *d = d.clamp(dt_limit.0, dt_limit.1));
+        let mut y = vec![0f32; t * di];
+        let (mut yh, mut h) = (vec![0f32; t * np], vec![0f32; np * ns]);
+        for hd in 0..nh {
+            let g = hd / (nh / ng);
+            let (dth, xh) = (columns(&dt, nh, hd, 1), columns(&xbc, cd, hd * np, np));
+            let (b, c) = (columns(&xbc, cd, di + g * ns, ns), columns(&xbc, cd, di + ng * ns + g * ns, ns));
+            let inp = crate::train::ssm::SsdInputs { dt: &dth, x: &xh, b: &b, c: &c, a: self.a[hd], d: self.d[hd] };
+            h.fill(0.0);
+            crate::train::ssm::ssd_fwd(&inp, ns, &mut h, &mut yh);
+            for (row, src) in y.chunks_exact_mut(di).zip(yh.chunks_exact(np)) {
+                row[hd * np..(hd + 1) * np].copy_from_slice(src);
+            }
+        }
+        let mut y_norm = vec![0f32; t * di];
+        crate::train::norm::gated_rms_norm_fwd(&y, &z, ng, &self.gn, eps, &mut y_norm);
+        let (mut out, mut ax_out) = (vec![0f32; t * dm], Vec::new());
+        lin_fwd(&self.out_proj, set, &y_norm, t, &mut out, &mut ax_out);
+        x.iter_mut().zip(&out).for_each(|(x, o)| *x += o);
+        Rec { x_in, xn, ax_in, z, xbc_pre, conv, xbc, dt_raw, dt, y, y_norm, ax_out }
+    }
+
+    /// Backward of [`record`](Self::record): `dx` is dL/d(layer output) in, dL/d(input) out.
+    fn backprop(&self, cfg: &Config, set: &LoraSet, rec: &Rec, grads: &mut LoraGrads, dx: &mut [f32]) {
+        use crate::train::act::{self, Act};
+        use crate::train::ssm;
+        let Config { d_model: dm, d_inner: di, n_head: nh, head_dim: np, n_groups: ng, d_state: ns, .. } = *cfg;
+        let Config { conv_dim: cd, d_conv: k, eps, dt_limit, .. } = *cfg;
+        let t = dx.len() / dm;
+        let rows = self.in_proj.rows;
+        let zeros = |n: usize| vec![0f32; n];
+        // 6. out = out_proj·y_norm;  5. y_norm = gated RMSNorm(y, z).
+        let mut d_ynorm = zeros(t * di);
+        lin_bwd(&self.out_proj, set, grads, &rec.y_norm, &rec.ax_out, dx, t, &mut d_ynorm);
+        let (mut d_y, mut d_z) = (zeros(t * di), zeros(t * di));
+        let mut scratch = zeros(2 * di);
+        crate::train::norm::gated_rms_norm_bwd(
+            &rec.y,
+            &rec.z,
+            ng,
+            &self.gn,
+            eps,
+            &d_ynorm,
+            &mut d_y,
+            &mut d_z,
+            None,
+            &mut scratch,
+        );
+        // 4. SSD per head (BPTT over the whole row from the zero state).
+        let (mut d_xbc, mut d_dt) = (zeros(t * cd), zeros(t * nh));
+        let mut scratch = zeros(ssm::ssd_scratch_len(t, np, ns));
+        for hd in 0..nh {
+            let g = hd / (nh / ng);
+            let (dth, xh) = (columns(&rec.dt, nh, hd, 1), columns(&rec.xbc, cd, hd * np, np));
+            let (bo, co) = (di + g * ns, di + ng * ns + g * ns);
+            let (b, c) = (columns(&rec.xbc, cd, bo, ns), columns(&rec.xbc, cd, co, ns));
+            let dyh = columns(&d_y, di, hd * np, np);
+            let inp = ssm::SsdInputs { dt: &dth, x: &xh, b: &b, c: &c, a: self.a[hd], d: self.d[hd] };
+            let (mut ddt, mut dxh, mut db, mut dc, mut da, mut dd) =
+                (zeros(t), zeros(t * np), zeros(t * ns), zeros(t * ns), 0f32, 0f32);
+            let mut gr =
+                ssm::SsdGrads { ddt: &mut ddt, dx: &mut dxh, db: &mut db, dc: &mut dc, da: &mut da, dd: &mut dd };
+            ssm::ssd_bwd(&inp, ns, &zeros(np * ns), &dyh, &mut zeros(np * ns), &mut gr, &mut scratch);
+            for i in 0..t {
+                d_dt[i * nh + hd] += ddt[i];
+                let row = &mut d_xbc[i * cd..(i + 1) * cd];
+                row[hd * np..(hd + 1) * np].iter_mut().zip(&dxh[i * np..(i + 1) * np]).for_each(|(a, b)| *a += b);
+                row[bo..bo + ns].iter_mut().zip(&db[i * ns..(i + 1) * ns]).for_each(|(a, b)| *a += b);
+                row[co..co + ns].iter_mut().zip(&dc[i * ns..(i + 1) * ns]).for_each(|(a, b)| *a += b);
+            }
+        }
+        // 3. dt = clamp(softplus(dt_raw + dt_bias)): no gradient where the clamp holds.
+        for (d, &v) in d_dt.iter_mut().zip(&rec.dt) {
+            if v <= dt_limit.0 || v >= dt_limit.1 {
+                *d = 0.0;
+            }
+        }
+        let mut d_dtraw = zeros(t * nh);
+        act::bias_act_bwd(Act::Softplus, &rec.dt_raw, &self.dt_bias, &d_dt, &mut d_dtraw, None);
+        //    xBC = silu(conv(xBC_pre) + bias).
+        let mut d_conv = zeros(t * cd);
+        act::act_bwd(Act::Silu, &rec.conv, &d_xbc, &mut d_conv);
+        let mut d_xbcpre = zeros(t * cd);
+        ssm::conv1d_causal_bwd(
+            cd,
+            &zeros(cd * k),
+            &rec.xbc_pre,
+            &self.conv_w,
+            &d_conv,
+            &mut zeros(cd * k),
+            &mut d_xbcpre,
+            None,
+            None,
+        );
+        // 2. [z, xBC, dt] = in_proj·xn;  1. xn = RMSNorm(x).
+        let mut d_proj = zeros(t * rows);
+        for i in 0..t {
+            let row = &mut d_proj[i * rows..(i + 1) * rows];
+            row[..di].copy_from_slice(&d_z[i * di..(i + 1) * di]);
+            row[di..di + cd].copy_from_slice(&d_xbcpre[i * cd..(i + 1) * cd]);
+            row[di + cd..].copy_from_slice(&d_dtraw[i * nh..(i + 1) * nh]);
+        }
+        let mut d_xn = zeros(t * dm);
+        lin_bwd(&self.in_proj, set, grads, &rec.xn, &rec.ax_in, &d_proj, t, &mut d_xn);
+        self.norm.rows_bwd(&rec.x_in, &d_xn, dx);
     }
 }

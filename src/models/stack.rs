@@ -125,7 +125,7 @@ pub trait Block: Send + Sync + Sized {
         _carry: &mut TrainCarry,
         _x: &mut [f32],
     ) -> Result<Box<dyn Any + Send>> {
-        Err(Error::unsupported("training is implemented for RWKV-7 and Mamba-1"))
+        Err(Error::unsupported("training is implemented for RWKV-7, Mamba-1 and Mamba-2"))
     }
 
     /// Backward of [`train_forward`](Block::train_forward): `dx` enters as dL/d(block output)
@@ -141,7 +141,7 @@ pub trait Block: Send + Sync + Sized {
         _grads: &mut LoraGrads,
         _dx: &mut [f32],
     ) -> Result<()> {
-        Err(Error::unsupported("training is implemented for RWKV-7 and Mamba-1"))
+        Err(Error::unsupported("training is implemented for RWKV-7, Mamba-1 and Mamba-2"))
     }
 }
 
