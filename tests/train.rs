@@ -427,3 +427,32 @@ fn gradients_match_central_differences_on_synthesized_models() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `sutra lora train`: a live line per step (plain lines when stderr is not a terminal) and a
+/// PEFT folder that loads; bad arguments are errors.
+#[test]
+fn cli_lora_train_writes_an_adapter() {
+    use std::process::Command;
+    let bin = std::path::PathBuf::from(env!("CARGO_BIN_EXE_sutra"));
+    let model = repo("models/rwkv7-shakespeare-6x256/model.safetensors");
+    let out = std::env::temp_dir().join(format!("sutra-cli-train-{}", std::process::id()));
+    let o = Command::new(&bin)
+        .args(["lora", "train", model.to_str().unwrap(), "--data"])
+        .arg(fixture("shakespeare/train_head64k.txt"))
+        .args(["--out", out.to_str().unwrap(), "--steps", "2", "--ctx", "16", "--batch", "2", "--rank", "4"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("step ") && l.contains(" loss ") && l.contains("held-out")).count(),
+        2,
+        "{err}"
+    );
+    let m = load(&model, 1);
+    let a = Adapter::load(&m, &out).unwrap();
+    assert_eq!(a.rank, 4);
+    let bad = Command::new(&bin).args(["lora", "train", model.to_str().unwrap(), "--out", "/tmp/x"]).output().unwrap();
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("--data"));
+    std::fs::remove_dir_all(&out).ok();
+}

@@ -10,6 +10,7 @@
 //! sutra chat MODEL [--tokenizer T] [--temp 0.8] [--top-p 0.9] [--seed S]
 //! sutra perplexity MODEL [--tokenizer T] --file TEXT [--bos 0] [--ctx 1024] [--kl-base BASE]
 //! sutra quantize IN OUT --type q8|q4 [--group 64] [--method rtn|awq] [--calib TEXT] [--calib-tokens N]
+//! sutra lora train MODEL --data TEXT --out DIR [--rank --alpha --targets --lr --steps --ctx --batch --seed --eval-frac]
 //! sutra lora merge MODEL ADAPTER[:SCALE]... --out FILE [--dtype f32|bf16]
 //! ```
 //!
@@ -35,6 +36,7 @@ const USAGE: &str = "usage:
   sutra chat MODEL [--tokenizer T] [--temp 0.8] [--top-p 0.9] [--seed S] [-n 300]
   sutra perplexity MODEL [--tokenizer T] --file TEXT [--bos 0] [--ctx 1024] [--kl-base BASE]
   sutra quantize IN OUT --type q8|q4 [--group 32|64|128] [--method rtn|awq] [--calib TEXT --calib-tokens N] [--tokenizer T] [--keep NAME,...]
+  sutra lora train MODEL --data TEXT --out DIR [--rank 8 --alpha 16 --targets att.key,... --lr 1e-3 --steps 100 --ctx 128 --batch 4 --seed 0 --eval-frac 0.1 --eval-every 20 --init DIR --grad-clip 0]
   sutra lora merge MODEL ADAPTER[:SCALE]... --out FILE [--dtype f32|bf16]   (a quantized base is written dequantized)
 generate, chat, perplexity, bench and logits take --lora DIR[:SCALE] (repeatable): PEFT adapters applied at run time.
 Every command that loads MODEL takes --threads N, --no-mmap and --check-finite (scan the weights for NaN/Inf).
@@ -487,8 +489,119 @@ fn cmd_perplexity(args: &Args) -> Result<()> {
     Ok(())
 }
 
+/// `sutra lora train`: windows of `--ctx` tokens of the first `1 − eval-frac` of the text,
+/// `--batch` rows per step (window `batch·s + b` at step s, cycling), every row from the
+/// initial state; the last `eval-frac` is the held-out stream, scored every `--eval-every`
+/// steps. Ctrl-C stops after the step in flight and saves the adapter as it then is.
+fn cmd_lora_train(args: &Args) -> Result<()> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use sutra::train::{TrainParams, Trainer};
+    let m = Arc::new(Model::load(
+        &PathBuf::from(args.pos.get(2).ok_or_else(|| Error::invalid(format!("MODEL is required\n{USAGE}")))?),
+        &ModelParams { n_threads: args.num("threads", 0)?, ..Default::default() },
+    )?);
+    let sub = Args { pos: args.pos[1..].to_vec(), opts: args.opts.clone(), all: args.all.clone() };
+    let tok = tokenizer_for(&sub)?;
+    let data = PathBuf::from(args.required("data")?);
+    let out = PathBuf::from(args.required("out")?);
+    let text = std::fs::read_to_string(&data).map_err(|e| Error::io(&data, e))?;
+    let ids = tok.encode(&text, false)?;
+    let (ctx, batch, steps) = (args.num("ctx", 128)?.max(1), args.num("batch", 4)?.max(1), args.num("steps", 100)?);
+    let eval_frac = args.float("eval-frac", 0.1)?;
+    if !(0.0..1.0).contains(&eval_frac) {
+        return Err(Error::invalid(format!("--eval-frac {eval_frac}: in [0, 1) expected")));
+    }
+    let n_train = ((ids.len() as f64) * (1.0 - eval_frac as f64)) as usize;
+    let (train, held) = ids.split_at(n_train);
+    if train.len() < ctx + 1 {
+        return Err(Error::invalid(format!(
+            "{}: {} training tokens, fewer than one window of --ctx {ctx} + 1",
+            data.display(),
+            train.len()
+        )));
+    }
+    let mut p = TrainParams { seed: args.num("seed", 0)? as u64, ..Default::default() };
+    p.rank = args.num("rank", p.rank)?;
+    p.alpha = args.float("alpha", p.alpha)?;
+    p.optim.lr = args.float("lr", p.optim.lr)?;
+    p.optim.weight_decay = args.float("weight-decay", p.optim.weight_decay)?;
+    p.grad_clip = args.float("grad-clip", p.grad_clip)?;
+    p.targets = args.get("targets").map(|t| t.split(',').map(|s| s.trim().to_string()).collect());
+    let init = match args.get("init") {
+        Some(dir) => Some(sutra::Adapter::load(&m, Path::new(dir))?),
+        None => None,
+    };
+    let mut tr = Trainer::new(&m, init.as_ref(), &p)?;
+    let held = &held[..held.len().min(args.num("eval-tokens", 4096)?)];
+    let eval = |tr: &Trainer| -> Result<Option<f64>> {
+        if held.len() < 2 {
+            return Ok(None);
+        }
+        let a = Arc::new(tr.adapter()?);
+        Ok(Some(sutra::score::score(&m, &[(a, 1.0)], None, held, 1024, &mut |_, _| true)?.mean_nll))
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        // A second Ctrl-C while saving falls through to the default (the handler is replaced
+        // only once); failing to install it just means Ctrl-C kills the process as usual.
+        let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
+    }
+    let n_windows = (train.len() - 1) / ctx;
+    let every = args.num("eval-every", 20)?.max(1);
+    let mut held_loss = eval(&tr)?;
+    eprintln!(
+        "training {} adapter (r {}, {} pairs) on {} tokens of {}, held-out {} tokens",
+        m.info().arch_name,
+        tr.params().first().map_or(0, |p| p.rank),
+        tr.params().len(),
+        train.len(),
+        data.display(),
+        held.len()
+    );
+    let t0 = Instant::now();
+    let mut done = 0;
+    for s in 0..steps {
+        if stop.load(Ordering::SeqCst) {
+            eprintln!("\ninterrupted after {done} steps: saving the adapter as it is");
+            break;
+        }
+        let (mut tokens, mut targets) = (Vec::with_capacity(batch * ctx), Vec::with_capacity(batch * ctx));
+        for b in 0..batch {
+            let j = (batch * s + b) % n_windows;
+            let w = &train[ctx * j..ctx * j + ctx + 1];
+            tokens.extend_from_slice(&w[..ctx]);
+            targets.extend(w[1..].iter().map(|&t| t as i32));
+        }
+        let loss = tr.step(&tokens, &targets, batch, ctx)?;
+        done = s + 1;
+        if done % every == 0 || done == steps {
+            held_loss = eval(&tr)?;
+        }
+        let el = t0.elapsed().as_secs_f64();
+        let tps = (done * batch * ctx) as f64 / el;
+        let eta = el / done as f64 * (steps - done) as f64;
+        let line = format!(
+            "step {done}/{steps}  loss {loss:.4}  held-out {}  {tps:.0} tokens/s  ETA {:.0}:{:02.0}",
+            held_loss.map_or("-".into(), |h| format!("{h:.4}")),
+            (eta / 60.0).floor(),
+            eta % 60.0
+        );
+        if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            eprint!("\r{line}   ");
+        } else {
+            eprintln!("{line}");
+        }
+    }
+    eprintln!();
+    tr.save(&out)?;
+    println!("wrote {} after {done} steps", out.display());
+    Ok(())
+}
+
 fn cmd_lora(args: &Args) -> Result<()> {
     match args.pos.get(1).map(String::as_str) {
+        Some("train") => cmd_lora_train(args),
         Some("merge") => {
             let model =
                 PathBuf::from(args.pos.get(2).ok_or_else(|| Error::invalid(format!("MODEL is required\n{USAGE}")))?);
@@ -507,7 +620,7 @@ fn cmd_lora(args: &Args) -> Result<()> {
             println!("wrote {} ({} adapter(s) merged)", out.display(), list.len());
             Ok(())
         }
-        other => Err(Error::invalid(format!("sutra lora {}: merge expected\n{USAGE}", other.unwrap_or("")))),
+        other => Err(Error::invalid(format!("sutra lora {}: train or merge expected\n{USAGE}", other.unwrap_or("")))),
     }
 }
 
