@@ -137,10 +137,10 @@ type Case<'a> = (&'a [u32], &'a [i32], usize, usize, &'a str);
 fn trainer_refuses_bad_input() {
     use sutra::train::{TrainParams, Trainer};
     use sutra::Status;
-    let mamba = load(&fixture("golden/mamba2/model.safetensors"), 1);
-    let e = Trainer::new(&mamba, None, &TrainParams::default()).err().expect("mamba2 accepted");
+    let rwkv6 = load(&fixture("golden/rwkv6/model.safetensors"), 1);
+    let e = Trainer::new(&rwkv6, None, &TrainParams::default()).err().expect("rwkv6 accepted");
     assert_eq!(e.status(), Status::SUTRA_ERR_UNSUPPORTED);
-    assert!(e.to_string().contains("rwkv7"), "{e}");
+    assert!(e.to_string().contains("rwkv7, mamba1, mamba2"), "{e}");
     let m = load(&fixture("golden/rwkv7/model.safetensors"), 1);
     let p = TrainParams { targets: Some(vec!["att.nothing".into()]), ..Default::default() };
     assert_eq!(Trainer::new(&m, None, &p).err().expect("no target").status(), Status::SUTRA_ERR_INVALID_ARGUMENT);
@@ -263,7 +263,7 @@ fn shakespeare_protocol(model: &std::path::Path, exact: bool) -> (f64, f64, f64)
 }
 
 /// Through the C API (contract part 2): the golden rwkv7 loss and every gradient by name,
-/// then a step; a Mamba-2 model is (for now) SUTRA_ERR_UNSUPPORTED naming what is supported.
+/// then a step; an RWKV-6 model (no backward pass yet) is SUTRA_ERR_UNSUPPORTED.
 #[test]
 fn c_api_trainer_matches_autograd() {
     use std::ffi::CString;
@@ -310,7 +310,7 @@ fn c_api_trainer_matches_autograd() {
         sutra_trainer_free(tr);
         sutra_adapter_free(a);
         sutra_model_free(m);
-        let mp = cs(&fixture("golden/mamba2/model.safetensors"));
+        let mp = cs(&fixture("golden/rwkv6/model.safetensors"));
         assert_eq!(sutra_model_load(mp.as_ptr(), std::ptr::null(), &mut mm), Status::SUTRA_OK);
         let mut t2 = std::ptr::null_mut();
         assert_eq!(sutra_trainer_new(mm, std::ptr::null(), std::ptr::null(), &mut t2), Status::SUTRA_ERR_UNSUPPORTED);
