@@ -13,12 +13,14 @@ mod generate;
 mod model;
 mod quant;
 mod session;
+mod system;
 mod tokenizer;
 
 pub use generate::*;
 pub use model::*;
 pub use quant::*;
 pub use session::*;
+pub use system::*;
 pub use tokenizer::*;
 
 use crate::error::{Error, Result, Status};
