@@ -247,8 +247,7 @@ mod x86 {
     }
 
     /// Eight bf16 values at `p` widened to f32.
-    #[inline]
-    #[target_feature(enable = "neon")]
+    #[inline(always)]
     unsafe fn load_bf16(p: *const u16) -> __m256 {
         // SAFETY (caller): 8 readable u16 at p.
         let h = _mm_loadu_si128(p as *const __m128i);
