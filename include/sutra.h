@@ -338,7 +338,7 @@ enum sutra_status sutra_session_state_load(struct sutra_session *session, const 
 // "x86_64 avx2 fma f16c avx512f avx512bw; kernels: avx512" or
 // "aarch64 neon dotprod; kernels: neon+dotprod". A static NUL-terminated string, never NULL;
 // the path is chosen once per process (`SUTRA_FORCE_SCALAR=1` in the environment before the
-// first call forces "kernels: scalar").
+// first call forces "kernels: scalar (SUTRA_FORCE_SCALAR)").
 const char *sutra_system_info(void);
 
 // Loads a Hugging Face tokenizer.json (BPE, WordPiece or Unigram model) or an RWKV world

@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 /// "x86_64 avx2 fma f16c avx512f avx512bw; kernels: avx512" or
 /// "aarch64 neon dotprod; kernels: neon+dotprod". A static NUL-terminated string, never NULL;
 /// the path is chosen once per process (`SUTRA_FORCE_SCALAR=1` in the environment before the
-/// first call forces "kernels: scalar").
+/// first call forces "kernels: scalar (SUTRA_FORCE_SCALAR)").
 #[no_mangle]
 pub extern "C" fn sutra_system_info() -> *const c_char {
     static INFO: OnceLock<CString> = OnceLock::new();

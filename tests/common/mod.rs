@@ -66,3 +66,9 @@ pub fn command(exe: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
         }
     }
 }
+
+/// Whether the suite runs under an emulator (`SUTRA_TEST_RUNNER` set, as by `.ci/arm`), where
+/// floating point is computed in software and a few long computations are left out.
+pub fn emulated() -> bool {
+    std::env::var_os("SUTRA_TEST_RUNNER").is_some_and(|v| !v.is_empty())
+}
