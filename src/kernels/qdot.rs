@@ -4,11 +4,12 @@
 //! and each row's product runs on integers: a scalar reference, an AVX2 path (32 weights per
 //! step), an AVX-512 BW path (64 weights per step) and on AArch64 a NEON path (32 weights per
 //! step, `SDOT` where the `dotprod` extension is present, widening multiplies where not),
-//! picked at run time. q4 levels are
-//! looked up as bytes (`quant::block::LEVELS`) with one byte shuffle per 16–64 weights.
+//! picked at run time. q4 levels are looked up as bytes (`quant::block::LEVELS`) with one
+//! byte shuffle per 16–64 weights.
 //! [`dot_q8_f32`]/[`dot_q4_f32`] are the plain f32-activation products, used where no SIMD
 //! is available (products over many tokens dequantize whole rows instead, see `matmul`).
 
+#[cfg(any(target_arch = "x86_64", all(target_arch = "aarch64", target_feature = "neon")))]
 use super::dot::{isa, Isa};
 use crate::quant::block::{q4_at, LEVELS};
 use crate::tensor::f16_to_f32;

@@ -6,6 +6,7 @@
 //! intrinsics (two 4-lane registers per block of 8, [`exp_fast`] as [`neon::exp4`]) does the
 //! body's very arithmetic, lane for lane and unfused, so it returns the same bits.
 
+#[cfg(any(target_arch = "x86_64", all(target_arch = "aarch64", target_feature = "neon")))]
 use super::dot::{isa, Isa};
 use super::exp_fast;
 
