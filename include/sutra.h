@@ -449,6 +449,13 @@ enum sutra_status sutra_session_state_save(const struct sutra_session *session, 
 // corrupted blob gives SUTRA_ERR_FORMAT and leaves the session unchanged.
 enum sutra_status sutra_session_state_load(struct sutra_session *session, const uint8_t *buf, size_t buf_len);
 
+// One line naming the CPU features found and the kernel path chosen, e.g.
+// "x86_64 avx2 fma f16c avx512f avx512bw; kernels: avx512" or
+// "aarch64 neon dotprod; kernels: neon+dotprod". A static NUL-terminated string, never NULL;
+// the path is chosen once per process (`SUTRA_FORCE_SCALAR=1` in the environment before the
+// first call forces "kernels: scalar (SUTRA_FORCE_SCALAR)").
+const char *sutra_system_info(void);
+
 // Loads a Hugging Face tokenizer.json (BPE, WordPiece or Unigram model) or an RWKV world
 // vocabulary file (rwkv_vocab_v20230424.txt format).
 enum sutra_status sutra_tokenizer_load(const char *path, struct sutra_tokenizer **out_tokenizer);

@@ -62,7 +62,7 @@ pub fn run_with_input(exe: &PathBuf, args: &[String], input: &str) -> String {
             .arg(exe);
         c
     } else {
-        Command::new(exe)
+        command(exe)
     };
     let mut child = cmd
         .args(args)
@@ -114,7 +114,7 @@ fn next_tokens_prints_the_top_five_of_the_rust_api() {
 #[test]
 fn next_tokens_reports_errors_with_a_message() {
     let exe = build_example("next_tokens", "errors");
-    let out = Command::new(&exe).args(["/nonexistent/model.safetensors", "1"]).output().unwrap();
+    let out = command(&exe).args(["/nonexistent/model.safetensors", "1"]).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("SUTRA_ERR_IO") && err.contains("/nonexistent/model.safetensors"), "{err}");

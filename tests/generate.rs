@@ -6,7 +6,6 @@ mod common;
 use common::*;
 use std::ffi::{c_char, c_void, CString};
 use std::path::PathBuf;
-use std::process::Command;
 use std::ptr::{null, null_mut};
 use sutra::ffi::*;
 use sutra::format::synth::{synthesize, SynthSpec};
@@ -289,7 +288,7 @@ fn sutra_bin() -> PathBuf {
 }
 
 fn perplexity(model: &str) -> f64 {
-    let out = Command::new(sutra_bin())
+    let out = command(sutra_bin())
         .args(["perplexity", &repo(model).display().to_string(), "--file"])
         .arg(fixture("shakespeare/valid.txt"))
         .output()
@@ -314,7 +313,7 @@ fn perplexity_matches_the_reference_figure() {
 
 #[test]
 fn cli_tokenize_and_generate() {
-    let out = Command::new(sutra_bin())
+    let out = command(sutra_bin())
         .args(["tokenize", &repo("models/rwkv7-shakespeare-6x256/tokenizer.json").display().to_string(), "ROMEO:"])
         .output()
         .unwrap();
@@ -324,7 +323,7 @@ fn cli_tokenize_and_generate() {
     assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), want.join(" "));
     // The tokenizer next to the model is found without --tokenizer; same seed, same text.
     let gen = || {
-        let o = Command::new(sutra_bin())
+        let o = command(sutra_bin())
             .args(["generate", &repo("models/rwkv7-shakespeare-6x256/model-bf16.safetensors").display().to_string()])
             .args(["--prompt", "KING:", "-n", "30", "--seed", "9"])
             .output()

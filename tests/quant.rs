@@ -347,7 +347,11 @@ fn quantized_products_equal_dequantized_weights() {
             ));
         }
     }
-    cases.push((shakespeare_f32(), params(QuantType::Q4, 64, Method::Awq)));
+    // AWQ calibrates on 8,192 tokens first: minutes under emulation (`.ci/arm`), where only the
+    // golden models run (the input-scale code is portable; the kernels are the same q4 ones).
+    if !emulated() {
+        cases.push((shakespeare_f32(), params(QuantType::Q4, 64, Method::Awq)));
+    }
     for (i, (src, p)) in cases.iter().enumerate() {
         let q = quantize(src, &format!("exact-{i}.st"), p);
         // Dequantize every quantized matrix (input scale folded back in) into an f32 file.

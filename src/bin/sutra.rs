@@ -1,7 +1,7 @@
 //! `sutra`: the command-line tool of libsutra.
 //!
 //! ```text
-//! sutra info MODEL
+//! sutra info MODEL | --system
 //! sutra logits MODEL --tokens 1,2,3 [--prefill] [--threads N] --out FILE.safetensors
 //! sutra synth --arch rwkv7 --layers L --width D --vocab V [--head-size N] [--dtype f32|bf16|f16] [--seed S] --out FILE
 //! sutra bench MODEL [--threads N] [--prompt 512] [--gen 128] [--no-mmap]
@@ -27,7 +27,7 @@ use sutra::tensor::DType;
 use sutra::{generate, Error, GenerateParams, Model, ModelParams, Result, Sampler, Session, Stage, Tokenizer};
 
 const USAGE: &str = "usage:
-  sutra info MODEL
+  sutra info MODEL | --system                     (--system: CPU features found, kernels chosen)
   sutra logits MODEL --tokens 1,2,3 [--prefill] [--threads N] --out FILE.safetensors
   sutra synth --arch rwkv4|rwkv5|rwkv6|rwkv7|mamba1|mamba2 --layers L --width D --vocab V [--head-size 64] [--dtype f32|bf16|f16] [--seed S] --out FILE
   sutra bench MODEL [--threads N] [--prompt 512] [--gen 128] [--no-mmap]
@@ -51,7 +51,7 @@ struct Args {
 }
 
 /// Options that take no value.
-const SWITCHES: &[&str] = &["prefill", "no-mmap", "special", "check-finite"];
+const SWITCHES: &[&str] = &["prefill", "no-mmap", "special", "check-finite", "system"];
 
 impl Args {
     fn parse(raw: impl Iterator<Item = String>) -> Result<Args> {
@@ -209,6 +209,10 @@ fn human(n: u64) -> String {
 }
 
 fn cmd_info(args: &Args) -> Result<()> {
+    if args.get("system").is_some() {
+        println!("{}", sutra::kernels::dot::system_info());
+        return Ok(());
+    }
     let m = load(args)?;
     let i = m.info();
     println!("architecture:    {} (family {:?}, version {})", i.arch_name, i.family, i.version);

@@ -14,6 +14,7 @@ mod lora;
 mod model;
 mod quant;
 mod session;
+mod system;
 mod tokenizer;
 
 pub use generate::*;
@@ -21,6 +22,7 @@ pub use lora::*;
 pub use model::*;
 pub use quant::*;
 pub use session::*;
+pub use system::*;
 pub use tokenizer::*;
 
 use crate::error::{Error, Result, Status};

@@ -2,11 +2,14 @@
 //!
 //! The activations are quantized once per product to int8 blocks of 32 ([`quantize_acts`]),
 //! and each row's product runs on integers: a scalar reference, an AVX2 path (32 weights per
-//! step) and an AVX-512 BW path (64 weights per step), picked at run time. q4 levels are
-//! looked up as bytes (`tensor::block::LEVELS`) with one byte shuffle per 16–64 weights.
+//! step), an AVX-512 BW path (64 weights per step) and on AArch64 a NEON path (32 weights per
+//! step, `SDOT` where the `dotprod` extension is present, widening multiplies where not),
+//! picked at run time. q4 levels are looked up as bytes (`tensor::block::LEVELS`) with one
+//! byte shuffle per 16–64 weights.
 //! [`dot_q8_f32`]/[`dot_q4_f32`] are the plain f32-activation products, used where no SIMD
 //! is available (products over many tokens dequantize whole rows instead, see `matmul`).
 
+#[cfg(any(target_arch = "x86_64", all(target_arch = "aarch64", target_feature = "neon")))]
 use super::dot::{isa, Isa};
 use crate::tensor::block::{q4_at, LEVELS};
 use crate::tensor::f16_to_f32;
@@ -75,6 +78,16 @@ pub fn dot_q8_i8_scalar(q: &[i8], scales: &[u16], group: usize, a: &QActs) -> f3
 /// q4 row · quantized activations with the best available instructions.
 #[inline]
 pub fn dot_q4_i8(q: &[u8], scales: &[u16], group: usize, a: &QActs) -> f32 {
+    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    if isa() == Isa::NeonDotprod && group.is_multiple_of(32) {
+        // SAFETY: dotprod was detected at run time; lengths are multiples of 32.
+        return unsafe { neon::dot_i8_sdot::<true>(q.as_ptr(), q.len() * 2, scales, group, a) };
+    }
+    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    if isa() == Isa::Neon && group.is_multiple_of(32) {
+        // SAFETY: NEON is baseline on this target; lengths are multiples of 32.
+        return unsafe { neon::dot_i8_mull::<true>(q.as_ptr(), q.len() * 2, scales, group, a) };
+    }
     #[cfg(target_arch = "x86_64")]
     if isa() == Isa::Avx512 && group.is_multiple_of(32) && a.q.len().is_multiple_of(64) {
         // SAFETY: AVX-512 F/BW (and AVX2) were detected at run time; 64 | length, 32 | group.
@@ -91,6 +104,16 @@ pub fn dot_q4_i8(q: &[u8], scales: &[u16], group: usize, a: &QActs) -> f32 {
 /// q8 row · quantized activations with the best available instructions.
 #[inline]
 pub fn dot_q8_i8(q: &[i8], scales: &[u16], group: usize, a: &QActs) -> f32 {
+    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    if isa() == Isa::NeonDotprod && group.is_multiple_of(32) {
+        // SAFETY: dotprod was detected at run time; lengths are multiples of 32.
+        return unsafe { neon::dot_i8_sdot::<false>(q.as_ptr().cast(), q.len(), scales, group, a) };
+    }
+    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    if isa() == Isa::Neon && group.is_multiple_of(32) {
+        // SAFETY: NEON is baseline on this target; lengths are multiples of 32.
+        return unsafe { neon::dot_i8_mull::<false>(q.as_ptr().cast(), q.len(), scales, group, a) };
+    }
     #[cfg(target_arch = "x86_64")]
     if isa() == Isa::Avx512 && group.is_multiple_of(32) && a.q.len().is_multiple_of(64) {
         // SAFETY: AVX-512 F/BW (and AVX2) were detected at run time; 64 | length, 32 | group.
@@ -251,6 +274,143 @@ mod x86 {
     }
 }
 
+/// The AArch64 integer products, shaped like [`x86::dot_i8`]: per block of 32, the weights as
+/// two int8x16 (q4 levels looked up with one `tbl` per 16), four lanes of exact int32 partial
+/// sums, converted and scaled by the activation block scale, then by the group scale.
+///
+/// The two entry points differ only in how the int32 lanes are formed: `SDOT` sums the products
+/// of bytes 4k..4k+3 into lane k, and the widening path (`smull`, pairwise adds) forms the very
+/// same lane sums, so both return bit-identical results.
+#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+pub(crate) mod neon {
+    use crate::kernels::dot::neon::prefetch;
+    use crate::tensor::block::LEVELS;
+    use crate::tensor::f16_to_f32;
+    use std::arch::aarch64::*;
+    use std::arch::asm;
+
+    const PREFETCH: usize = 2048;
+
+    /// `acc + Σ` of the four byte products of each lane: `SDOT acc.4s, a.16b, b.16b`
+    /// (inline assembly: `vdotq_s32` is still an unstable intrinsic in Rust).
+    ///
+    /// # Safety
+    /// The CPU has the `dotprod` extension.
+    #[inline]
+    #[target_feature(enable = "neon,dotprod")]
+    unsafe fn sdot(mut acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+        // SAFETY: a register-only instruction the caller checked the CPU has.
+        unsafe {
+            asm!(
+                "sdot {acc:v}.4s, {a:v}.16b, {b:v}.16b",
+                acc = inout(vreg) acc,
+                a = in(vreg) a,
+                b = in(vreg) b,
+                options(pure, nomem, nostack, preserves_flags)
+            );
+        }
+        acc
+    }
+
+    /// The lanes of [`sdot`] without the extension: 16 widening products, summed pairwise
+    /// twice so that lane k holds bytes 4k..4k+3 (no overflow: |i8·i8| ≤ 2¹⁴).
+    #[inline]
+    #[target_feature(enable = "neon")]
+    fn mull(a: int8x16_t, b: int8x16_t) -> int32x4_t {
+        let lo = vpaddlq_s16(vmull_s8(vget_low_s8(a), vget_low_s8(b)));
+        let hi = vpaddlq_s16(vmull_high_s8(a, b));
+        vpaddq_s32(lo, hi)
+    }
+
+    /// The shared loop; `SDOT` picks the lane product. `n` weights at `q` (packed q4 when
+    /// `Q4`), a multiple of 32, as is `group`.
+    ///
+    /// # Safety
+    /// `q` holds `n` weights (n/2 bytes for q4); `a.q` and `a.d` cover min(n, a.q.len())
+    /// activations; the CPU has `dotprod` when `SDOT`.
+    #[inline(always)]
+    unsafe fn dot_i8<const Q4: bool, const SDOT: bool>(
+        q: *const u8,
+        n: usize,
+        scales: &[u16],
+        group: usize,
+        a: &super::QActs,
+    ) -> f32 {
+        let n = n.min(a.q.len());
+        let px = a.q.as_ptr();
+        let mask = vdupq_n_u8(0x0f);
+        // SAFETY: LEVELS is 16 bytes.
+        let table = unsafe { vld1q_s8(LEVELS.as_ptr()) };
+        let mut total = vdupq_n_f32(0.0);
+        let (mut g0, mut gi) = (0, 0);
+        while g0 < n {
+            let end = (g0 + group).min(n);
+            prefetch(q.wrapping_add(if Q4 { g0 / 2 } else { g0 }).wrapping_add(PREFETCH));
+            let mut acc = vdupq_n_f32(0.0);
+            let mut i = g0;
+            while i < end {
+                // SAFETY: block i..i+32 lies in [0, n): it reads 16 (q4) or 32 (q8) weight
+                // bytes, 32 activation bytes and the block's scale a.d[i / 32].
+                let (w0, w1, x0, x1, d) = unsafe {
+                    let (w0, w1) = if Q4 {
+                        // Byte j holds weight j (low nibble) and weight j + 16 (high nibble).
+                        let bytes = vld1q_u8(q.add(i / 2));
+                        (vqtbl1q_s8(table, vandq_u8(bytes, mask)), vqtbl1q_s8(table, vshrq_n_u8::<4>(bytes)))
+                    } else {
+                        (vld1q_s8(q.add(i).cast()), vld1q_s8(q.add(i + 16).cast()))
+                    };
+                    (w0, w1, vld1q_s8(px.add(i)), vld1q_s8(px.add(i + 16)), *a.d.get_unchecked(i / 32))
+                };
+                let p = if SDOT {
+                    // SAFETY: SDOT is only set by `dot_i8_sdot`, whose caller checked dotprod.
+                    unsafe { sdot(sdot(vdupq_n_s32(0), w0, x0), w1, x1) }
+                } else {
+                    // SAFETY: NEON is enabled for this target at compile time.
+                    unsafe { vaddq_s32(mull(w0, x0), mull(w1, x1)) }
+                };
+                acc = vfmaq_n_f32(acc, vcvtq_f32_s32(p), d);
+                i += 32;
+            }
+            total = vfmaq_n_f32(total, acc, f16_to_f32(scales[gi]));
+            g0 = end;
+            gi += 1;
+        }
+        vaddvq_f32(total)
+    }
+
+    /// The integer product with `SDOT`.
+    ///
+    /// # Safety
+    /// As [`dot_i8`]; the CPU has the `dotprod` extension.
+    #[target_feature(enable = "neon,dotprod")]
+    pub unsafe fn dot_i8_sdot<const Q4: bool>(
+        q: *const u8,
+        n: usize,
+        scales: &[u16],
+        group: usize,
+        a: &super::QActs,
+    ) -> f32 {
+        // SAFETY: forwarded from the caller.
+        unsafe { dot_i8::<Q4, true>(q, n, scales, group, a) }
+    }
+
+    /// The integer product with widening multiplies (any AArch64 CPU).
+    ///
+    /// # Safety
+    /// As [`dot_i8`].
+    #[target_feature(enable = "neon")]
+    pub unsafe fn dot_i8_mull<const Q4: bool>(
+        q: *const u8,
+        n: usize,
+        scales: &[u16],
+        group: usize,
+        a: &super::QActs,
+    ) -> f32 {
+        // SAFETY: forwarded from the caller.
+        unsafe { dot_i8::<Q4, false>(q, n, scales, group, a) }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -301,6 +461,85 @@ mod tests {
                 dequantize_q4_row(&packed, &s4, group, &mut deq);
                 let want: f32 = deq.iter().zip(&x).map(|(a, b)| a * b).sum();
                 assert!((f4 - want).abs() <= 1e-5 * cols as f32, "q4 float vs dequantized");
+            }
+        }
+    }
+    /// The AArch64 paths on odd numbers of blocks (1, 7, 33, 129 blocks of 32: the integer
+    /// products take whole blocks, so 4097 becomes 4128): the widening and the `SDOT` paths
+    /// are bit-identical (they form the same int32 lanes), and both equal the scalar reference
+    /// to the float rounding of another summation order (the tolerance of the test above).
+    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    #[test]
+    fn neon_paths_agree_with_each_other_and_the_reference() {
+        let mut r = Rng::new(29);
+        let dotprod = std::arch::is_aarch64_feature_detected!("dotprod");
+        for blocks in [1usize, 7, 33, 129] {
+            let cols = 32 * blocks;
+            for group in [32, 64, 128] {
+                let w: Vec<f32> = (0..cols).map(|_| r.normal()).collect();
+                let x: Vec<f32> = (0..cols).map(|_| r.normal()).collect();
+                let a = quantize_acts(&x);
+                let ng = n_groups(cols, group);
+                let (mut q8, mut s8) = (vec![0i8; cols], vec![0u16; ng]);
+                quantize_q8_row(&w, group, &mut q8, &mut s8);
+                let (mut q4, mut s4) = (vec![0u8; cols], vec![0u16; ng]);
+                quantize_q4_row(&w, group, None, &mut q4, &mut s4);
+                let mut packed = vec![0u8; cols / 2];
+                pack_q4(&q4, &mut packed);
+                let want8 = dot_q8_i8_scalar(&q8, &s8, group, &a);
+                let want4 = dot_q4_i8_scalar(&packed, &s4, group, &a);
+                // SAFETY: NEON is baseline; the lengths are whole blocks and 32 | group.
+                let (m8, m4) = unsafe {
+                    (
+                        neon::dot_i8_mull::<false>(q8.as_ptr().cast(), cols, &s8, group, &a),
+                        neon::dot_i8_mull::<true>(packed.as_ptr(), cols, &s4, group, &a),
+                    )
+                };
+                assert!((m8 - want8).abs() <= 1e-4 * (1.0 + want8.abs()), "q8 mull {cols} g{group}: {m8} vs {want8}");
+                assert!((m4 - want4).abs() <= 1e-4 * (1.0 + want4.abs()), "q4 mull {cols} g{group}: {m4} vs {want4}");
+                if dotprod {
+                    // SAFETY: as above, and dotprod was detected.
+                    let (d8, d4) = unsafe {
+                        (
+                            neon::dot_i8_sdot::<false>(q8.as_ptr().cast(), cols, &s8, group, &a),
+                            neon::dot_i8_sdot::<true>(packed.as_ptr(), cols, &s4, group, &a),
+                        )
+                    };
+                    assert_eq!(d8.to_bits(), m8.to_bits(), "q8 sdot vs mull {cols} g{group}");
+                    assert_eq!(d4.to_bits(), m4.to_bits(), "q4 sdot vs mull {cols} g{group}");
+                }
+                // The dispatching entry points take one of these paths.
+                assert_eq!(
+                    dot_q8_i8(&q8, &s8, group, &a).to_bits(),
+                    if isa() == Isa::Scalar { want8 } else { m8 }.to_bits()
+                );
+                assert_eq!(
+                    dot_q4_i8(&packed, &s4, group, &a).to_bits(),
+                    if isa() == Isa::Scalar { want4 } else { m4 }.to_bits()
+                );
+            }
+        }
+    }
+
+    /// Extreme values: weights of ±127 (and -128, which a q8 file may hold) against
+    /// activations of ±127 sum without overflow on both AArch64 paths.
+    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    #[test]
+    fn neon_integer_products_do_not_overflow() {
+        let cols = 256;
+        for (wv, xv) in [(127i8, 127i8), (-128, -127), (-128, 127), (127, -127)] {
+            let q8 = vec![wv; cols];
+            let a = QActs { q: vec![xv; cols], d: vec![1.0; cols / 32] };
+            let s8 = vec![crate::tensor::f32_to_f16(1.0); cols / 32];
+            let want = (wv as i32 * xv as i32 * cols as i32) as f32;
+            // SAFETY: NEON is baseline; whole blocks, group 32.
+            let m = unsafe { neon::dot_i8_mull::<false>(q8.as_ptr().cast(), cols, &s8, 32, &a) };
+            assert_eq!(m, want, "mull {wv}·{xv}");
+            assert_eq!(dot_q8_i8_scalar(&q8, &s8, 32, &a), want);
+            if std::arch::is_aarch64_feature_detected!("dotprod") {
+                // SAFETY: as above, and dotprod was detected.
+                let d = unsafe { neon::dot_i8_sdot::<false>(q8.as_ptr().cast(), cols, &s8, 32, &a) };
+                assert_eq!(d, want, "sdot {wv}·{xv}");
             }
         }
     }

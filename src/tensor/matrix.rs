@@ -23,7 +23,7 @@ pub enum MatrixData<'a> {
     },
     /// q4 rows: `q` packed [rows, cols/2], `scales` f16 [rows, groups].
     Q4 {
-        /// Packed 4-bit level indices (see `quant::block`).
+        /// Packed 4-bit level indices (see `tensor::block`).
         q: &'a [u8],
         /// One f16 scale per group.
         scales: &'a [u16],

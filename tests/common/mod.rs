@@ -53,3 +53,25 @@ pub fn assert_close(got: &[f32], want: &[f32], abs: f32, rel: f32, what: &str) {
     }
     assert!(bad.is_empty(), "{what}: max diff {} at {}; first mismatches: {}", worst.1, worst.0, bad.join("; "));
 }
+
+/// A command running the program `exe` built by this test suite: directly, or through the
+/// emulator named by `SUTRA_TEST_RUNNER` (e.g. `qemu-aarch64-static -L /usr/aarch64-linux-gnu`,
+/// set by `.ci/arm`: a cross-built test binary runs under qemu, and so must its children).
+pub fn command(exe: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
+    let runner = std::env::var("SUTRA_TEST_RUNNER").unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    match words.next() {
+        None => std::process::Command::new(exe),
+        Some(emulator) => {
+            let mut c = std::process::Command::new(emulator);
+            c.args(words).arg(exe);
+            c
+        }
+    }
+}
+
+/// Whether the suite runs under an emulator (`SUTRA_TEST_RUNNER` set, as by `.ci/arm`), where
+/// floating point is computed in software and a few long computations are left out.
+pub fn emulated() -> bool {
+    std::env::var_os("SUTRA_TEST_RUNNER").is_some_and(|v| !v.is_empty())
+}
