@@ -159,31 +159,7 @@ impl StackBlock for Block {
         vec![&self.in_proj, &self.x_proj, &self.dt_proj, &self.out_proj]
     }
 
-    fn train_forward(
-        &self,
-        cfg: &Config,
-        _li: usize,
-        set: &LoraSet,
-        _carry: &mut TrainCarry,
-        x: &mut [f32],
-    ) -> Result<Box<dyn std::any::Any + Send>> {
-        Ok(Box::new(self.record(cfg, set, x)))
-    }
-
-    fn train_backward(
-        &self,
-        cfg: &Config,
-        _li: usize,
-        set: &LoraSet,
-        rec: &(dyn std::any::Any + Send),
-        _carry: &mut TrainCarry,
-        grads: &mut LoraGrads,
-        dx: &mut [f32],
-    ) -> Result<()> {
-        let rec = rec.downcast_ref::<Rec>().ok_or_else(|| Error::Internal("Mamba-1 record".into()))?;
-        self.backprop(cfg, set, rec, grads, dx);
-        Ok(())
-    }
+    super::stack::train_hooks!(Rec);
 
     /// The layer on the rows of `x` ([T, d]): x += mixer(rms_norm(x)).
     fn forward(&self, cfg: &Config, _li: usize, ex: &mut Exec, segs: &[Seg], st: &mut States, x: &mut [f32]) {
@@ -264,7 +240,7 @@ struct Rec {
 
 impl Block {
     /// The record of [`train_forward`](StackBlock::train_forward), computing `x` forward.
-    fn record(&self, cfg: &Config, set: &LoraSet, x: &mut [f32]) -> Rec {
+    fn record(&self, cfg: &Config, _li: usize, set: &LoraSet, _carry: &mut TrainCarry, x: &mut [f32]) -> Rec {
         use crate::train::act::{self, Act};
         let Config { d_model: dm, d_inner: di, d_state: ns, dt_rank: nr, d_conv: k, .. } = *cfg;
         let t = x.len() / dm;
@@ -301,7 +277,17 @@ impl Block {
     }
 
     /// Backward of [`record`](Self::record): `dx` is dL/d(layer output) in, dL/d(input) out.
-    fn backprop(&self, cfg: &Config, set: &LoraSet, rec: &Rec, grads: &mut LoraGrads, dx: &mut [f32]) {
+    #[allow(clippy::too_many_arguments)]
+    fn backprop(
+        &self,
+        cfg: &Config,
+        _li: usize,
+        set: &LoraSet,
+        rec: &Rec,
+        _carry: &mut TrainCarry,
+        grads: &mut LoraGrads,
+        dx: &mut [f32],
+    ) {
         use crate::train::act::{self, Act};
         use crate::train::ssm;
         let Config { d_model: dm, d_inner: di, d_state: ns, dt_rank: nr, d_conv: k, .. } = *cfg;

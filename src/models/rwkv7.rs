@@ -315,31 +315,7 @@ impl StackBlock for Block {
         self.channel_mix(cfg, ex, segs, st, x);
     }
 
-    fn train_forward(
-        &self,
-        cfg: &Config,
-        li: usize,
-        set: &LoraSet,
-        carry: &mut TrainCarry,
-        x: &mut [f32],
-    ) -> Result<Box<dyn std::any::Any + Send>> {
-        Ok(Box::new(self.record(cfg, li, set, carry, x)))
-    }
-
-    fn train_backward(
-        &self,
-        cfg: &Config,
-        li: usize,
-        set: &LoraSet,
-        rec: &(dyn std::any::Any + Send),
-        carry: &mut TrainCarry,
-        grads: &mut LoraGrads,
-        dx: &mut [f32],
-    ) -> Result<()> {
-        let rec = rec.downcast_ref::<Rec>().ok_or_else(|| crate::error::Error::Internal("RWKV-7 record".into()))?;
-        self.backprop(cfg, li, set, rec, carry, grads, dx);
-        Ok(())
-    }
+    super::stack::train_hooks!(Rec);
 }
 
 // ---------------------------------------------------------------------------------------------

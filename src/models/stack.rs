@@ -145,6 +145,43 @@ pub trait Block: Send + Sync + Sized {
     }
 }
 
+/// The two training hooks of a [`Block`] for a block type with
+/// `fn record(&self, cfg, li, set, carry, x) -> Rec` and
+/// `fn backprop(&self, cfg, li, set, &Rec, carry, grads, dx)`: boxes the record on the way
+/// forward and unboxes it on the way back.
+macro_rules! train_hooks {
+    ($rec:ty) => {
+        fn train_forward(
+            &self,
+            cfg: &Self::Config,
+            li: usize,
+            set: &crate::train::lora::LoraSet,
+            carry: &mut crate::models::stack::TrainCarry,
+            x: &mut [f32],
+        ) -> crate::error::Result<Box<dyn std::any::Any + Send>> {
+            Ok(Box::new(self.record(cfg, li, set, carry, x)))
+        }
+
+        fn train_backward(
+            &self,
+            cfg: &Self::Config,
+            li: usize,
+            set: &crate::train::lora::LoraSet,
+            rec: &(dyn std::any::Any + Send),
+            carry: &mut crate::models::stack::TrainCarry,
+            grads: &mut crate::train::lora::LoraGrads,
+            dx: &mut [f32],
+        ) -> crate::error::Result<()> {
+            let rec = rec.downcast_ref::<$rec>().ok_or_else(|| {
+                crate::error::Error::Internal(format!("{}: a record of another block", stringify!($rec)))
+            })?;
+            self.backprop(cfg, li, set, rec, carry, grads, dx);
+            Ok(())
+        }
+    };
+}
+pub(crate) use train_hooks;
+
 /// Values a training pass hands from block to block (RWKV-7's first value and its gradient,
 /// each `[T, C]`).
 #[derive(Debug, Default)]
@@ -241,12 +278,12 @@ impl<B: Block> Stack<B> {
     }
 }
 
-impl<B: Block> Stack<B> {
-    /// One training row: feeds `tokens` from the initial state with the LoRA branches of
-    /// `set`, scores the logits after every token against `targets` (negative ones ignored),
-    /// and backpropagates through the whole row. Returns the summed cross-entropy and the
-    /// number of counted targets, and **accumulates** `scale ·` d(sum)/d(pair) into `grads`.
-    pub fn train_row(
+impl<B: Block> Architecture for Stack<B> {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn train_row(
         &self,
         set: &LoraSet,
         tokens: &[u32],
@@ -286,23 +323,6 @@ impl<B: Block> Stack<B> {
             blk.train_backward(&self.cfg, li, set, rec.as_ref(), &mut carry, grads, &mut dx)?;
         }
         Ok((sum as f64, count))
-    }
-}
-
-impl<B: Block> Architecture for Stack<B> {
-    fn info(&self) -> &ModelInfo {
-        &self.info
-    }
-
-    fn train_row(
-        &self,
-        set: &LoraSet,
-        tokens: &[u32],
-        targets: &[i32],
-        scale: f32,
-        grads: &mut LoraGrads,
-    ) -> Result<(f64, usize)> {
-        Stack::train_row(self, set, tokens, targets, scale, grads)
     }
 
     fn state_len(&self) -> usize {
