@@ -6,9 +6,10 @@
 #
 # Slices: ios-arm64 (aarch64-apple-ios), ios-arm64-simulator (aarch64-apple-ios-sim),
 # macos-arm64 (aarch64-apple-darwin). Each holds libsutra.a and Headers/ (sutra.h and a
-# module map declaring the Clang module `Sutra`, so Swift can `import Sutra`). A slice whose
-# Rust standard library is not installed (`rustup target add` failed) is left out with a
-# warning; SUTRA_XCFRAMEWORK_STRICT=1 makes that an error.
+# module map declaring the Clang module `Sutra`, so Swift can `import Sutra`). Libraries are
+# built by scripts/staticlib.sh (nightly -Zbuild-std where no prebuilt standard library is
+# installed); a slice that cannot be built is left out with a warning, and
+# SUTRA_XCFRAMEWORK_STRICT=1 makes that an error.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=target/xcframework/Sutra.xcframework
@@ -20,14 +21,13 @@ mkdir -p "$OUT"
 entries=""
 for s in "${SLICES[@]}"; do
     read -r id target platform variant <<<"$s"
-    if ! grep -qx "$target" <<<"$installed"; then
-        echo "xcframework: WARNING: $id left out: the standard library of $target is not installed" >&2
-        [ "${SUTRA_XCFRAMEWORK_STRICT:-0}" = 1 ] && exit 1
-        continue
-    fi
     lib="target/$target/release/libsutra.a"
     if [ ! -f "$lib" ] || [ -n "$(find src Cargo.toml -newer "$lib" -print -quit)" ]; then
-        cargo rustc -q --lib --release --no-default-features --target "$target" --crate-type staticlib
+        if ! scripts/staticlib.sh "$target"; then
+            echo "xcframework: WARNING: $id left out: $target could not be built" >&2
+            [ "${SUTRA_XCFRAMEWORK_STRICT:-0}" = 1 ] && exit 1
+            continue
+        fi
     fi
     mkdir -p "$OUT/$id/Headers"
     cp "$lib" "$OUT/$id/libsutra.a"
