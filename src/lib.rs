@@ -7,6 +7,8 @@
 //! bf16 and f16 weights), the forward passes of the supported architectures as a single-token
 //! step and a sequence (prefill) path, and sessions that own one sequence's recurrent state
 //! (reset, clone, save, load). Memory per sequence is constant, however long the context.
+//! LoRA adapters apply per session at run time, and train on the device (LoRA and QLoRA,
+//! hand-written backward passes, full BPTT).
 //!
 //! **What it is not:** a trainer of full models, a GPU runtime, or a transformer engine (no
 //! KV cache, no attention over the past).
@@ -14,7 +16,8 @@
 //! Where things live (top-down: each part uses only those listed below it):
 //! - [`ffi`]: the C ABI, the only `extern "C"` code: checks pointers, converts, calls the safe API.
 //! - [`generate`], [`sample`], [`score`]: streamed text generation, sampler chains, perplexity and KL scoring.
-//! - [`lora`]: LoRA adapters (Hugging Face PEFT files) applied per session at run time, and merged into checkpoints.
+//! - [`lora`]: LoRA adapters (Hugging Face PEFT files) applied per session at run time, and merged into
+//!   checkpoints; [`train::Trainer`] (in `train::trainer`, at this level) trains them.
 //! - [`quant`]: RTN and activation-aware (AWQ) quantization of a model into a quantized file.
 //! - [`session`]: one sequence's recurrent state (eval, batch eval, save/load/clone) and its binary blob.
 //! - [`model`]: a loaded model: architecture, thread pool, identity.
@@ -24,7 +27,8 @@
 //! - [`format`]: safetensors reading, the prefix-scoped shape-checking weight reader, quantized
 //!   files, `config.json`, and [`format::synth`], random checkpoints at any shape for tests and benches.
 //! - [`tokenizer`]: Hugging Face tokenizer.json (BPE, WordPiece, Unigram) and the RWKV world vocabulary.
-//! - [`train`]: forward + hand-written backward kernels for LoRA / state training (products, norms, WKV, scans, loss).
+//! - [`train`]: the training kernels, forward + hand-written backward (products, norms, WKV, scans,
+//!   loss, AdamW) and the trainable LoRA pairs; its `trainer` module sits with [`lora`] above.
 //! - [`kernels`]: products, norms, scans and activations (scalar reference + SIMD chosen at run
 //!   time); they know tensors only, nothing of models, formats or quantizers.
 //! - [`tensor`]: dtypes, storage, matrices and the q8/q4 block layouts.
