@@ -201,6 +201,28 @@ fn batch<'a>(
     Ok((t, g))
 }
 
+/// The checks and conversions of compute/step, then the call (`and_apply`: a step).
+fn train_batch(
+    trainer: *mut sutra_trainer,
+    tokens: *const i32,
+    targets: *const i32,
+    (n_rows, n_tokens): (usize, usize),
+    loss_out: *mut f32,
+    and_apply: bool,
+) -> crate::Result<()> {
+    non_null(loss_out, "loss_out")?;
+    // SAFETY: handle per the C contract.
+    let tr = unsafe { get_mut(trainer, "trainer") }?;
+    let (t, g) = batch(tokens, targets, n_rows, n_tokens)?;
+    let loss = if and_apply {
+        tr.trainer.step(&t, g, n_rows, n_tokens)?
+    } else {
+        tr.trainer.compute(&t, g, n_rows, n_tokens)?
+    };
+    // SAFETY: out-parameter per the C contract (checked above).
+    unsafe { write_out(loss_out, loss, "loss_out") }
+}
+
 /// One batch: `n_rows` rows of `n_tokens` tokens; `tokens` and `targets` are
 /// `[n_rows * n_tokens]`, row-major. Every row starts from the initial state. `*loss_out`
 /// receives the mean cross-entropy (natural log) over every target >= 0 (negative targets
@@ -216,15 +238,7 @@ pub unsafe extern "C" fn sutra_trainer_compute(
     n_tokens: usize,
     loss_out: *mut f32,
 ) -> Status {
-    guard(|| {
-        non_null(loss_out, "loss_out")?;
-        // SAFETY: handle per the C contract.
-        let tr = unsafe { get_mut(trainer, "trainer") }?;
-        let (t, g) = batch(tokens, targets, n_rows, n_tokens)?;
-        let loss = tr.trainer.compute(&t, g, n_rows, n_tokens)?;
-        // SAFETY: out-parameter per the C contract (checked above).
-        unsafe { write_out(loss_out, loss, "loss_out") }
-    })
+    guard(|| train_batch(trainer, tokens, targets, (n_rows, n_tokens), loss_out, false))
 }
 
 /// One optimizer step with the gradient of the last `sutra_trainer_compute`.
@@ -246,15 +260,7 @@ pub unsafe extern "C" fn sutra_trainer_step(
     n_tokens: usize,
     loss_out: *mut f32,
 ) -> Status {
-    guard(|| {
-        non_null(loss_out, "loss_out")?;
-        // SAFETY: handle per the C contract.
-        let tr = unsafe { get_mut(trainer, "trainer") }?;
-        let (t, g) = batch(tokens, targets, n_rows, n_tokens)?;
-        let loss = tr.trainer.step(&t, g, n_rows, n_tokens)?;
-        // SAFETY: out-parameter per the C contract (checked above).
-        unsafe { write_out(loss_out, loss, "loss_out") }
-    })
+    guard(|| train_batch(trainer, tokens, targets, (n_rows, n_tokens), loss_out, true))
 }
 
 /// The last computed gradient of one adapter tensor, by its PEFT name (e.g.
