@@ -347,12 +347,11 @@ fn shakespeare_finetune_adapter_gives_reference_heldout_loss() {
 /// The command line: `--lora DIR:SCALE` at run time gives the logits of `sutra lora merge`.
 #[test]
 fn cli_lora_flag_equals_merged_file() {
-    use std::process::Command;
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_sutra"));
     let (base, a_dir) = golden("rwkv7");
     let dir = tmpdir("cli");
     let run = |args: &[&str]| {
-        let out = Command::new(&bin).args(args).output().unwrap();
+        let out = common::command(&bin).args(args).output().unwrap();
         assert!(out.status.success(), "sutra {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     };
     let p = |x: &Path| x.to_str().unwrap().to_string();

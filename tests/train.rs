@@ -432,11 +432,10 @@ fn gradients_match_central_differences_on_synthesized_models() {
 /// PEFT folder that loads; bad arguments are errors.
 #[test]
 fn cli_lora_train_writes_an_adapter() {
-    use std::process::Command;
     let bin = std::path::PathBuf::from(env!("CARGO_BIN_EXE_sutra"));
     let model = repo("models/rwkv7-shakespeare-6x256/model.safetensors");
     let out = std::env::temp_dir().join(format!("sutra-cli-train-{}", std::process::id()));
-    let o = Command::new(&bin)
+    let o = common::command(&bin)
         .args(["lora", "train", model.to_str().unwrap(), "--data"])
         .arg(fixture("shakespeare/train_head64k.txt"))
         .args(["--out", out.to_str().unwrap(), "--steps", "2", "--ctx", "16", "--batch", "2", "--rank", "4"])
@@ -452,7 +451,8 @@ fn cli_lora_train_writes_an_adapter() {
     let m = load(&model, 1);
     let a = Adapter::load(&m, &out).unwrap();
     assert_eq!(a.rank, 4);
-    let bad = Command::new(&bin).args(["lora", "train", model.to_str().unwrap(), "--out", "/tmp/x"]).output().unwrap();
+    let bad =
+        common::command(&bin).args(["lora", "train", model.to_str().unwrap(), "--out", "/tmp/x"]).output().unwrap();
     assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("--data"));
     std::fs::remove_dir_all(&out).ok();
 }
