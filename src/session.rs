@@ -260,7 +260,6 @@ impl Session {
         // to its own rows.
         let mut all = Vec::with_capacity(tokens.iter().map(|t| t.len()).sum());
         let mut segs = Vec::with_capacity(tokens.len());
-        let mut ctx = Context::new();
         let mut deltas = Vec::new();
         for (i, (s, t)) in sessions.iter().zip(tokens).enumerate() {
             segs.push(Seg { start: all.len(), len: t.len() });
@@ -269,6 +268,10 @@ impl Session {
                 deltas.push(Attached { seg: Some(i), ..d.clone() });
             }
         }
+        // The batch runs in the first session's context, so its scratch is reused from call to
+        // call; its own adapters are put back afterwards.
+        let mut ctx = std::mem::take(&mut sessions[0].ctx);
+        let own = ctx.exec.lin.deltas().to_vec();
         ctx.exec.lin.set_deltas(deltas);
         let mut states: Vec<&mut [f32]> = sessions.iter_mut().map(|s| &mut s.state[..]).collect();
         let n = segs.len();
@@ -280,6 +283,8 @@ impl Session {
             })
         }));
         drop(states);
+        ctx.exec.lin.set_deltas(own);
+        sessions[0].ctx = ctx;
         if r.is_err() {
             for s in sessions.iter_mut() {
                 s.failed = Some("internal error during a batch evaluation".into());

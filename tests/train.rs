@@ -57,7 +57,7 @@ fn adamw_step_matches_torch() {
         for (name, t) in &a.tensors {
             let mut p = t.to_f32_vec().unwrap();
             let g = f.get(&format!("grad.{name}")).unwrap().to_f32_vec().unwrap();
-            step(&h, 1, &mut p, &g, &mut Moments::default());
+            step(&h, 1, &mut p, &g, 1.0, &mut Moments::default());
             let want = f.get(&format!("after_step.{name}")).unwrap().to_f32_vec().unwrap();
             assert_close(&p, &want, 1e-6, 0.0, &format!("{case} {name}"));
             n += 1;

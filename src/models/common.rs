@@ -279,3 +279,9 @@ pub(crate) fn conv_silu(
         }
     }
 }
+
+/// Columns `from .. from + len` of the `[T, w]` rows of `src`, as `[T, len]` (the training
+/// passes split fused projections this way).
+pub(crate) fn columns(src: &[f32], w: usize, from: usize, len: usize) -> Vec<f32> {
+    src.chunks_exact(w).flat_map(|r| r[from..from + len].iter().copied()).collect()
+}

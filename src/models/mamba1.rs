@@ -13,7 +13,7 @@
 //! when present, its sizes must agree with the shapes, and its `layer_norm_epsilon` is used
 //! (default 1e-5).
 
-use super::common::{conv_silu, mamba_conv_bias, mamba_embedding_key, mamba_stack};
+use super::common::{columns, conv_silu, mamba_conv_bias, mamba_embedding_key, mamba_stack};
 use super::stack::{for_units, units_to_rows, Block as StackBlock, Norm, Stack, States, TrainCarry};
 use super::{count_params, ArchKind};
 use crate::error::{Error, Result};
@@ -250,17 +250,14 @@ impl Block {
         self.norm.rows(x, &mut xn);
         let (mut uz, mut ax_in) = (vec![0f32; t * 2 * di], Vec::new());
         lin_fwd(&self.in_proj, set, &xn, t, &mut uz, &mut ax_in);
-        let split = |src: &[f32], w: usize, from: usize, len: usize| -> Vec<f32> {
-            src.chunks_exact(w).flat_map(|r| r[from..from + len].iter().copied()).collect()
-        };
-        let (u_pre, z) = (split(&uz, 2 * di, 0, di), split(&uz, 2 * di, di, di));
+        let (u_pre, z) = (columns(&uz, 2 * di, 0, di), columns(&uz, 2 * di, di, di));
         let mut conv = vec![0f32; t * di];
         crate::train::ssm::conv1d_causal_fwd(&mut vec![0f32; di * k], &u_pre, &self.conv_w, &self.conv_b, &mut conv);
         let mut u = vec![0f32; t * di];
         act::act_fwd(Act::Silu, &conv, &mut u);
         let (mut dbc, mut ax_x) = (vec![0f32; t * nb], Vec::new());
         lin_fwd(&self.x_proj, set, &u, t, &mut dbc, &mut ax_x);
-        let (low, b, c) = (split(&dbc, nb, 0, nr), split(&dbc, nb, nr, ns), split(&dbc, nb, nr + ns, ns));
+        let (low, b, c) = (columns(&dbc, nb, 0, nr), columns(&dbc, nb, nr, ns), columns(&dbc, nb, nr + ns, ns));
         let (mut dt_pre, mut ax_dt) = (vec![0f32; t * di], Vec::new());
         lin_fwd(&self.dt_proj, set, &low, t, &mut dt_pre, &mut ax_dt);
         let mut dt = vec![0f32; t * di];

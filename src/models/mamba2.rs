@@ -16,7 +16,7 @@
 //! (default 1e-5) and `time_step_limit` (default (0, ∞); a bare `Infinity` or
 //! `{"__float__": "Infinity"}` is accepted) are used.
 
-use super::common::{conv_silu, mamba_conv_bias, mamba_embedding_key, mamba_stack};
+use super::common::{columns, conv_silu, mamba_conv_bias, mamba_embedding_key, mamba_stack};
 use super::stack::{for_units, units_to_rows, Block as StackBlock, Norm, Stack, States, TrainCarry};
 use super::{count_params, ArchKind};
 use crate::error::{Error, Result};
@@ -299,11 +299,6 @@ struct Rec {
     y: Vec<f32>,
     y_norm: Vec<f32>,
     ax_out: Vec<f32>,
-}
-
-/// Columns `from .. from + len` of the `[T, w]` rows of `src`, as `[T, len]`.
-fn columns(src: &[f32], w: usize, from: usize, len: usize) -> Vec<f32> {
-    src.chunks_exact(w).flat_map(|r| r[from..from + len].iter().copied()).collect()
 }
 
 impl Block {

@@ -276,6 +276,20 @@ impl<B: Block> Stack<B> {
     pub fn config(&self) -> &B::Config {
         &self.cfg
     }
+
+    /// `x[i] = emb[tokens[i]]` (`[T, C]`), through `ln0` where the architecture has it; `row`
+    /// is scratch of C.
+    fn embed(&self, tokens: &[u32], x: &mut [f32], row: &mut [f32]) {
+        for (&tok, xi) in tokens.iter().zip(x.chunks_exact_mut(row.len())) {
+            match &self.emb_norm {
+                Some(n) => {
+                    self.emb.row_to_f32(tok as usize, row);
+                    n.rows(row, xi);
+                }
+                None => self.emb.row_to_f32(tok as usize, xi),
+            }
+        }
+    }
 }
 
 impl<B: Block> Architecture for Stack<B> {
@@ -293,14 +307,7 @@ impl<B: Block> Architecture for Stack<B> {
     ) -> Result<(f64, usize)> {
         let (t, c, v) = (tokens.len(), self.info.n_embd, self.info.n_vocab);
         let mut x = vec![0f32; t * c];
-        let mut row = vec![0f32; c];
-        for (&tok, xi) in tokens.iter().zip(x.chunks_exact_mut(c)) {
-            self.emb.row_to_f32(tok as usize, &mut row);
-            match &self.emb_norm {
-                Some(n) => n.rows(&row, xi),
-                None => xi.copy_from_slice(&row),
-            }
-        }
+        self.embed(tokens, &mut x, &mut vec![0f32; c]);
         let mut carry = TrainCarry::default();
         let mut recs = Vec::with_capacity(self.blocks.len());
         for (li, blk) in self.blocks.iter().enumerate() {
@@ -354,15 +361,7 @@ impl<B: Block> Architecture for Stack<B> {
         let Context { resid, exec, .. } = ctx;
         let [x, xl] = resid.take([t * c, n_out.max(1) * c]);
         // 0. x = emb[token], through ln0 where the architecture has it.
-        for (&tok, xi) in b.tokens.iter().zip(x.chunks_exact_mut(c)) {
-            match &self.emb_norm {
-                Some(n) => {
-                    self.emb.row_to_f32(tok as usize, &mut xl[..c]);
-                    n.rows(&xl[..c], xi);
-                }
-                None => self.emb.row_to_f32(tok as usize, xi),
-            }
-        }
+        self.embed(b.tokens, x, &mut xl[..c]);
         // 1. The blocks, each on its slice of every sequence's state.
         exec.lin.set_rows(b.segs.iter().map(Seg::rows));
         for (li, blk) in self.blocks.iter().enumerate() {

@@ -26,10 +26,11 @@ pub struct Moments {
     pub v: Vec<f32>,
 }
 
-/// One AdamW step `t` (1-based) of parameter `p` with gradient `g`, as torch computes it:
+/// One AdamW step `t` (1-based) of parameter `p` with gradient `k·g` (`k`: the clipping
+/// factor, 1 without clipping), as torch computes it:
 /// `p ← p·(1 − lr·wd)`; `m ← β1 m + (1−β1) g`; `v ← β2 v + (1−β2) g²`;
 /// `p ← p − (lr / (1−β1ᵗ)) · m / (√v / √(1−β2ᵗ) + eps)`. Moments start at zero.
-pub fn step(h: &AdamWParams, t: u64, p: &mut [f32], g: &[f32], mo: &mut Moments) {
+pub fn step(h: &AdamWParams, t: u64, p: &mut [f32], g: &[f32], k: f32, mo: &mut Moments) {
     if mo.m.len() != p.len() {
         mo.m = vec![0.0; p.len()];
         mo.v = vec![0.0; p.len()];
@@ -41,9 +42,10 @@ pub fn step(h: &AdamWParams, t: u64, p: &mut [f32], g: &[f32], mo: &mut Moments)
     let bc2_sqrt = bc2.sqrt() as f32;
     let decay = 1.0 - h.lr * h.weight_decay;
     for i in 0..p.len() {
+        let g = k * g[i];
         p[i] *= decay;
-        mo.m[i] = h.beta1 * mo.m[i] + (1.0 - h.beta1) * g[i];
-        mo.v[i] = h.beta2 * mo.v[i] + (1.0 - h.beta2) * g[i] * g[i];
+        mo.m[i] = h.beta1 * mo.m[i] + (1.0 - h.beta1) * g;
+        mo.v[i] = h.beta2 * mo.v[i] + (1.0 - h.beta2) * g * g;
         let denom = mo.v[i].sqrt() / bc2_sqrt + h.eps;
         p[i] -= step_size * mo.m[i] / denom;
     }

@@ -225,9 +225,8 @@ impl Trainer {
         let h = self.params.optim;
         for (i, p) in self.set.params.iter_mut().enumerate() {
             let (ma, mb) = &mut self.moments[i];
-            let scaled = |g: &[f32]| g.iter().map(|x| x * k).collect::<Vec<f32>>();
-            adamw::step(&h, self.step, &mut p.a, &scaled(&self.grads.da[i]), ma);
-            adamw::step(&h, self.step, &mut p.b, &scaled(&self.grads.db[i]), mb);
+            adamw::step(&h, self.step, &mut p.a, &self.grads.da[i], k, ma);
+            adamw::step(&h, self.step, &mut p.b, &self.grads.db[i], k, mb);
         }
         self.have_grad = false;
         Ok(())
