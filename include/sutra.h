@@ -26,6 +26,10 @@
 // Largest conv width [`conv1d_causal_bwd`] supports (Mamba uses 4).
 #define MAX_CONV_WIDTH 64
 
+// Default [`TrainParams::bptt_chunk`]: long enough that the products stay matrix-matrix,
+// short enough that a 0.1B model's records at ctx 512 stay a small part of a phone's memory.
+#define DEFAULT_BPTT_CHUNK 128
+
 // Stable numeric status codes shared by the Rust API and the C ABI (`sutra_status`).
 //
 // The numbers never change once released; new codes are appended.
@@ -184,6 +188,16 @@ typedef struct sutra_train_params {
   float weight_decay;
   // Max global L2 norm of the gradient; 0 = none.
   float grad_clip;
+  // Tokens per BPTT chunk: the recurrent state is checkpointed every `bptt_chunk` tokens
+  // and each chunk's forward recomputed on the way back, so memory grows with the row
+  // only through the checkpoints; 0: the whole row at once. Same gradients either way.
+  int32_t bptt_chunk;
+  // State tuning: 0 trains the adapter; 1 the adapter and the initial recurrent state;
+  // 2 the initial state only (an `init` adapter is then applied frozen). Read the
+  // trained state with `sutra_trainer_get_state`.
+  int32_t train_state;
+  // Learning rate of the initial state; 0: `learning_rate`.
+  float state_learning_rate;
 } sutra_train_params;
 
 // Progress callback of long operations: `fraction` in [0, 1]; return false to cancel.
@@ -339,7 +353,7 @@ enum sutra_status sutra_session_set_adapter(struct sutra_session *session, const
 enum sutra_status sutra_session_clear_adapters(struct sutra_session *session);
 
 // Defaults: r 8, alpha 16, every block matrix, seed 0, lr 1e-3, betas (0.9, 0.999), eps 1e-8,
-// no weight decay, no clipping.
+// no weight decay, no clipping, BPTT chunks of 128 tokens, adapter only.
 struct sutra_train_params sutra_train_default_params(void);
 
 // A LoRA trainer over the frozen `model` (a q8/q4 model makes it QLoRA). `init` NULL: a new
@@ -376,6 +390,20 @@ enum sutra_status sutra_trainer_get_adapter(const struct sutra_trainer *trainer,
 // Writes the current adapter as a PEFT folder (adapter_config.json,
 // adapter_model.safetensors), creating `dir` if needed; nothing half-written on failure.
 enum sutra_status sutra_trainer_save_adapter(const struct sutra_trainer *trainer, const char *dir);
+
+// Bytes of the state blob `sutra_trainer_get_state` writes.
+enum sutra_status sutra_trainer_state_size(const struct sutra_trainer *trainer, size_t *out_bytes);
+
+// Writes the initial state rows start from (the trained one when `train_state` is 1 or 2)
+// as a state blob, the format of `sutra_session_state_save`: `sutra_session_state_load`
+// puts a session at it. SUTRA_ERR_BUFFER_TOO_SMALL when `buf_len` is less than
+// `sutra_trainer_state_size`.
+enum sutra_status sutra_trainer_get_state(const struct sutra_trainer *trainer, uint8_t *buf, size_t buf_len);
+
+// Starts every row from the state in a blob of `sutra_session_state_save` (or
+// `sutra_trainer_get_state`) for this model; the state's optimizer moments restart. A
+// foreign or corrupted blob gives SUTRA_ERR_FORMAT and changes nothing.
+enum sutra_status sutra_trainer_set_state(struct sutra_trainer *trainer, const uint8_t *buf, size_t buf_len);
 
 // Default load parameters: all cores, mmap on, no progress callback.
 struct sutra_model_params sutra_model_default_params(void);

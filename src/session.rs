@@ -294,6 +294,23 @@ impl Session {
         Ok(())
     }
 
+    /// Overwrites the state with `state` (this model's [`Architecture::state_len`] values,
+    /// in its layout; the blob format is [`load_state`](Self::load_state)). A wrong length is
+    /// an invalid argument and changes nothing.
+    ///
+    /// [`Architecture::state_len`]: crate::models::Architecture::state_len
+    pub fn set_state(&mut self, state: &[f32]) -> Result<()> {
+        if state.len() != self.state.len() {
+            return Err(Error::invalid(format!(
+                "a state of {} values for a model whose state has {}",
+                state.len(),
+                self.state.len()
+            )));
+        }
+        self.state.copy_from_slice(state);
+        Ok(())
+    }
+
     /// Size in bytes of a saved state.
     pub fn state_size(&self) -> usize {
         HEADER + 4 * self.state.len() + 8

@@ -4,6 +4,7 @@
 mod common;
 use common::*;
 use sutra::format::SafetensorsFile;
+use sutra::models::TrainRow;
 use sutra::train::lora::LoraSet;
 use sutra::Adapter;
 
@@ -27,7 +28,10 @@ fn loss_and_gradients(case: &str) {
     let want_loss = f.get("loss").unwrap().to_f32_vec().unwrap()[0];
     let mut grads = set.zero_grads();
     let n = targets.len() as f32;
-    let (sum, count) = m.arch().train_row(&set, &tokens, &targets, 1.0 / n, &mut grads).unwrap();
+    let mut state = vec![0f32; m.arch().state_len()];
+    m.arch().init_state(&mut state);
+    let row = TrainRow { tokens: &tokens, targets: &targets, scale: 1.0 / n, chunk: 0, state: &state, d_state: None };
+    let (sum, count) = m.arch().train_row(&set, row, &mut grads).unwrap();
     assert_eq!(count, targets.len());
     let loss = (sum / count as f64) as f32;
     assert!((loss - want_loss).abs() < 5e-5, "{case}: loss {loss} vs {want_loss}");
@@ -326,12 +330,18 @@ fn c_api_trainer_matches_autograd() {
 /// 1e-2 and the loss is summed in f64: the difference's rounding error is then about
 /// 1e-6 / 1e-2 = 1e-4 and its truncation error O(h²) = 1e-4 relative, hence the tolerance
 /// 2e-3·(|g·d| + 0.05).
+///
+/// The same trainer with BPTT in chunks of 4 (checkpoints at 4 and 8 of 9 tokens) and the
+/// initial state tuned too, from a random start state: the same loss and adapter gradients
+/// (to f32 rounding, 1e-5 of each tensor's largest value), and its state gradient projected
+/// on random directions against central differences of the loss of sessions put at the
+/// moved state (state tuning's check).
 #[test]
 fn gradients_match_central_differences_on_synthesized_models() {
     use std::sync::Arc;
     use sutra::format::synth::{synthesize_with, MambaSizes, SynthSpec};
     use sutra::rng::Rng;
-    use sutra::train::{TrainParams, Trainer};
+    use sutra::train::{TrainParams, Trainer, Tune};
     let dir = std::env::temp_dir().join(format!("sutra-train-fd-{}", std::process::id()));
     for (arch, sizes) in [
         ("rwkv7", MambaSizes::default()),
@@ -374,8 +384,13 @@ fn gradients_match_central_differences_on_synthesized_models() {
         let v = m.info().n_vocab;
         let tokens: Vec<u32> = (0..9).map(|i| ((i * 17 + 3) % v) as u32).collect();
         let targets: Vec<i32> = (0..9).map(|i| ((i * 23 + 5) % v) as i32).collect();
-        let loss_of = |pairs: &[(String, Vec<f32>, Vec<f32>, f32)]| -> f64 {
+        let n_state = m.arch().state_len();
+        let start: Vec<f32> = (0..n_state).map(|_| rng.normal() * 0.3).collect();
+        let loss_at = |pairs: &[(String, Vec<f32>, Vec<f32>, f32)], state: Option<&[f32]>| -> f64 {
             let mut s = sutra::Session::new(&m);
+            if let Some(st) = state {
+                s.set_state(st).unwrap();
+            }
             s.set_adapter(&adapter(pairs), 1.0).unwrap();
             let mut logits = vec![0f32; tokens.len() * v];
             s.eval_all_logits(&tokens, &mut logits).unwrap();
@@ -387,6 +402,7 @@ fn gradients_match_central_differences_on_synthesized_models() {
             }
             sum / tokens.len() as f64
         };
+        let loss_of = |pairs: &[(String, Vec<f32>, Vec<f32>, f32)]| loss_at(pairs, None);
         let init = adapter(&pairs);
         let mut tr = Trainer::new(&m, Some(&init), &TrainParams::default()).unwrap();
         let loss = tr.compute(&tokens, &targets, 1, tokens.len()).unwrap() as f64;
@@ -423,6 +439,45 @@ fn gradients_match_central_differences_on_synthesized_models() {
             let fd = (loss_of(&moved(1.0)) - loss_of(&moved(-1.0))) / (2.0 * h as f64);
             eprintln!("{arch} direction {dirn}: g·d {gd:.6} central difference {fd:.6}");
             assert!((fd - gd).abs() <= 2e-3 * (gd.abs() + 0.05), "{arch} direction {dirn}: g·d {gd} vs {fd}");
+        }
+        // Chunked BPTT with the state tuned, from a random start state.
+        let mut at = sutra::Session::new(&m);
+        at.set_state(&start).unwrap();
+        let p = TrainParams { bptt_chunk: 4, tune: Tune::AdapterAndState, ..TrainParams::default() };
+        let mut tc = Trainer::new(&m, Some(&init), &p).unwrap();
+        tc.set_state_blob(&at.state_to_vec()).unwrap();
+        let mut tw = Trainer::new(&m, Some(&init), &TrainParams { bptt_chunk: 0, ..p.clone() }).unwrap();
+        tw.set_state_blob(&at.state_to_vec()).unwrap();
+        let (lc, lw) = (tc.compute(&tokens, &targets, 1, 9).unwrap(), tw.compute(&tokens, &targets, 1, 9).unwrap());
+        let want = loss_at(&pairs, Some(&start));
+        assert!(
+            (lc as f64 - want).abs() < 1e-4 && (lw - lc).abs() < 1e-5,
+            "{arch}: chunked {lc}, whole {lw}, inference {want}"
+        );
+        let mut names: Vec<String> = pairs
+            .iter()
+            .flat_map(|(mo, ..)| ["A", "B"].map(|h| format!("base_model.model.{mo}.lora_{h}.weight")))
+            .collect();
+        names.push("state".into());
+        for name in &names {
+            let (gc, gw) = (tc.gradient(name).unwrap(), tw.gradient(name).unwrap());
+            let top = gw.iter().fold(0f32, |a, g| a.max(g.abs()));
+            let worst = gc.iter().zip(gw).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            assert!(worst <= 1e-5 * top + 1e-9, "{arch} {name}: chunked vs whole differ by {worst} (largest {top})");
+        }
+        let gs = tc.gradient("state").unwrap();
+        assert!(gs.iter().any(|g| *g != 0.0), "{arch}: the state gets no gradient");
+        for dirn in 0..3 {
+            let d: Vec<f64> = (0..n_state).map(|_| rng.normal() as f64).collect();
+            let norm = d.iter().map(|x| x * x).sum::<f64>().sqrt();
+            let gd = gs.iter().zip(&d).map(|(g, d)| *g as f64 * d / norm).sum::<f64>();
+            let h = 1e-2;
+            let moved = |sign: f64| -> Vec<f32> {
+                start.iter().zip(&d).map(|(s, d)| (*s as f64 + sign * h * d / norm) as f32).collect()
+            };
+            let fd = (loss_at(&pairs, Some(&moved(1.0))) - loss_at(&pairs, Some(&moved(-1.0)))) / (2.0 * h);
+            eprintln!("{arch} state direction {dirn}: g·d {gd:.6} central difference {fd:.6}");
+            assert!((fd - gd).abs() <= 2e-3 * (gd.abs() + 0.05), "{arch} state direction {dirn}: g·d {gd} vs {fd}");
         }
     }
     std::fs::remove_dir_all(&dir).ok();

@@ -100,10 +100,20 @@ pub struct sutra_train_params {
     pub weight_decay: f32,
     /// Max global L2 norm of the gradient; 0 = none.
     pub grad_clip: f32,
+    /// Tokens per BPTT chunk: the recurrent state is checkpointed every `bptt_chunk` tokens
+    /// and each chunk's forward recomputed on the way back, so memory grows with the row
+    /// only through the checkpoints; 0: the whole row at once. Same gradients either way.
+    pub bptt_chunk: i32,
+    /// State tuning: 0 trains the adapter; 1 the adapter and the initial recurrent state;
+    /// 2 the initial state only (an `init` adapter is then applied frozen). Read the
+    /// trained state with `sutra_trainer_get_state`.
+    pub train_state: i32,
+    /// Learning rate of the initial state; 0: `learning_rate`.
+    pub state_learning_rate: f32,
 }
 
 /// Defaults: r 8, alpha 16, every block matrix, seed 0, lr 1e-3, betas (0.9, 0.999), eps 1e-8,
-/// no weight decay, no clipping.
+/// no weight decay, no clipping, BPTT chunks of 128 tokens, adapter only.
 #[no_mangle]
 pub extern "C" fn sutra_train_default_params() -> sutra_train_params {
     let d = crate::train::TrainParams::default();
@@ -118,6 +128,9 @@ pub extern "C" fn sutra_train_default_params() -> sutra_train_params {
         eps: d.optim.eps,
         weight_decay: d.optim.weight_decay,
         grad_clip: d.grad_clip,
+        bptt_chunk: d.bptt_chunk as i32,
+        train_state: 0,
+        state_learning_rate: d.state_lr,
     }
 }
 
@@ -135,6 +148,8 @@ fn train_params(p: *const sutra_train_params) -> crate::Result<crate::train::Tra
     };
     let rank = usize::try_from(p.lora_rank)
         .map_err(|_| crate::Error::invalid(format!("params.lora_rank = {}: must be >= 1", p.lora_rank)))?;
+    let bptt_chunk = usize::try_from(p.bptt_chunk)
+        .map_err(|_| crate::Error::invalid(format!("params.bptt_chunk = {}: must be >= 0", p.bptt_chunk)))?;
     Ok(crate::train::TrainParams {
         rank,
         alpha: p.lora_alpha,
@@ -148,6 +163,9 @@ fn train_params(p: *const sutra_train_params) -> crate::Result<crate::train::Tra
             weight_decay: p.weight_decay,
         },
         grad_clip: p.grad_clip,
+        bptt_chunk,
+        tune: crate::train::Tune::try_from(p.train_state)?,
+        state_lr: p.state_learning_rate,
     })
 }
 
@@ -309,5 +327,52 @@ pub unsafe extern "C" fn sutra_trainer_save_adapter(trainer: *const sutra_traine
         // SAFETY: handle and NUL-terminated path per the C contract.
         let (tr, dir) = unsafe { (get(trainer, "trainer")?, path_arg(dir, "dir")?) };
         tr.trainer.save(&dir)
+    })
+}
+
+/// Bytes of the state blob `sutra_trainer_get_state` writes.
+#[no_mangle]
+pub unsafe extern "C" fn sutra_trainer_state_size(trainer: *const sutra_trainer, out_bytes: *mut usize) -> Status {
+    guard(|| {
+        // SAFETY: handle and out-parameter per the C contract.
+        unsafe { write_out(out_bytes, get(trainer, "trainer")?.trainer.state_blob().len(), "out_bytes") }
+    })
+}
+
+/// Writes the initial state rows start from (the trained one when `train_state` is 1 or 2)
+/// as a state blob, the format of `sutra_session_state_save`: `sutra_session_state_load`
+/// puts a session at it. SUTRA_ERR_BUFFER_TOO_SMALL when `buf_len` is less than
+/// `sutra_trainer_state_size`.
+#[no_mangle]
+pub unsafe extern "C" fn sutra_trainer_get_state(
+    trainer: *const sutra_trainer,
+    buf: *mut u8,
+    buf_len: usize,
+) -> Status {
+    guard(|| {
+        // SAFETY: handle per the C contract.
+        let blob = unsafe { get(trainer, "trainer") }?.trainer.state_blob();
+        if buf_len < blob.len() {
+            return Err(crate::Error::BufferTooSmall { needed: blob.len(), given: buf_len });
+        }
+        // SAFETY: buf_len writable bytes per the C contract.
+        unsafe { slice_mut(buf, buf_len, "buf") }?[..blob.len()].copy_from_slice(&blob);
+        Ok(())
+    })
+}
+
+/// Starts every row from the state in a blob of `sutra_session_state_save` (or
+/// `sutra_trainer_get_state`) for this model; the state's optimizer moments restart. A
+/// foreign or corrupted blob gives SUTRA_ERR_FORMAT and changes nothing.
+#[no_mangle]
+pub unsafe extern "C" fn sutra_trainer_set_state(
+    trainer: *mut sutra_trainer,
+    buf: *const u8,
+    buf_len: usize,
+) -> Status {
+    guard(|| {
+        // SAFETY: handle and buf_len readable bytes per the C contract.
+        let (tr, data) = unsafe { (get_mut(trainer, "trainer")?, slice(buf, buf_len, "buf")?) };
+        tr.trainer.set_state_blob(data)
     })
 }

@@ -211,8 +211,10 @@ impl StackBlock for Block {
 // Training: the forward pass with a record, and its backward pass
 // ---------------------------------------------------------------------------------------------
 
-/// What the backward pass of one layer needs, for one row of T tokens from the zero state.
+/// What the backward pass of one layer needs, for one chunk of T tokens.
 struct Rec {
+    /// The layer's state before the chunk.
+    st0: Vec<f32>,
     /// Layer input [T, d], RMSNorm(x) [T, d].
     x_in: Vec<f32>,
     xn: Vec<f32>,
@@ -240,9 +242,19 @@ struct Rec {
 
 impl Block {
     /// The record of [`train_forward`](StackBlock::train_forward), computing `x` forward.
-    fn record(&self, cfg: &Config, _li: usize, set: &LoraSet, _carry: &mut TrainCarry, x: &mut [f32]) -> Rec {
+    fn record(
+        &self,
+        cfg: &Config,
+        _li: usize,
+        set: &LoraSet,
+        _carry: &mut TrainCarry,
+        st: &mut [f32],
+        x: &mut [f32],
+    ) -> Rec {
         use crate::train::act::{self, Act};
-        let Config { d_model: dm, d_inner: di, d_state: ns, dt_rank: nr, d_conv: k, .. } = *cfg;
+        let Config { d_model: dm, d_inner: di, d_state: ns, dt_rank: nr, .. } = *cfg;
+        let [pc, ps] = cfg.parts();
+        let st0 = st.to_vec();
         let t = x.len() / dm;
         let nb = nr + 2 * ns;
         let x_in = x.to_vec();
@@ -252,7 +264,7 @@ impl Block {
         lin_fwd(&self.in_proj, set, &xn, t, &mut uz, &mut ax_in);
         let (u_pre, z) = (columns(&uz, 2 * di, 0, di), columns(&uz, 2 * di, di, di));
         let mut conv = vec![0f32; t * di];
-        crate::train::ssm::conv1d_causal_fwd(&mut vec![0f32; di * k], &u_pre, &self.conv_w, &self.conv_b, &mut conv);
+        crate::train::ssm::conv1d_causal_fwd(&mut st[pc], &u_pre, &self.conv_w, &self.conv_b, &mut conv);
         let mut u = vec![0f32; t * di];
         act::act_fwd(Act::Silu, &conv, &mut u);
         let (mut dbc, mut ax_x) = (vec![0f32; t * nb], Vec::new());
@@ -264,13 +276,13 @@ impl Block {
         act::bias_act_fwd(Act::Softplus, &dt_pre, &self.dt_bias, &mut dt);
         let mut y_scan = vec![0f32; t * di];
         let inp = crate::train::ssm::ScanInputs { dt: &dt, u: &u, b: &b, c: &c, a: &self.a, d: &self.d };
-        crate::train::ssm::selective_scan_fwd(&inp, &mut vec![0f32; di * ns], &mut y_scan);
+        crate::train::ssm::selective_scan_fwd(&inp, &mut st[ps], &mut y_scan);
         let mut y = vec![0f32; t * di];
         act::gate_fwd(Act::Silu, &y_scan, &z, &mut y);
         let (mut out, mut ax_out) = (vec![0f32; t * dm], Vec::new());
         lin_fwd(&self.out_proj, set, &y, t, &mut out, &mut ax_out);
         x.iter_mut().zip(&out).for_each(|(x, o)| *x += o);
-        Rec { x_in, xn, ax_in, u_pre, conv, u, ax_x, low, dt_pre, ax_dt, dt, b, c, y_scan, z, y, ax_out }
+        Rec { st0, x_in, xn, ax_in, u_pre, conv, u, ax_x, low, dt_pre, ax_dt, dt, b, c, y_scan, z, y, ax_out }
     }
 
     /// Backward of [`record`](Self::record): `dx` is dL/d(layer output) in, dL/d(input) out.
@@ -283,11 +295,13 @@ impl Block {
         rec: &Rec,
         _carry: &mut TrainCarry,
         grads: &mut LoraGrads,
+        dst: &mut [f32],
         dx: &mut [f32],
     ) {
         use crate::train::act::{self, Act};
         use crate::train::ssm;
-        let Config { d_model: dm, d_inner: di, d_state: ns, dt_rank: nr, d_conv: k, .. } = *cfg;
+        let Config { d_model: dm, d_inner: di, d_state: ns, dt_rank: nr, .. } = *cfg;
+        let [pc, ps] = cfg.parts();
         let t = dx.len() / dm;
         let nb = nr + 2 * ns;
         let zeros = |n: usize| vec![0f32; n];
@@ -296,12 +310,12 @@ impl Block {
         lin_bwd(&self.out_proj, set, grads, &rec.y, &rec.ax_out, dx, t, &mut d_y);
         let (mut d_yscan, mut d_z) = (zeros(t * di), zeros(t * di));
         act::gate_bwd(Act::Silu, &rec.y_scan, &rec.z, &d_y, &mut d_yscan, &mut d_z);
-        // 6. The selective scan (BPTT over the whole row, from the zero state).
+        // 6. The selective scan (BPTT over the chunk; dh: dL/d(state after) in, before out).
         let (mut d_dt, mut d_u, mut d_b, mut d_c) = (zeros(t * di), zeros(t * di), zeros(t * ns), zeros(t * ns));
         let inp = ssm::ScanInputs { dt: &rec.dt, u: &rec.u, b: &rec.b, c: &rec.c, a: &self.a, d: &self.d };
         let mut g = ssm::ScanGrads { ddt: &mut d_dt, du: &mut d_u, db: &mut d_b, dc: &mut d_c, da: None, dd: None };
         let mut scratch = zeros(ssm::selective_scan_scratch_len(t, ns));
-        ssm::selective_scan_bwd(&inp, &zeros(di * ns), &d_yscan, &mut zeros(di * ns), &mut g, &mut scratch);
+        ssm::selective_scan_bwd(&inp, &rec.st0[ps.clone()], &d_yscan, &mut dst[ps], &mut g, &mut scratch);
         // 5. dt = softplus(dt_proj·low + dt_bias).
         let mut d_dtpre = zeros(t * di);
         act::bias_act_bwd(Act::Softplus, &rec.dt_pre, &self.dt_bias, &d_dt, &mut d_dtpre, None);
@@ -320,8 +334,8 @@ impl Block {
         let mut d_conv = zeros(t * di);
         act::act_bwd(Act::Silu, &rec.conv, &d_u, &mut d_conv);
         let mut d_upre = zeros(t * di);
-        let w0 = zeros(di * k);
-        ssm::conv1d_causal_bwd(di, &w0, &rec.u_pre, &self.conv_w, &d_conv, &mut zeros(di * k), &mut d_upre, None, None);
+        let w0 = &rec.st0[pc.clone()];
+        ssm::conv1d_causal_bwd(di, w0, &rec.u_pre, &self.conv_w, &d_conv, &mut dst[pc], &mut d_upre, None, None);
         // 2. [u_pre, z] = in_proj·xn;  1. xn = RMSNorm(x).
         let mut d_uz = zeros(t * 2 * di);
         for i in 0..t {

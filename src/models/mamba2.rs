@@ -281,8 +281,10 @@ impl StackBlock for Block {
 // Training: the forward pass with a record, and its backward pass
 // ---------------------------------------------------------------------------------------------
 
-/// What the backward pass of one layer needs, for one row of T tokens from the zero state.
+/// What the backward pass of one layer needs, for one chunk of T tokens.
 struct Rec {
+    /// The layer's state before the chunk.
+    st0: Vec<f32>,
     /// Layer input and RMSNorm(x) [T, d]; in_proj's LoRA `A x`.
     x_in: Vec<f32>,
     xn: Vec<f32>,
@@ -303,10 +305,20 @@ struct Rec {
 
 impl Block {
     /// The record of [`train_forward`](StackBlock::train_forward), computing `x` forward.
-    fn record(&self, cfg: &Config, _li: usize, set: &LoraSet, _carry: &mut TrainCarry, x: &mut [f32]) -> Rec {
+    fn record(
+        &self,
+        cfg: &Config,
+        _li: usize,
+        set: &LoraSet,
+        _carry: &mut TrainCarry,
+        st: &mut [f32],
+        x: &mut [f32],
+    ) -> Rec {
         use crate::train::act::{self, Act};
         let Config { d_model: dm, d_inner: di, n_head: nh, head_dim: np, n_groups: ng, d_state: ns, .. } = *cfg;
-        let Config { conv_dim: cd, d_conv: k, eps, dt_limit, .. } = *cfg;
+        let Config { conv_dim: cd, eps, dt_limit, .. } = *cfg;
+        let [pc, ps] = cfg.parts();
+        let st0 = st.to_vec();
         let t = x.len() / dm;
         let rows = self.in_proj.rows;
         let x_in = x.to_vec();
@@ -317,21 +329,21 @@ impl Block {
         let (z, xbc_pre, dt_raw) =
             (columns(&proj, rows, 0, di), columns(&proj, rows, di, cd), columns(&proj, rows, di + cd, nh));
         let mut conv = vec![0f32; t * cd];
-        crate::train::ssm::conv1d_causal_fwd(&mut vec![0f32; cd * k], &xbc_pre, &self.conv_w, &self.conv_b, &mut conv);
+        crate::train::ssm::conv1d_causal_fwd(&mut st[pc], &xbc_pre, &self.conv_w, &self.conv_b, &mut conv);
         let mut xbc = vec![0f32; t * cd];
         act::act_fwd(Act::Silu, &conv, &mut xbc);
         let mut dt = vec![0f32; t * nh];
         act::bias_act_fwd(Act::Softplus, &dt_raw, &self.dt_bias, &mut dt);
         dt.iter_mut().for_each(|d| *d = d.clamp(dt_limit.0, dt_limit.1));
         let mut y = vec![0f32; t * di];
-        let (mut yh, mut h) = (vec![0f32; t * np], vec![0f32; np * ns]);
+        let mut yh = vec![0f32; t * np];
         for hd in 0..nh {
             let g = hd / (nh / ng);
             let (dth, xh) = (columns(&dt, nh, hd, 1), columns(&xbc, cd, hd * np, np));
             let (b, c) = (columns(&xbc, cd, di + g * ns, ns), columns(&xbc, cd, di + ng * ns + g * ns, ns));
             let inp = crate::train::ssm::SsdInputs { dt: &dth, x: &xh, b: &b, c: &c, a: self.a[hd], d: self.d[hd] };
-            h.fill(0.0);
-            crate::train::ssm::ssd_fwd(&inp, ns, &mut h, &mut yh);
+            let h = &mut st[ps.start + hd * np * ns..ps.start + (hd + 1) * np * ns];
+            crate::train::ssm::ssd_fwd(&inp, ns, h, &mut yh);
             for (row, src) in y.chunks_exact_mut(di).zip(yh.chunks_exact(np)) {
                 row[hd * np..(hd + 1) * np].copy_from_slice(src);
             }
@@ -341,7 +353,7 @@ impl Block {
         let (mut out, mut ax_out) = (vec![0f32; t * dm], Vec::new());
         lin_fwd(&self.out_proj, set, &y_norm, t, &mut out, &mut ax_out);
         x.iter_mut().zip(&out).for_each(|(x, o)| *x += o);
-        Rec { x_in, xn, ax_in, z, xbc_pre, conv, xbc, dt_raw, dt, y, y_norm, ax_out }
+        Rec { st0, x_in, xn, ax_in, z, xbc_pre, conv, xbc, dt_raw, dt, y, y_norm, ax_out }
     }
 
     /// Backward of [`record`](Self::record): `dx` is dL/d(layer output) in, dL/d(input) out.
@@ -354,12 +366,14 @@ impl Block {
         rec: &Rec,
         _carry: &mut TrainCarry,
         grads: &mut LoraGrads,
+        dst: &mut [f32],
         dx: &mut [f32],
     ) {
         use crate::train::act::{self, Act};
         use crate::train::ssm;
         let Config { d_model: dm, d_inner: di, n_head: nh, head_dim: np, n_groups: ng, d_state: ns, .. } = *cfg;
-        let Config { conv_dim: cd, d_conv: k, eps, dt_limit, .. } = *cfg;
+        let Config { conv_dim: cd, eps, dt_limit, .. } = *cfg;
+        let [pc, ps] = cfg.parts();
         let t = dx.len() / dm;
         let rows = self.in_proj.rows;
         let zeros = |n: usize| vec![0f32; n];
@@ -380,7 +394,7 @@ impl Block {
             None,
             &mut scratch,
         );
-        // 4. SSD per head (BPTT over the whole row from the zero state).
+        // 4. SSD per head (BPTT over the chunk; dh: dL/d(state after) in, before out).
         let (mut d_xbc, mut d_dt) = (zeros(t * cd), zeros(t * nh));
         let mut scratch = zeros(ssm::ssd_scratch_len(t, np, ns));
         for hd in 0..nh {
@@ -394,7 +408,8 @@ impl Block {
                 (zeros(t), zeros(t * np), zeros(t * ns), zeros(t * ns), 0f32, 0f32);
             let mut gr =
                 ssm::SsdGrads { ddt: &mut ddt, dx: &mut dxh, db: &mut db, dc: &mut dc, da: &mut da, dd: &mut dd };
-            ssm::ssd_bwd(&inp, ns, &zeros(np * ns), &dyh, &mut zeros(np * ns), &mut gr, &mut scratch);
+            let sh = ps.start + hd * np * ns..ps.start + (hd + 1) * np * ns;
+            ssm::ssd_bwd(&inp, ns, &rec.st0[sh.clone()], &dyh, &mut dst[sh], &mut gr, &mut scratch);
             for i in 0..t {
                 d_dt[i * nh + hd] += ddt[i];
                 let row = &mut d_xbc[i * cd..(i + 1) * cd];
@@ -417,11 +432,11 @@ impl Block {
         let mut d_xbcpre = zeros(t * cd);
         ssm::conv1d_causal_bwd(
             cd,
-            &zeros(cd * k),
+            &rec.st0[pc.clone()],
             &rec.xbc_pre,
             &self.conv_w,
             &d_conv,
-            &mut zeros(cd * k),
+            &mut dst[pc],
             &mut d_xbcpre,
             None,
             None,

@@ -157,16 +157,34 @@ pub trait Architecture: Send + Sync {
     /// take the sequence path (matrix-matrix products, the recurrence row by row).
     fn forward(&self, ctx: &mut Context, batch: Batch<'_, '_>);
 
-    /// One LoRA training row (see [`stack::Stack::train_row`]): summed cross-entropy and
-    /// counted targets; **accumulates** `scale ·` the pairs' gradients into `grads`.
+    /// One training row (see [`TrainRow`]): summed cross-entropy and counted targets;
+    /// **accumulates** `scale ·` the pairs' gradients into `grads` (and dL/d(start state)
+    /// into `row.d_state` when given). Memory: the records of one chunk, plus one state per
+    /// chunk boundary.
     fn train_row(
         &self,
         set: &crate::train::lora::LoraSet,
-        tokens: &[u32],
-        targets: &[i32],
-        scale: f32,
+        row: TrainRow<'_>,
         grads: &mut crate::train::lora::LoraGrads,
     ) -> Result<(f64, usize)>;
+}
+
+/// One row of a training batch for [`Architecture::train_row`].
+pub struct TrainRow<'a> {
+    /// The row's tokens.
+    pub tokens: &'a [u32],
+    /// Per token, the id the logits after it should predict; negative: not counted.
+    pub targets: &'a [i32],
+    /// Multiplier of every gradient (1 / the targets counted over the whole batch).
+    pub scale: f32,
+    /// Tokens per BPTT chunk: the state is checkpointed before each chunk and the chunk's
+    /// forward recomputed on the way back; 0 (or ≥ the row): the whole row at once. The
+    /// gradients are the same either way (to float rounding).
+    pub chunk: usize,
+    /// The state the row starts from ([`Architecture::state_len`] values).
+    pub state: &'a [f32],
+    /// Where to **accumulate** dL/d(start state), for state tuning.
+    pub d_state: Option<&'a mut [f32]>,
 }
 
 /// Which architecture a checkpoint holds, from its sentinel tensor names (as rwkv.cpp and

@@ -322,9 +322,11 @@ impl StackBlock for Block {
 // Training: the forward pass with a record, and its backward pass
 // ---------------------------------------------------------------------------------------------
 
-/// What the backward pass of one block needs, for one row of T tokens from the zero state
-/// (every buffer `[T, C]` unless said otherwise).
+/// What the backward pass of one block needs, for one chunk of T tokens (every buffer
+/// `[T, C]` unless said otherwise).
 struct Rec {
+    /// The block's state before the chunk.
+    st0: Vec<f32>,
     /// Block input and ln1(x).
     x_in: Vec<f32>,
     xn: Vec<f32>,
@@ -385,19 +387,29 @@ fn scatter_add(src: &[f32], h: usize, n: usize, c: usize, x: &mut [f32]) {
 
 impl Block {
     /// The record of [`train_forward`](StackBlock::train_forward), computing `x` forward.
-    fn record(&self, cfg: &Config, li: usize, set: &LoraSet, carry: &mut TrainCarry, x: &mut [f32]) -> Rec {
+    fn record(
+        &self,
+        cfg: &Config,
+        li: usize,
+        set: &LoraSet,
+        carry: &mut TrainCarry,
+        st: &mut [f32],
+        x: &mut [f32],
+    ) -> Rec {
         use crate::train::act::{self, Act};
         let Config { n_embd: c, n_head: nh, head_size: n } = *cfg;
+        let [pa, pw, pf] = cfg.parts();
         let t = x.len() / c;
         let z = || vec![0f32; t * c];
-        let zero_c = vec![0f32; c];
+        let st0 = st.to_vec();
         let x_in = x.to_vec();
         let mut xn = z();
         self.ln1.rows(x, &mut xn);
         let mut mixed: [Vec<f32>; 6] = std::array::from_fn(|_| z());
         for (m, out) in self.x_mix.iter().zip(mixed.iter_mut()) {
-            act::token_shift_fwd(&xn, &zero_c, m, out);
+            act::token_shift_fwd(&xn, &st0[pa.clone()], m, out);
         }
+        st[pa].copy_from_slice(&xn[(t - 1) * c..]);
         let [xr, xw, xk, xv, xa, xg] = &mixed;
         let mut ax: [Vec<f32>; 4] = Default::default();
         let (mut r, mut k, mut v_raw) = (z(), z(), z());
@@ -448,17 +460,19 @@ impl Block {
             k_mod[i] = k[i] * (1.0 + (a[i] - 1.0) * self.k_a[i % c]);
         }
         crate::train::norm::l2_normalize_fwd(&kk_pre, n, 1e-12, &mut kk);
-        // WKV per head from the zero state.
+        // WKV per head from the chunk's start state.
         let mut y_wkv = z();
         let (mut hb, mut s, mut yh) = (vec![vec![0f32; t * n]; 6], vec![0f32; n * n], vec![0f32; t * n]);
         for h in 0..nh {
             for (buf, src) in hb.iter_mut().zip([&r, &w, &k_mod, &v, &kk, &a]) {
                 gather(src, h, n, c, buf);
             }
-            s.fill(0.0);
+            let sh = pw.start + h * n * n..pw.start + (h + 1) * n * n;
+            s.copy_from_slice(&st[sh.clone()]);
             let inp =
                 crate::train::wkv::WkvInputs { r: &hb[0], w: &hb[1], k: &hb[2], v: &hb[3], kk: &hb[4], a: &hb[5] };
             crate::train::wkv::wkv_fwd(n, &inp, &mut s, &mut yh);
+            st[sh].copy_from_slice(&s);
             scatter_add(&yh, h, n, c, &mut y_wkv);
         }
         let mut y_ln = z();
@@ -480,7 +494,8 @@ impl Block {
         let x_mid = x.to_vec();
         let (mut xn2, mut kx) = (z(), z());
         self.ln2.rows(x, &mut xn2);
-        act::token_shift_fwd(&xn2, &zero_c, &self.ffn_x_k, &mut kx);
+        act::token_shift_fwd(&xn2, &st0[pf.clone()], &self.ffn_x_k, &mut kx);
+        st[pf].copy_from_slice(&xn2[(t - 1) * c..]);
         let f = self.ffn_key.rows;
         let mut ffn_ax: [Vec<f32>; 2] = Default::default();
         let mut hid_pre = vec![0f32; t * f];
@@ -490,6 +505,7 @@ impl Block {
         lin_fwd(&self.ffn_value, set, &hid, t, &mut out, &mut ffn_ax[1]);
         x.iter_mut().zip(&out).for_each(|(x, o)| *x += o);
         Rec {
+            st0,
             x_in,
             xn,
             mixed,
@@ -534,14 +550,15 @@ impl Block {
         rec: &Rec,
         carry: &mut TrainCarry,
         grads: &mut LoraGrads,
+        dst: &mut [f32],
         dx: &mut [f32],
     ) {
         use crate::train::act::{self, Act};
         use crate::train::linear::matrix_bwd_input;
         let Config { n_embd: c, n_head: nh, head_size: n } = *cfg;
+        let [pa, pw, pf] = cfg.parts();
         let t = dx.len() / c;
         let z = || vec![0f32; t * c];
-        let zero_c = vec![0f32; c];
         let mut rows = vec![0f32; 16 * c.max(self.ffn_key.rows)];
         // Channel mix: x_out = x_mid + Wv·relu²(Wk·shift(ln2(x_mid))).
         let f = self.ffn_key.rows;
@@ -551,8 +568,19 @@ impl Block {
         act::act_bwd(Act::ReluSq, &rec.hid_pre, &d_hid, &mut d_hid_pre);
         let mut d_kx = z();
         lin_bwd(&self.ffn_key, set, grads, &rec.kx, &rec.ffn_ax[0], &d_hid_pre, t, &mut d_kx);
+        // The shift state out is the chunk's last ln2 row; the one in feeds the first row.
         let mut d_xn2 = z();
-        act::token_shift_bwd(&rec.xn2, &zero_c, &self.ffn_x_k, &d_kx, &mut d_xn2, None, None);
+        d_xn2[(t - 1) * c..].copy_from_slice(&dst[pf.clone()]);
+        dst[pf.clone()].fill(0.0);
+        act::token_shift_bwd(
+            &rec.xn2,
+            &rec.st0[pf.clone()],
+            &self.ffn_x_k,
+            &d_kx,
+            &mut d_xn2,
+            Some(&mut dst[pf]),
+            None,
+        );
         self.ln2.rows_bwd(&rec.x_mid, &d_xn2, dx);
         // Time mix: x_mid = x_in + Wo·(g ⊙ (ln_x(wkv) + bonus)).
         let mut d_yg = z();
@@ -602,7 +630,6 @@ impl Block {
         );
         let (mut d_w, mut d_kk, mut d_a) = (z(), z(), z());
         let mut scratch = vec![0f32; crate::train::wkv::wkv_scratch_len(n, t)];
-        let (s0, mut ds) = (vec![0f32; n * n], vec![0f32; n * n]);
         let mut dyh = vec![0f32; t * n];
         for h in 0..nh {
             for (buf, src) in hb.iter_mut().zip([&rec.r, &rec.w, &rec.k_mod, &rec.v, &rec.kk, &rec.a]) {
@@ -612,12 +639,13 @@ impl Block {
             for d in hd.iter_mut() {
                 d.fill(0.0);
             }
-            ds.fill(0.0);
+            // dS enters as dL/d(state after the chunk) and leaves as dL/d(state before it).
+            let sh = pw.start + h * n * n..pw.start + (h + 1) * n * n;
             let inp =
                 crate::train::wkv::WkvInputs { r: &hb[0], w: &hb[1], k: &hb[2], v: &hb[3], kk: &hb[4], a: &hb[5] };
             let [dr, dw, dk, dv, dkk, da] = &mut hd[..] else { unreachable!() };
             let mut g = crate::train::wkv::WkvGrads { dr, dw, dk, dv, dkk, da };
-            crate::train::wkv::wkv_bwd(n, &inp, &s0, &dyh, &mut ds, &mut g, &mut scratch);
+            crate::train::wkv::wkv_bwd(n, &inp, &rec.st0[sh.clone()], &dyh, &mut dst[sh], &mut g, &mut scratch);
             for (d, out) in hd.iter().zip([&mut d_r, &mut d_w, &mut d_kmod, &mut d_v, &mut d_kk, &mut d_a]) {
                 scatter_add(d, h, n, c, out);
             }
@@ -685,8 +713,10 @@ impl Block {
         lin_bwd(&self.value, set, grads, xv, &rec.ax[2], &d_vraw, t, &mut d_xs[3]);
         // Token shifts and ln1.
         let mut d_xn = z();
+        d_xn[(t - 1) * c..].copy_from_slice(&dst[pa.clone()]);
+        dst[pa.clone()].fill(0.0);
         for (m, d) in self.x_mix.iter().zip(&d_xs) {
-            act::token_shift_bwd(&rec.xn, &zero_c, m, d, &mut d_xn, None, None);
+            act::token_shift_bwd(&rec.xn, &rec.st0[pa.clone()], m, d, &mut d_xn, Some(&mut dst[pa.clone()]), None);
         }
         self.ln1.rows_bwd(&rec.x_in, &d_xn, dx);
     }

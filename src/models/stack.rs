@@ -8,7 +8,7 @@
 //! several blocks share over the rows of a call: the previous row of the same sequence
 //! (token shift) and the parallel loop over independent heads or channels.
 
-use super::{ArchKind, Architecture, Batch, Logits, ModelInfo};
+use super::{ArchKind, Architecture, Batch, Logits, ModelInfo, TrainRow};
 use crate::error::{Error, Result};
 use crate::exec::{Context, Exec, Seg};
 use crate::format::WeightReader;
@@ -112,9 +112,10 @@ pub trait Block: Send + Sync + Sized {
     /// each sequence's block state in `st`.
     fn forward(&self, cfg: &Self::Config, li: usize, ex: &mut Exec, segs: &[Seg], st: &mut States, x: &mut [f32]);
 
-    /// Training forward of block `li` over one row `x` (`[T, C]`, in and out) from the
-    /// initial state, with the LoRA branches of `set`; returns what [`train_backward`]
-    /// needs. Architectures without a backward pass say so.
+    /// Training forward of block `li` over one chunk `x` (`[T, C]`, in and out) of a row, with
+    /// the LoRA branches of `set`: `st` (the block's state, [`state_len`](Block::state_len))
+    /// enters as the state before the chunk and leaves as the state after it. Returns what
+    /// [`train_backward`] needs. Architectures without a backward pass say so.
     ///
     /// [`train_backward`]: Block::train_backward
     fn train_forward(
@@ -123,13 +124,15 @@ pub trait Block: Send + Sync + Sized {
         _li: usize,
         _set: &LoraSet,
         _carry: &mut TrainCarry,
+        _st: &mut [f32],
         _x: &mut [f32],
     ) -> Result<Box<dyn Any + Send>> {
         Err(Error::unsupported("training is implemented for RWKV-7, Mamba-1 and Mamba-2"))
     }
 
     /// Backward of [`train_forward`](Block::train_forward): `dx` enters as dL/d(block output)
-    /// and leaves as dL/d(block input); the pairs' gradients are **accumulated** into `grads`.
+    /// and leaves as dL/d(block input); `dst` enters as dL/d(state after the chunk) and leaves
+    /// as dL/d(state before it); the pairs' gradients are **accumulated** into `grads`.
     #[allow(clippy::too_many_arguments)]
     fn train_backward(
         &self,
@@ -139,6 +142,7 @@ pub trait Block: Send + Sync + Sized {
         _rec: &(dyn Any + Send),
         _carry: &mut TrainCarry,
         _grads: &mut LoraGrads,
+        _dst: &mut [f32],
         _dx: &mut [f32],
     ) -> Result<()> {
         Err(Error::unsupported("training is implemented for RWKV-7, Mamba-1 and Mamba-2"))
@@ -146,9 +150,9 @@ pub trait Block: Send + Sync + Sized {
 }
 
 /// The two training hooks of a [`Block`] for a block type with
-/// `fn record(&self, cfg, li, set, carry, x) -> Rec` and
-/// `fn backprop(&self, cfg, li, set, &Rec, carry, grads, dx)`: boxes the record on the way
-/// forward and unboxes it on the way back.
+/// `fn record(&self, cfg, li, set, carry, st, x) -> Rec` and
+/// `fn backprop(&self, cfg, li, set, &Rec, carry, grads, dst, dx)`: boxes the record on the
+/// way forward and unboxes it on the way back.
 macro_rules! train_hooks {
     ($rec:ty) => {
         fn train_forward(
@@ -157,9 +161,10 @@ macro_rules! train_hooks {
             li: usize,
             set: &crate::train::lora::LoraSet,
             carry: &mut crate::models::stack::TrainCarry,
+            st: &mut [f32],
             x: &mut [f32],
         ) -> crate::error::Result<Box<dyn std::any::Any + Send>> {
-            Ok(Box::new(self.record(cfg, li, set, carry, x)))
+            Ok(Box::new(self.record(cfg, li, set, carry, st, x)))
         }
 
         fn train_backward(
@@ -170,12 +175,13 @@ macro_rules! train_hooks {
             rec: &(dyn std::any::Any + Send),
             carry: &mut crate::models::stack::TrainCarry,
             grads: &mut crate::train::lora::LoraGrads,
+            dst: &mut [f32],
             dx: &mut [f32],
         ) -> crate::error::Result<()> {
             let rec = rec.downcast_ref::<$rec>().ok_or_else(|| {
                 crate::error::Error::Internal(format!("{}: a record of another block", stringify!($rec)))
             })?;
-            self.backprop(cfg, li, set, rec, carry, grads, dx);
+            self.backprop(cfg, li, set, rec, carry, grads, dst, dx);
             Ok(())
         }
     };
@@ -277,6 +283,55 @@ impl<B: Block> Stack<B> {
         &self.cfg
     }
 
+    /// The embedded rows of `tokens` (`[T, C]`).
+    fn embed_rows(&self, tokens: &[u32]) -> Vec<f32> {
+        let c = self.info.n_embd;
+        let mut x = vec![0f32; tokens.len() * c];
+        self.embed(tokens, &mut x, &mut vec![0f32; c]);
+        x
+    }
+
+    /// One chunk `span` of a training row from the state `st` before it: the forward with
+    /// records, the head and the loss of its targets, and the backward, with `dst` dL/d(state
+    /// after the chunk) in and dL/d(`st`) out. Returns the chunk's summed loss and targets.
+    fn train_chunk(
+        &self,
+        set: &LoraSet,
+        row: &TrainRow<'_>,
+        span: Range<usize>,
+        st: &mut [f32],
+        dst: &mut [f32],
+        grads: &mut LoraGrads,
+    ) -> Result<(f64, usize)> {
+        let (t, c, v, sl) = (span.len(), self.info.n_embd, self.info.n_vocab, self.block_state);
+        let mut x = self.embed_rows(&row.tokens[span.clone()]);
+        let mut carry = TrainCarry::default();
+        let mut recs = Vec::with_capacity(self.blocks.len());
+        for (li, blk) in self.blocks.iter().enumerate() {
+            recs.push(blk.train_forward(&self.cfg, li, set, &mut carry, &mut st[li * sl..(li + 1) * sl], &mut x)?);
+        }
+        let head = self.head.as_ref().unwrap_or(&self.emb);
+        let mut xl = vec![0f32; t * c];
+        self.out_norm.rows(&x, &mut xl);
+        let (mut logits, mut ax) = (vec![0f32; t * v], Vec::new());
+        lin_fwd(head, set, &xl, t, &mut logits, &mut ax);
+        let mut dlogits = vec![0f32; t * v];
+        let targets = &row.targets[span];
+        let (sum, count) = crate::train::loss::cross_entropy_sum(&logits, v, targets, row.scale, &mut dlogits);
+        drop(logits);
+        let mut dxl = vec![0f32; t * c];
+        lin_bwd(head, set, grads, &xl, &ax, &dlogits, t, &mut dxl);
+        drop(dlogits);
+        let mut dx = vec![0f32; t * c];
+        self.out_norm.rows_bwd(&x, &dxl, &mut dx);
+        carry.d_v_first = vec![0f32; t * c];
+        for (li, (blk, rec)) in self.blocks.iter().zip(&recs).enumerate().rev() {
+            let d = &mut dst[li * sl..(li + 1) * sl];
+            blk.train_backward(&self.cfg, li, set, rec.as_ref(), &mut carry, grads, d, &mut dx)?;
+        }
+        Ok((sum as f64, count))
+    }
+
     /// `x[i] = emb[tokens[i]]` (`[T, C]`), through `ln0` where the architecture has it; `row`
     /// is scratch of C.
     fn embed(&self, tokens: &[u32], x: &mut [f32], row: &mut [f32]) {
@@ -297,39 +352,49 @@ impl<B: Block> Architecture for Stack<B> {
         &self.info
     }
 
-    fn train_row(
-        &self,
-        set: &LoraSet,
-        tokens: &[u32],
-        targets: &[i32],
-        scale: f32,
-        grads: &mut LoraGrads,
-    ) -> Result<(f64, usize)> {
-        let (t, c, v) = (tokens.len(), self.info.n_embd, self.info.n_vocab);
-        let mut x = vec![0f32; t * c];
-        self.embed(tokens, &mut x, &mut vec![0f32; c]);
-        let mut carry = TrainCarry::default();
-        let mut recs = Vec::with_capacity(self.blocks.len());
-        for (li, blk) in self.blocks.iter().enumerate() {
-            recs.push(blk.train_forward(&self.cfg, li, set, &mut carry, &mut x)?);
+    fn train_row(&self, set: &LoraSet, row: TrainRow<'_>, grads: &mut LoraGrads) -> Result<(f64, usize)> {
+        let t = row.tokens.len();
+        let (sl, n_state) = (self.block_state, self.block_state * self.blocks.len());
+        if row.targets.len() != t
+            || row.state.len() != n_state
+            || row.d_state.as_ref().is_some_and(|d| d.len() != n_state)
+        {
+            return Err(Error::Internal(format!(
+                "train_row: {t} tokens, {} targets, a state of {} (model: {n_state})",
+                row.targets.len(),
+                row.state.len()
+            )));
         }
-        let head = self.head.as_ref().unwrap_or(&self.emb);
-        let mut xl = vec![0f32; t * c];
-        self.out_norm.rows(&x, &mut xl);
-        let (mut logits, mut ax) = (vec![0f32; t * v], Vec::new());
-        lin_fwd(head, set, &xl, t, &mut logits, &mut ax);
-        let mut dlogits = vec![0f32; t * v];
-        let (sum, count) = crate::train::loss::cross_entropy_sum(&logits, v, targets, scale, &mut dlogits);
-        drop(logits);
-        let mut dxl = vec![0f32; t * c];
-        lin_bwd(head, set, grads, &xl, &ax, &dlogits, t, &mut dxl);
-        let mut dx = vec![0f32; t * c];
-        self.out_norm.rows_bwd(&x, &dxl, &mut dx);
-        carry.d_v_first = vec![0f32; t * c];
-        for (li, (blk, rec)) in self.blocks.iter().zip(&recs).enumerate().rev() {
-            blk.train_backward(&self.cfg, li, set, rec.as_ref(), &mut carry, grads, &mut dx)?;
+        let k = if row.chunk == 0 { t.max(1) } else { row.chunk.min(t.max(1)) };
+        let spans: Vec<Range<usize>> = (0..t).step_by(k).map(|a| a..(a + k).min(t)).collect();
+        // 1. Forward over every chunk but the last, keeping only the state before each one
+        //    (the checkpoints): memory grows with the row only through them.
+        let mut starts = Vec::with_capacity(spans.len());
+        let mut st = row.state.to_vec();
+        for span in &spans[..spans.len().saturating_sub(1)] {
+            starts.push(st.clone());
+            let mut x = self.embed_rows(&row.tokens[span.clone()]);
+            let mut carry = TrainCarry::default();
+            for (li, blk) in self.blocks.iter().enumerate() {
+                blk.train_forward(&self.cfg, li, set, &mut carry, &mut st[li * sl..(li + 1) * sl], &mut x)?;
+            }
         }
-        Ok((sum as f64, count))
+        starts.push(st);
+        // 2. Backward from the last chunk: recompute its forward from its checkpoint with the
+        //    records, then the head, the loss and the blocks in reverse; `dst` carries
+        //    dL/d(state) from each chunk into the one before.
+        let (mut sum, mut count) = (0f64, 0usize);
+        let mut dst = vec![0f32; n_state];
+        for span in spans.iter().rev() {
+            let mut st = starts.pop().unwrap_or_default();
+            let (sum_c, count_c) = self.train_chunk(set, &row, span.clone(), &mut st, &mut dst, grads)?;
+            sum += sum_c;
+            count += count_c;
+        }
+        if let Some(d) = row.d_state {
+            d.iter_mut().zip(&dst).for_each(|(d, g)| *d += g);
+        }
+        Ok((sum, count))
     }
 
     fn state_len(&self) -> usize {

@@ -77,7 +77,7 @@ pub mod trainer;
 pub mod wkv;
 
 pub use real::Real;
-pub use trainer::{TrainParams, Trainer};
+pub use trainer::{TrainParams, Trainer, Tune};
 
 #[cfg(test)]
 pub(crate) mod testutil;

@@ -1,14 +1,18 @@
 //! A LoRA trainer over a frozen model: batches of rows, each from the initial state, the
-//! mean cross-entropy and its gradient through every row (full BPTT), and AdamW steps.
-//! A q8/q4 model makes it QLoRA: the base stays quantized, gradients flow through the
-//! quantized products.
+//! mean cross-entropy and its gradient through every row (full BPTT, checkpointed every
+//! `bptt_chunk` tokens so that memory grows with the row only through the checkpoints), and
+//! AdamW steps. A q8/q4 model makes it QLoRA: the base stays quantized, gradients flow
+//! through the quantized products. State tuning trains the initial recurrent state, beside
+//! the adapter or instead of it (as RWKV-PEFT's `state` mode); the result is a state blob
+//! that [`crate::Session::load_state`] accepts.
 
 use super::adamw::{self, AdamWParams, Moments};
 use super::lora::{LoraGrads, LoraParam, LoraSet};
 use crate::error::{Error, Result};
 use crate::lora::Adapter;
+use crate::models::TrainRow;
 use crate::rng::Rng;
-use crate::Model;
+use crate::{Model, Session};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -31,7 +35,57 @@ pub struct TrainParams {
     pub optim: AdamWParams,
     /// Max global L2 norm of the gradient; 0 = no clipping.
     pub grad_clip: f32,
+    /// Tokens per BPTT chunk (the state is checkpointed between chunks and each chunk's
+    /// forward recomputed on the way back); 0: the whole row at once.
+    pub bptt_chunk: usize,
+    /// What is trained.
+    pub tune: Tune,
+    /// Learning rate of the initial state; 0: `optim.lr`.
+    pub state_lr: f32,
 }
+
+/// What a [`Trainer`] trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Tune {
+    /// The LoRA adapter.
+    #[default]
+    Adapter,
+    /// The adapter and the initial recurrent state.
+    AdapterAndState,
+    /// The initial state only (an `init` adapter, if any, is applied frozen).
+    State,
+}
+
+impl TryFrom<i32> for Tune {
+    type Error = Error;
+    /// The C API's `train_state`: 0 adapter, 1 adapter and state, 2 state only.
+    fn try_from(v: i32) -> Result<Tune> {
+        match v {
+            0 => Ok(Tune::Adapter),
+            1 => Ok(Tune::AdapterAndState),
+            2 => Ok(Tune::State),
+            _ => Err(Error::invalid(format!(
+                "train_state {v}: 0 (adapter), 1 (adapter and initial state) or 2 (initial state only)"
+            ))),
+        }
+    }
+}
+
+impl Tune {
+    /// Whether the adapter's pairs are trained.
+    pub fn adapter(self) -> bool {
+        self != Tune::State
+    }
+
+    /// Whether the initial state is trained.
+    pub fn state(self) -> bool {
+        self != Tune::Adapter
+    }
+}
+
+/// Default [`TrainParams::bptt_chunk`]: long enough that the products stay matrix-matrix,
+/// short enough that a 0.1B model's records at ctx 512 stay a small part of a phone's memory.
+pub const DEFAULT_BPTT_CHUNK: usize = 128;
 
 impl Default for TrainParams {
     /// r 8, α 16, every block matrix, seed 0, AdamW lr 1e-3, β (0.9, 0.999), eps 1e-8, no
@@ -44,6 +98,9 @@ impl Default for TrainParams {
             seed: 0,
             optim: AdamWParams { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 },
             grad_clip: 0.0,
+            bptt_chunk: DEFAULT_BPTT_CHUNK,
+            tune: Tune::Adapter,
+            state_lr: 0.0,
         }
     }
 }
@@ -56,6 +113,10 @@ pub struct Trainer {
     grads: LoraGrads,
     have_grad: bool,
     moments: Vec<(Moments, Moments)>,
+    /// The initial state every row starts from (trained when `params.tune.state()`).
+    state: Vec<f32>,
+    d_state: Vec<f32>,
+    state_moments: Moments,
     step: u64,
     rank: usize,
     alpha: f32,
@@ -63,8 +124,9 @@ pub struct Trainer {
 
 impl Trainer {
     /// A trainer over `model`: from a copy of `init` (its rank, alpha, targets and values),
-    /// or a new adapter from `p`. Architectures without a backward pass are
-    /// [`Error::Unsupported`] naming those that have one.
+    /// or a new adapter from `p` (none when only the state is tuned), and the model's
+    /// initial state. Architectures without a backward pass are [`Error::Unsupported`]
+    /// naming those that have one.
     pub fn new(model: &Arc<Model>, init: Option<&Adapter>, p: &TrainParams) -> Result<Trainer> {
         let arch = model.info().arch_name;
         if !SUPPORTED.contains(&arch) {
@@ -82,12 +144,14 @@ impl Trainer {
             && o.eps > 0.0
             && o.weight_decay.is_finite()
             && p.grad_clip.is_finite()
-            && p.grad_clip >= 0.0;
+            && p.grad_clip >= 0.0
+            && p.state_lr.is_finite()
+            && p.state_lr >= 0.0;
         if !good {
             return Err(Error::invalid(format!(
-                "train params: learning_rate {}, beta1 {}, beta2 {}, eps {}, weight_decay {}, grad_clip {}: need lr >= 0, \
-                 betas in [0, 1), eps > 0, finite decay, grad_clip >= 0",
-                o.lr, o.beta1, o.beta2, o.eps, o.weight_decay, p.grad_clip
+                "train params: learning_rate {}, beta1 {}, beta2 {}, eps {}, weight_decay {}, grad_clip {}, \
+                 state_learning_rate {}: need lr >= 0, betas in [0, 1), eps > 0, finite decay, grad_clip >= 0",
+                o.lr, o.beta1, o.beta2, o.eps, o.weight_decay, p.grad_clip, p.state_lr
             )));
         }
         let (set, rank, alpha) = match init {
@@ -97,8 +161,11 @@ impl Trainer {
                 }
                 (LoraSet::from_adapter(a)?, a.rank, a.alpha)
             }
+            None if !p.tune.adapter() => (LoraSet::default(), p.rank, p.alpha),
             None => (Self::new_set(model, p)?, p.rank, p.alpha),
         };
+        let mut state = vec![0f32; model.arch().state_len()];
+        model.arch().init_state(&mut state);
         let grads = set.zero_grads();
         let moments = set.params.iter().map(|_| Default::default()).collect();
         Ok(Trainer {
@@ -108,6 +175,9 @@ impl Trainer {
             grads,
             have_grad: false,
             moments,
+            d_state: vec![0f32; state.len()],
+            state,
+            state_moments: Moments::default(),
             step: 0,
             rank,
             alpha,
@@ -199,16 +269,21 @@ impl Trainer {
         }
         self.model.check_intact()?;
         let mut grads = self.set.zero_grads();
+        let mut d_state = vec![0f32; self.state.len()];
         let scale = 1.0 / count as f32;
-        let (set, arch) = (&self.set, self.model.arch());
+        let (set, arch, state, chunk) = (&self.set, self.model.arch(), &self.state[..], self.params.bptt_chunk);
+        let want_state = self.params.tune.state();
         let mut sum = 0f64;
         self.model.install(|| -> Result<()> {
-            for (row, tgt) in tokens.chunks(n_tokens).zip(targets.chunks(n_tokens)) {
-                sum += arch.train_row(set, row, tgt, scale, &mut grads)?.0;
+            for (tokens, targets) in tokens.chunks(n_tokens).zip(targets.chunks(n_tokens)) {
+                let d_state = want_state.then_some(&mut d_state[..]);
+                let row = TrainRow { tokens, targets, scale, chunk, state, d_state };
+                sum += arch.train_row(set, row, &mut grads)?.0;
             }
             Ok(())
         })?;
         self.grads = grads;
+        self.d_state = d_state;
         self.have_grad = true;
         Ok((sum / count as f64) as f32)
     }
@@ -219,14 +294,23 @@ impl Trainer {
         if !self.have_grad {
             return Err(Error::invalid("no gradient to apply: call compute first"));
         }
-        let all = self.grads.da.iter().chain(&self.grads.db).map(|g| &g[..]);
+        let tune = self.params.tune;
+        let pairs = self.grads.da.iter().chain(&self.grads.db).filter(|_| tune.adapter());
+        let all = pairs.chain(tune.state().then_some(&self.d_state)).map(|g| &g[..]);
         let k = adamw::clip_factor(all, self.params.grad_clip);
         self.step += 1;
         let h = self.params.optim;
-        for (i, p) in self.set.params.iter_mut().enumerate() {
-            let (ma, mb) = &mut self.moments[i];
-            adamw::step(&h, self.step, &mut p.a, &self.grads.da[i], k, ma);
-            adamw::step(&h, self.step, &mut p.b, &self.grads.db[i], k, mb);
+        if tune.adapter() {
+            for (i, p) in self.set.params.iter_mut().enumerate() {
+                let (ma, mb) = &mut self.moments[i];
+                adamw::step(&h, self.step, &mut p.a, &self.grads.da[i], k, ma);
+                adamw::step(&h, self.step, &mut p.b, &self.grads.db[i], k, mb);
+            }
+        }
+        if tune.state() {
+            let lr = if self.params.state_lr > 0.0 { self.params.state_lr } else { h.lr };
+            let hs = AdamWParams { lr, weight_decay: 0.0, ..h };
+            adamw::step(&hs, self.step, &mut self.state, &self.d_state, k, &mut self.state_moments);
         }
         self.have_grad = false;
         Ok(())
@@ -240,8 +324,15 @@ impl Trainer {
     }
 
     /// The last computed gradient of the adapter tensor `name` (PEFT's, e.g.
-    /// `base_model.model.blocks.0.att.key.lora_A.weight`).
+    /// `base_model.model.blocks.0.att.key.lora_A.weight`), or of the initial state
+    /// (`"state"`, in the state's layout, when the state is tuned).
     pub fn gradient(&self, name: &str) -> Result<&[f32]> {
+        if name == "state" {
+            if !self.params.tune.state() {
+                return Err(Error::invalid("'state': this trainer does not tune the initial state (train_state 0)"));
+            }
+            return Ok(&self.d_state);
+        }
         let rest = name.strip_prefix("base_model.model.").unwrap_or(name);
         let found = self.set.params.iter().enumerate().find_map(|(i, p)| {
             if rest == format!("{}.lora_A.weight", p.module) {
@@ -253,6 +344,30 @@ impl Trainer {
             }
         });
         found.ok_or_else(|| Error::invalid(format!("'{name}' is not a tensor of this trainer's adapter")))
+    }
+
+    /// The initial state rows start from (the trained one when the state is tuned).
+    pub fn initial_state(&self) -> &[f32] {
+        &self.state
+    }
+
+    /// The initial state as a state blob, as [`Session::save_state`] writes it.
+    pub fn state_blob(&self) -> Vec<u8> {
+        let mut s = Session::new(&self.model);
+        // Cannot fail: the trainer's state has the model's length.
+        let _ = s.set_state(&self.state);
+        s.state_to_vec()
+    }
+
+    /// Starts rows from the state in `blob` (written by [`Session::save_state`] for this
+    /// model, or by [`state_blob`](Self::state_blob)); the state's optimizer moments restart.
+    /// On error nothing changes.
+    pub fn set_state_blob(&mut self, blob: &[u8]) -> Result<()> {
+        let mut s = Session::new(&self.model);
+        s.load_state(blob)?;
+        self.state.copy_from_slice(s.state());
+        self.state_moments = Moments::default();
+        Ok(())
     }
 
     /// A snapshot of the current adapter, for sessions.
