@@ -40,11 +40,28 @@ fn argmax(r: &[f32]) -> usize {
 
 /// Scores `model` (with `adapters` attached, each at its multiplier) on `tokens` as one stream
 /// from the initial state, fed in pieces of `ctx` tokens with the state carried over; every
-/// token after the first is predicted. With `base`, also KL(base ‖ model) and top-1 agreement. `progress(done, total)` is called after
-/// each piece; returning false cancels ([`Error::Cancelled`]).
+/// token after the first is predicted. With `base`, also KL(base ‖ model) and top-1
+/// agreement. `progress(done, total)` is called after each piece; returning false cancels
+/// ([`Error::Cancelled`]).
 pub fn score(
     model: &Arc<Model>,
     adapters: &[(Arc<crate::Adapter>, f32)],
+    base: Option<&Arc<Model>>,
+    tokens: &[u32],
+    ctx: usize,
+    progress: &mut dyn FnMut(usize, usize) -> bool,
+) -> Result<Score> {
+    let mut s = Session::new(model);
+    for (a, sc) in adapters {
+        s.set_adapter(a, *sc)?;
+    }
+    score_session(s, base, tokens, ctx, progress)
+}
+
+/// [`score`] from a session as the caller set it up (its adapters and its state, e.g. a
+/// tuned initial state); `base` starts from its initial state.
+pub fn score_session(
+    mut s: Session,
     base: Option<&Arc<Model>>,
     tokens: &[u32],
     ctx: usize,
@@ -56,15 +73,11 @@ pub fn score(
     if ctx == 0 {
         return Err(Error::invalid("ctx is 0: pieces of at least one token are needed"));
     }
-    let v = model.info().n_vocab;
+    let v = s.model().info().n_vocab;
     if let Some(b) = base {
         if b.info().n_vocab != v {
             return Err(Error::invalid(format!("the base model has vocabulary {}, the model {v}", b.info().n_vocab)));
         }
-    }
-    let mut s = Session::new(model);
-    for (a, sc) in adapters {
-        s.set_adapter(a, *sc)?;
     }
     let mut sb = base.map(Session::new);
     let mut logits = vec![0f32; ctx * v];

@@ -323,6 +323,98 @@ fn c_api_trainer_matches_autograd() {
     }
 }
 
+/// State tuning through the C API on the golden rwkv7, mamba1 and mamba2 models: with
+/// `train_state` 2 (the state only, no adapter) and BPTT chunks of 3, 30 AdamW steps on one
+/// batch lower its loss; the trained state read with `sutra_trainer_get_state` loads into a
+/// session (`sutra_session_state_load`) whose loss on the batch is the trainer's; the blob
+/// set back into a new trainer gives the same loss; a foreign or short blob is refused and
+/// changes nothing; `train_state` 3 is an invalid argument.
+#[test]
+fn c_api_state_tuning_learns_a_state_that_sessions_load() {
+    use std::ffi::CString;
+    use sutra::ffi::*;
+    use sutra::Status;
+    for case in ["rwkv7", "mamba1", "mamba2"] {
+        let cs = |p: &std::path::Path| CString::new(p.to_str().unwrap()).unwrap();
+        // SAFETY: valid arguments; every handle is freed below.
+        unsafe {
+            let mut m = std::ptr::null_mut();
+            let mp = cs(&fixture(&format!("golden/{case}/model.safetensors")));
+            assert_eq!(sutra_model_load(mp.as_ptr(), std::ptr::null(), &mut m), Status::SUTRA_OK);
+            let v = sutra_model_n_vocab(m) as usize;
+            let tokens: Vec<i32> = (0..8).map(|i| ((i * 7 + 1) % v) as i32).collect();
+            let targets: Vec<i32> = (0..8).map(|i| ((i * 5 + 2) % v) as i32).collect();
+            let mut p = sutra_train_default_params();
+            p.train_state = 3;
+            let mut tr = std::ptr::null_mut();
+            assert_eq!(sutra_trainer_new(m, std::ptr::null(), &p, &mut tr), Status::SUTRA_ERR_INVALID_ARGUMENT);
+            assert!(std::ffi::CStr::from_ptr(sutra_last_error()).to_str().unwrap().contains("train_state 3"));
+            p.train_state = 2;
+            p.bptt_chunk = 3;
+            p.state_learning_rate = 0.05;
+            assert_eq!(sutra_trainer_new(m, std::ptr::null(), &p, &mut tr), Status::SUTRA_OK);
+            let step = |tr: *mut sutra_trainer| {
+                let mut loss = 0f32;
+                let st = sutra_trainer_step(tr, tokens.as_ptr(), targets.as_ptr(), 1, 8, &mut loss);
+                assert_eq!(st, Status::SUTRA_OK);
+                loss
+            };
+            let first = step(tr);
+            let mut last = first;
+            for _ in 0..29 {
+                last = step(tr);
+            }
+            let mut now = 0f32;
+            assert_eq!(sutra_trainer_compute(tr, tokens.as_ptr(), targets.as_ptr(), 1, 8, &mut now), Status::SUTRA_OK);
+            assert!(now < first - 0.05 && now <= last + 1e-3, "{case}: loss {first} -> {last} -> {now}");
+            let mut size = 0usize;
+            assert_eq!(sutra_trainer_state_size(tr, &mut size), Status::SUTRA_OK);
+            let mut blob = vec![0u8; size];
+            assert_eq!(sutra_trainer_get_state(tr, blob.as_mut_ptr(), size - 1), Status::SUTRA_ERR_BUFFER_TOO_SMALL);
+            assert_eq!(sutra_trainer_get_state(tr, blob.as_mut_ptr(), size), Status::SUTRA_OK);
+            // A session at the tuned state scores the batch as the trainer did.
+            let mut s = std::ptr::null_mut();
+            assert_eq!(sutra_session_new(m, &mut s), Status::SUTRA_OK);
+            assert_eq!(sutra_session_state_load(s, blob.as_ptr(), size), Status::SUTRA_OK);
+            let mut nll = 0f64;
+            let mut logits = vec![0f32; v];
+            let mut lp = vec![0f64; v];
+            for (tok, tg) in tokens.iter().zip(&targets) {
+                assert_eq!(sutra_session_eval(s, tok, 1, logits.as_mut_ptr()), Status::SUTRA_OK);
+                sutra::score::log_softmax(&logits, &mut lp);
+                nll -= lp[*tg as usize];
+            }
+            let got = (nll / 8.0) as f32;
+            assert!((got - now).abs() < 1e-4, "{case}: session at the tuned state {got}, trainer {now}");
+            // The blob starts a new trainer at the same state; bad blobs change nothing.
+            let mut t2 = std::ptr::null_mut();
+            p.train_state = 0;
+            assert_eq!(sutra_trainer_new(m, std::ptr::null(), &p, &mut t2), Status::SUTRA_OK);
+            assert_eq!(sutra_trainer_set_state(t2, blob.as_ptr(), size - 8), Status::SUTRA_ERR_FORMAT);
+            let mut base = 0f32;
+            assert_eq!(sutra_trainer_compute(t2, tokens.as_ptr(), targets.as_ptr(), 1, 8, &mut base), Status::SUTRA_OK);
+            assert!((base - first).abs() < 1e-5, "{case}: a refused blob changed the trainer ({base} vs {first})");
+            assert_eq!(sutra_trainer_set_state(t2, blob.as_ptr(), size), Status::SUTRA_OK);
+            let mut again = 0f32;
+            assert_eq!(
+                sutra_trainer_compute(t2, tokens.as_ptr(), targets.as_ptr(), 1, 8, &mut again),
+                Status::SUTRA_OK
+            );
+            assert!((again - now).abs() < 1e-5, "{case}: from the blob {again}, trained {now}");
+            let name = CString::new("state").unwrap();
+            let mut g = vec![0f32; 1];
+            assert_eq!(
+                sutra_trainer_get_gradient(t2, name.as_ptr(), g.as_mut_ptr(), 1),
+                Status::SUTRA_ERR_INVALID_ARGUMENT
+            );
+            sutra_trainer_free(t2);
+            sutra_session_free(s);
+            sutra_trainer_free(tr);
+            sutra_model_free(m);
+        }
+    }
+}
+
 /// Model-level gradient check on small synthesized models of every trainable architecture
 /// (Mamba-2 with 2 groups, which the golden set does not cover): the trainer's gradient
 /// projected on random directions equals the central difference of the loss computed by the
@@ -484,7 +576,8 @@ fn gradients_match_central_differences_on_synthesized_models() {
 }
 
 /// `sutra lora train`: a live line per step (plain lines when stderr is not a terminal) and a
-/// PEFT folder that loads; bad arguments are errors.
+/// PEFT folder that loads; bad arguments are errors. With `--state`, a state blob that
+/// `Session::load_state` and `sutra generate --init-state` accept.
 #[test]
 fn cli_lora_train_writes_an_adapter() {
     let bin = std::path::PathBuf::from(env!("CARGO_BIN_EXE_sutra"));
@@ -509,5 +602,44 @@ fn cli_lora_train_writes_an_adapter() {
     let bad =
         common::command(&bin).args(["lora", "train", model.to_str().unwrap(), "--out", "/tmp/x"]).output().unwrap();
     assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("--data"));
+    std::fs::remove_dir_all(&out).ok();
+    // --state: the initial state alone, written as state.bin, which --init-state loads.
+    let o = common::command(&bin)
+        .args(["lora", "train", model.to_str().unwrap(), "--data"])
+        .arg(fixture("shakespeare/train_head64k.txt"))
+        .args([
+            "--out",
+            out.to_str().unwrap(),
+            "--steps",
+            "2",
+            "--ctx",
+            "16",
+            "--batch",
+            "1",
+            "--state",
+            "--chunk",
+            "5",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success() && err.contains("initial state"), "{err}");
+    let blob = std::fs::read(out.join("state.bin")).unwrap();
+    assert!(!out.join("adapter_model.safetensors").exists(), "--state trains no adapter");
+    let mut s = sutra::Session::new(&m);
+    s.load_state(&blob).unwrap();
+    assert!(s.state().iter().any(|x| *x != 0.0), "the tuned state is the empty one");
+    let g = common::command(&bin)
+        .args(["generate", model.to_str().unwrap(), "--prompt", "ROMEO:", "-n", "4", "--init-state"])
+        .arg(out.join("state.bin"))
+        .output()
+        .unwrap();
+    assert!(g.status.success(), "{}", String::from_utf8_lossy(&g.stderr));
+    let g = common::command(&bin)
+        .args(["generate", model.to_str().unwrap(), "--prompt", "A", "-n", "1", "--init-state"])
+        .arg(fixture("shakespeare/valid.txt"))
+        .output()
+        .unwrap();
+    assert!(!g.status.success() && String::from_utf8_lossy(&g.stderr).contains("--init-state"));
     std::fs::remove_dir_all(&out).ok();
 }

@@ -10,7 +10,8 @@
 //! sutra chat MODEL [--tokenizer T] [--temp 0.8] [--top-p 0.9] [--seed S]
 //! sutra perplexity MODEL [--tokenizer T] --file TEXT [--bos 0] [--ctx 1024] [--kl-base BASE]
 //! sutra quantize IN OUT --type q8|q4 [--group 64] [--method rtn|awq] [--calib TEXT] [--calib-tokens N]
-//! sutra lora train MODEL --data TEXT --out DIR [--rank --alpha --targets --lr --steps --ctx --batch --seed --eval-frac]
+//! sutra lora train MODEL --data TEXT --out DIR [--rank --alpha --targets --lr --steps --ctx --batch --seed --eval-frac --state]
+//! sutra lora bench MODEL [--ctx 512 --rank 8 --steps 3]
 //! sutra lora merge MODEL ADAPTER[:SCALE]... --out FILE [--dtype f32|bf16]
 //! ```
 //!
@@ -36,9 +37,12 @@ const USAGE: &str = "usage:
   sutra chat MODEL [--tokenizer T] [--temp 0.8] [--top-p 0.9] [--seed S] [-n 300]
   sutra perplexity MODEL [--tokenizer T] --file TEXT [--bos 0] [--ctx 1024] [--kl-base BASE]
   sutra quantize IN OUT --type q8|q4 [--group 32|64|128] [--method rtn|awq] [--calib TEXT --calib-tokens N] [--tokenizer T] [--keep NAME,...]
-  sutra lora train MODEL --data TEXT --out DIR [--rank 8 --alpha 16 --targets att.key,... --lr 1e-3 --steps 100 --ctx 128 --batch 4 --seed 0 --eval-frac 0.1 --eval-every 20 --init DIR --grad-clip 0]
+  sutra lora train MODEL --data TEXT --out DIR [--rank 8 --alpha 16 --targets att.key,... --lr 1e-3 --steps 100 --ctx 128 --batch 4 --seed 0 --eval-frac 0.1 --eval-every 20 --init DIR --grad-clip 0 --chunk 128]
+                  [--state | --tune adapter|state|both] [--state-lr LR] [--init-state FILE]   (state tuning: writes DIR/state.bin)
+  sutra lora bench MODEL [--ctx 512 --rank 8 --steps 3 --chunk 128 --threads N] [--state]   (training tokens/s and peak RSS beside prefill)
   sutra lora merge MODEL ADAPTER[:SCALE]... --out FILE [--dtype f32|bf16]   (a quantized base is written dequantized)
-generate, chat, perplexity, bench and logits take --lora DIR[:SCALE] (repeatable): PEFT adapters applied at run time.
+generate, chat, perplexity, bench and logits take --lora DIR[:SCALE] (repeatable): PEFT adapters applied at run time;
+generate, chat and perplexity take --init-state FILE: start from a saved state blob (a tuned state from --state).
 Every command that loads MODEL takes --threads N, --no-mmap and --check-finite (scan the weights for NaN/Inf).
 A tokenizer.json or rwkv_vocab_v20230424.txt next to MODEL is used when --tokenizer is not given.";
 
@@ -51,7 +55,7 @@ struct Args {
 }
 
 /// Options that take no value.
-const SWITCHES: &[&str] = &["prefill", "no-mmap", "special", "check-finite", "system"];
+const SWITCHES: &[&str] = &["prefill", "no-mmap", "special", "check-finite", "system", "state"];
 
 impl Args {
     fn parse(raw: impl Iterator<Item = String>) -> Result<Args> {
@@ -133,11 +137,16 @@ fn adapters(args: &Args, m: &Model) -> Result<Vec<(Arc<sutra::Adapter>, f32)>> {
         .collect()
 }
 
-/// A new session of `m` with the `--lora` adapters attached.
+/// A new session of `m` with the `--lora` adapters attached, at the state blob of
+/// `--init-state FILE` when given (a tuned initial state from `sutra lora train --state`).
 fn session(args: &Args, m: &Arc<Model>) -> Result<Session> {
     let mut s = Session::new(m);
     for (a, sc) in adapters(args, m)? {
         s.set_adapter(&a, sc)?;
+    }
+    if let Some(f) = args.get("init-state") {
+        let blob = std::fs::read(f).map_err(|e| Error::io(Path::new(f), e))?;
+        s.load_state(&blob).map_err(|e| Error::format(format!("--init-state {f}: {e}")))?;
     }
     Ok(s)
 }
@@ -470,8 +479,7 @@ fn cmd_perplexity(args: &Args) -> Result<()> {
     tokens.extend(tok.encode(&text, false)?);
     let ctx = args.num("ctx", 1024)?.max(1);
     let t0 = Instant::now();
-    let lora = adapters(args, &m)?;
-    let sc = sutra::score::score(&m, &lora, base.as_ref(), &tokens, ctx, &mut |end, n_pred| {
+    let sc = sutra::score::score_session(session(args, &m)?, base.as_ref(), &tokens, ctx, &mut |end, n_pred| {
         let bar = (end as f64 / n_pred as f64 * 40.0) as usize;
         eprint!(
             "\r[{}{}] {end}/{n_pred} tokens, {:.0} tokens/s",
@@ -497,9 +505,11 @@ fn cmd_perplexity(args: &Args) -> Result<()> {
 /// `--batch` rows per step (window `batch·s + b` at step s, cycling), every row from the
 /// initial state; the last `eval-frac` is the held-out stream, scored every `--eval-every`
 /// steps. Ctrl-C stops after the step in flight and saves the adapter as it then is.
+/// `--state` (or `--tune state|both`) tunes the initial state too: it is written as
+/// `DIR/state.bin`, a blob for `--init-state` and `sutra_session_state_load`.
 fn cmd_lora_train(args: &Args) -> Result<()> {
     use std::sync::atomic::{AtomicBool, Ordering};
-    use sutra::train::{TrainParams, Trainer};
+    use sutra::train::{TrainParams, Trainer, Tune};
     let m = Arc::new(Model::load(
         &PathBuf::from(args.pos.get(2).ok_or_else(|| Error::invalid(format!("MODEL is required\n{USAGE}")))?),
         &ModelParams { n_threads: args.num("threads", 0)?, ..Default::default() },
@@ -531,18 +541,63 @@ fn cmd_lora_train(args: &Args) -> Result<()> {
     p.optim.weight_decay = args.float("weight-decay", p.optim.weight_decay)?;
     p.grad_clip = args.float("grad-clip", p.grad_clip)?;
     p.targets = args.get("targets").map(|t| t.split(',').map(|s| s.trim().to_string()).collect());
+    p.bptt_chunk = args.num("chunk", p.bptt_chunk)?;
+    p.state_lr = args.float("state-lr", p.state_lr)?;
+    p.tune = match (args.flag("state"), args.get("tune")) {
+        (true, None) | (_, Some("state")) => Tune::State,
+        (_, Some("both")) => Tune::AdapterAndState,
+        (false, None) | (false, Some("adapter")) => Tune::Adapter,
+        (true, Some(t)) => return Err(Error::invalid(format!("--state with --tune {t}: say one of them"))),
+        (_, Some(t)) => return Err(Error::invalid(format!("--tune {t}: adapter, state or both expected"))),
+    };
     let init = match args.get("init") {
         Some(dir) => Some(sutra::Adapter::load(&m, Path::new(dir))?),
         None => None,
     };
     let mut tr = Trainer::new(&m, init.as_ref(), &p)?;
+    if let Some(f) = args.get("init-state") {
+        let blob = std::fs::read(f).map_err(|e| Error::io(Path::new(f), e))?;
+        tr.set_state_blob(&blob).map_err(|e| Error::format(format!("--init-state {f}: {e}")))?;
+    }
     let held = &held[..held.len().min(args.num("eval-tokens", 4096)?)];
     let eval = |tr: &Trainer| -> Result<Option<f64>> {
         if held.len() < 2 {
             return Ok(None);
         }
-        let a = Arc::new(tr.adapter()?);
-        Ok(Some(sutra::score::score(&m, &[(a, 1.0)], None, held, 1024, &mut |_, _| true)?.mean_nll))
+        let adapter = if tr.params().is_empty() { None } else { Some(Arc::new(tr.adapter()?)) };
+        let session = || -> Result<Session> {
+            let mut s = Session::new(&m);
+            if let Some(a) = &adapter {
+                s.set_adapter(a, 1.0)?;
+            }
+            s.set_state(tr.initial_state())?;
+            Ok(s)
+        };
+        if !p.tune.state() {
+            return Ok(Some(sutra::score::score_session(session()?, None, held, 1024, &mut |_, _| true)?.mean_nll));
+        }
+        // A tuned start state: score windows of --ctx from it, as the rows were trained.
+        let (mut sum, mut n) = (0f64, 0usize);
+        for w in held.chunks(ctx + 1).filter(|w| w.len() >= 2) {
+            let sc = sutra::score::score_session(session()?, None, w, ctx, &mut |_, _| true)?;
+            sum += sc.mean_nll * sc.tokens as f64;
+            n += sc.tokens;
+        }
+        Ok(Some(sum / n.max(1) as f64))
+    };
+    let save = |tr: &Trainer| -> Result<String> {
+        let mut wrote = Vec::new();
+        if p.tune.adapter() {
+            tr.save(&out)?;
+            wrote.push("adapter".to_string());
+        }
+        if p.tune.state() {
+            std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
+            let f = out.join("state.bin");
+            sutra::format::write_file_atomic(&f, &tr.state_blob(), || Ok(()))?;
+            wrote.push(format!("state {}", f.display()));
+        }
+        Ok(wrote.join(" and "))
     };
     let stop = Arc::new(AtomicBool::new(false));
     {
@@ -554,8 +609,13 @@ fn cmd_lora_train(args: &Args) -> Result<()> {
     let n_windows = (train.len() - 1) / ctx;
     let every = args.num("eval-every", 20)?.max(1);
     let mut held_loss = eval(&tr)?;
+    let what = match p.tune {
+        Tune::Adapter => "adapter",
+        Tune::AdapterAndState => "adapter and initial state",
+        Tune::State => "initial state",
+    };
     eprintln!(
-        "training {} adapter (r {}, {} pairs) on {} tokens of {}, held-out {} tokens",
+        "training {} {what} (r {}, {} pairs) on {} tokens of {}, held-out {} tokens",
         m.info().arch_name,
         tr.params().first().map_or(0, |p| p.rank),
         tr.params().len(),
@@ -598,14 +658,80 @@ fn cmd_lora_train(args: &Args) -> Result<()> {
         }
     }
     eprintln!();
-    tr.save(&out)?;
-    println!("wrote {} after {done} steps", out.display());
+    let wrote = save(&tr)?;
+    println!("wrote {} ({wrote}) after {done} steps", out.display());
     Ok(())
+}
+
+/// `sutra lora bench`: training throughput and peak memory at one shape (batch 1, `--ctx`
+/// tokens, r `--rank`, every block matrix), beside the same model's prefill of `--ctx`
+/// tokens in the same process. Peak RSS is the process's high-water mark (Linux
+/// `VmHWM`), mapped weights included.
+fn cmd_lora_bench(args: &Args) -> Result<()> {
+    use sutra::train::{TrainParams, Trainer, Tune};
+    let path = PathBuf::from(args.pos.get(2).ok_or_else(|| Error::invalid(format!("MODEL is required\n{USAGE}")))?);
+    let m = Arc::new(Model::load(&path, &ModelParams { n_threads: args.num("threads", 0)?, ..Default::default() })?);
+    let (ctx, steps) = (args.num("ctx", 512)?.max(2), args.num("steps", 3)?.max(1));
+    let mut p = TrainParams { rank: args.num("rank", 8)?, ..Default::default() };
+    p.bptt_chunk = args.num("chunk", p.bptt_chunk)?;
+    if args.flag("state") {
+        p.tune = Tune::AdapterAndState;
+    }
+    let v = m.info().n_vocab;
+    let mut rng = sutra::rng::Rng::new(7);
+    let ids: Vec<u32> = (0..=ctx).map(|_| (rng.next_u64() % v as u64) as u32).collect();
+    let targets: Vec<i32> = ids[1..].iter().map(|&t| t as i32).collect();
+    // Prefill of the same tokens: the reference rate.
+    let mut s = Session::new(&m);
+    s.eval(&ids[..ctx], None)?;
+    s.reset();
+    let t0 = Instant::now();
+    s.eval(&ids[..ctx], None)?;
+    let prefill = ctx as f64 / t0.elapsed().as_secs_f64();
+    drop(s);
+    let rss_before = peak_rss_kib();
+    let mut tr = Trainer::new(&m, None, &p)?;
+    tr.step(&ids[..ctx], &targets, 1, ctx)?;
+    let t0 = Instant::now();
+    for _ in 0..steps {
+        tr.step(&ids[..ctx], &targets, 1, ctx)?;
+    }
+    let train = (steps * ctx) as f64 / t0.elapsed().as_secs_f64();
+    let i = m.info();
+    println!(
+        "model: {} {} layers x {} ({} params, {:?}), {} threads",
+        i.arch_name,
+        i.n_layer,
+        i.n_embd,
+        i.n_params,
+        i.weight_dtype,
+        m.n_threads()
+    );
+    println!("train: ctx {ctx}, batch 1, r {}, bptt chunk {}, {} pairs", p.rank, p.bptt_chunk, tr.params().len());
+    println!("prefill_tokens_per_s: {prefill:.1}");
+    println!("train_tokens_per_s: {train:.1}");
+    println!("train_over_prefill: {:.3}", train / prefill);
+    match (rss_before, peak_rss_kib()) {
+        (Some(b), Some(a)) => {
+            println!("peak_rss_mib: {:.1}", a as f64 / 1024.0);
+            println!("peak_rss_before_training_mib: {:.1}", b as f64 / 1024.0);
+        }
+        _ => println!("peak_rss_mib: unknown (no /proc/self/status)"),
+    }
+    Ok(())
+}
+
+/// The process's peak resident set (`VmHWM` of /proc/self/status) in KiB, where there is one.
+fn peak_rss_kib() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn cmd_lora(args: &Args) -> Result<()> {
     match args.pos.get(1).map(String::as_str) {
         Some("train") => cmd_lora_train(args),
+        Some("bench") => cmd_lora_bench(args),
         Some("merge") => {
             let model =
                 PathBuf::from(args.pos.get(2).ok_or_else(|| Error::invalid(format!("MODEL is required\n{USAGE}")))?);
@@ -624,7 +750,9 @@ fn cmd_lora(args: &Args) -> Result<()> {
             println!("wrote {} ({} adapter(s) merged)", out.display(), list.len());
             Ok(())
         }
-        other => Err(Error::invalid(format!("sutra lora {}: train or merge expected\n{USAGE}", other.unwrap_or("")))),
+        other => {
+            Err(Error::invalid(format!("sutra lora {}: train, bench or merge expected\n{USAGE}", other.unwrap_or(""))))
+        }
     }
 }
 

@@ -12,7 +12,7 @@ pub mod synth;
 use crate::error::{Error, Result};
 use crate::tensor::{DType, Matrix, Tensor};
 pub use config::HfConfig;
-pub use safetensors::SafetensorsFile;
+pub use safetensors::{write_file_atomic, SafetensorsFile};
 
 /// Shape-checking access to the tensors of a checkpoint by their verbatim names, scoped to a
 /// prefix: `rd.pp("blocks").pp(3).matrix("att.key.weight", c, c)` reads

@@ -253,20 +253,25 @@ pub fn check_not_input(input: &Path, output: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Writes a safetensors file at `path` through a temporary file of its own in the same folder
-/// (a fresh name, created exclusively, so that concurrent writers and a user's files are never
-/// touched), calling `before_rename` (e.g. a last cancellation check) and then renaming it into
-/// place. On any failure the temporary file is removed and `path` is left as it was; errors
-/// name `path`.
+/// Writes a safetensors file at `path` atomically (see [`write_file_atomic`]).
 pub fn write_atomic(
     path: &Path,
     tensors: &[TensorBytes],
     metadata: Option<HashMap<String, String>>,
     before_rename: impl FnOnce() -> Result<()>,
 ) -> Result<()> {
-    use std::io::Write;
     let meta = metadata.map(|m| m.into_iter().collect::<BTreeMap<_, _>>());
     let bytes = serialize(tensors, meta.as_ref())?;
+    write_file_atomic(path, &bytes, before_rename)
+}
+
+/// Writes `bytes` at `path` through a temporary file of its own in the same folder (a fresh
+/// name, created exclusively, so that concurrent writers and a user's files are never
+/// touched), calling `before_rename` (e.g. a last cancellation check) and then renaming it
+/// into place. On any failure the temporary file is removed and `path` is left as it was;
+/// errors name `path`.
+pub fn write_file_atomic(path: &Path, bytes: &[u8], before_rename: impl FnOnce() -> Result<()>) -> Result<()> {
+    use std::io::Write;
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let stem = path.file_name().map_or("out".into(), |n| n.to_string_lossy().into_owned());
     let (tmp, mut f) = (0u32..)
@@ -278,7 +283,7 @@ pub fn write_atomic(
         })
         .unwrap_or_else(|| Err(Error::Internal("no free temporary name".into())))?;
     let result = f
-        .write_all(&bytes)
+        .write_all(bytes)
         .and_then(|_| f.sync_all())
         .map_err(|e| Error::Io { path: path.display().to_string(), source: e })
         .and_then(|_| before_rename())
