@@ -455,9 +455,10 @@ impl Block {
             }
         }
         let (mut kk_pre, mut kk, mut k_mod) = (z(), z(), z());
-        for i in 0..t * c {
-            kk_pre[i] = k[i] * self.k_k[i % c];
-            k_mod[i] = k[i] * (1.0 + (a[i] - 1.0) * self.k_a[i % c]);
+        for (i0, j) in (0..t).flat_map(|r| (0..c).map(move |j| (r * c, j))) {
+            let i = i0 + j;
+            kk_pre[i] = k[i] * self.k_k[j];
+            k_mod[i] = k[i] * (1.0 + (a[i] - 1.0) * self.k_a[j]);
         }
         crate::train::norm::l2_normalize_fwd(&kk_pre, n, 1e-12, &mut kk);
         // WKV per head from the chunk's start state.
@@ -554,12 +555,11 @@ impl Block {
         dx: &mut [f32],
     ) {
         use crate::train::act::{self, Act};
-        use crate::train::linear::matrix_bwd_input;
+        use crate::train::linear::matrix_bwd_input_par;
         let Config { n_embd: c, n_head: nh, head_size: n } = *cfg;
         let [pa, pw, pf] = cfg.parts();
         let t = dx.len() / c;
         let z = || vec![0f32; t * c];
-        let mut rows = vec![0f32; 16 * c.max(self.ffn_key.rows)];
         // Channel mix: x_out = x_mid + Wv·relu²(Wk·shift(ln2(x_mid))).
         let f = self.ffn_key.rows;
         let mut d_hid = vec![0f32; t * f];
@@ -654,8 +654,9 @@ impl Block {
         let mut d_kkpre = z();
         crate::train::norm::l2_normalize_bwd(&rec.kk_pre, n, 1e-12, &d_kk, &mut d_kkpre);
         let mut d_k = z();
-        for i in 0..t * c {
-            let (kk_, ka) = (self.k_k[i % c], self.k_a[i % c]);
+        for (i0, j) in (0..t).flat_map(|r| (0..c).map(move |j| (r * c, j))) {
+            let i = i0 + j;
+            let (kk_, ka) = (self.k_k[j], self.k_a[j]);
             d_k[i] = d_kkpre[i] * kk_ + d_kmod[i] * (1.0 + (rec.a[i] - 1.0) * ka);
             d_a[i] += d_kmod[i] * rec.k[i] * ka;
         }
@@ -677,8 +678,8 @@ impl Block {
                 let mut d_vp = z();
                 act::bias_act_bwd(Act::Sigmoid, &rec.v_p, v0, &d_gate, &mut d_vp, None);
                 let mut d_vh = vec![0f32; rec.v_h.len()];
-                matrix_bwd_input(&vl.up, &d_vp, &mut d_vh, &mut rows);
-                matrix_bwd_input(&vl.down, &d_vh, &mut d_xs[3], &mut rows);
+                matrix_bwd_input_par(&vl.up, &d_vp, &mut d_vh);
+                matrix_bwd_input_par(&vl.down, &d_vh, &mut d_xs[3]);
             }
             _ => {
                 for i in 0..t * c {
@@ -688,24 +689,24 @@ impl Block {
         }
         // g = up·σ(down·x_g).
         let mut d_gs = vec![0f32; rec.g_h.len()];
-        matrix_bwd_input(&self.g_lora.up, &d_g, &mut d_gs, &mut rows);
+        matrix_bwd_input_par(&self.g_lora.up, &d_g, &mut d_gs);
         let mut d_gh = vec![0f32; rec.g_h.len()];
         act::act_bwd(Act::Sigmoid, &rec.g_h, &d_gs, &mut d_gh);
-        matrix_bwd_input(&self.g_lora.down, &d_gh, &mut d_xs[5], &mut rows);
+        matrix_bwd_input_par(&self.g_lora.down, &d_gh, &mut d_xs[5]);
         // a = σ(a0 + up·down·x_a).
         let mut d_ap = z();
         act::bias_act_bwd(Act::Sigmoid, &rec.a_p, &self.a0, &d_a, &mut d_ap, None);
         let mut d_ah = vec![0f32; rec.a_h.len()];
-        matrix_bwd_input(&self.a_lora.up, &d_ap, &mut d_ah, &mut rows);
-        matrix_bwd_input(&self.a_lora.down, &d_ah, &mut d_xs[4], &mut rows);
+        matrix_bwd_input_par(&self.a_lora.up, &d_ap, &mut d_ah);
+        matrix_bwd_input_par(&self.a_lora.down, &d_ah, &mut d_xs[4]);
         // w = decay(w0 + up·tanh(down·x_w)).
         let mut d_wp = z();
         act::bias_act_bwd(Act::Rwkv7Decay, &rec.w_p, &self.w0, &d_w, &mut d_wp, None);
         let mut d_wt = vec![0f32; rec.w_h.len()];
-        matrix_bwd_input(&self.w_lora.up, &d_wp, &mut d_wt, &mut rows);
+        matrix_bwd_input_par(&self.w_lora.up, &d_wp, &mut d_wt);
         let mut d_wh = vec![0f32; rec.w_h.len()];
         act::act_bwd(Act::Tanh, &rec.w_h, &d_wt, &mut d_wh);
-        matrix_bwd_input(&self.w_lora.down, &d_wh, &mut d_xs[1], &mut rows);
+        matrix_bwd_input_par(&self.w_lora.down, &d_wh, &mut d_xs[1]);
         // r, k, v products.
         let [xr, _, xk, xv, ..] = &rec.mixed;
         lin_bwd(&self.receptance, set, grads, xr, &rec.ax[0], &d_r, t, &mut d_xs[0]);

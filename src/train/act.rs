@@ -125,8 +125,10 @@ pub fn act_bwd<R: Real>(f: Act, x: &[R], dout: &[R], dx: &mut [R]) {
 pub fn bias_act_fwd<R: Real>(f: Act, x: &[R], bias: &[R], out: &mut [R]) {
     let n = bias.len();
     assert!(x.len().is_multiple_of(n) && out.len() == x.len(), "bias_act_fwd: shapes");
-    for i in 0..x.len() {
-        out[i] = f.apply(x[i] + bias[i % n]);
+    for (o, x) in out.chunks_exact_mut(n).zip(x.chunks_exact(n)) {
+        for ((o, &x), &b) in o.iter_mut().zip(x).zip(bias) {
+            *o = f.apply(x + b);
+        }
     }
 }
 
@@ -135,11 +137,13 @@ pub fn bias_act_fwd<R: Real>(f: Act, x: &[R], bias: &[R], out: &mut [R]) {
 pub fn bias_act_bwd<R: Real>(f: Act, x: &[R], bias: &[R], dout: &[R], dx: &mut [R], mut dbias: Option<&mut [R]>) {
     let n = bias.len();
     assert!(x.len().is_multiple_of(n) && dout.len() == x.len() && dx.len() == x.len(), "bias_act_bwd: shapes");
-    for i in 0..x.len() {
-        let g = dout[i] * f.grad(x[i] + bias[i % n]);
-        dx[i] += g;
-        if let Some(db) = dbias.as_deref_mut() {
-            db[i % n] += g;
+    for (dx, (x, d)) in dx.chunks_exact_mut(n).zip(x.chunks_exact(n).zip(dout.chunks_exact(n))) {
+        for j in 0..n {
+            let g = d[j] * f.grad(x[j] + bias[j]);
+            dx[j] += g;
+            if let Some(db) = dbias.as_deref_mut() {
+                db[j] += g;
+            }
         }
     }
 }
@@ -190,9 +194,12 @@ pub fn lerp_bwd<R: Real>(a: &[R], b: &[R], m: &[R], dout: &[R], da: &mut [R], db
 pub fn token_shift_fwd<R: Real>(x: &[R], prev0: &[R], mix: &[R], out: &mut [R]) {
     let c = mix.len();
     assert!(prev0.len() == c && x.len().is_multiple_of(c) && out.len() == x.len(), "token_shift_fwd: shapes");
-    for i in 0..x.len() {
-        let prev = if i < c { prev0[i] } else { x[i - c] };
-        out[i] = x[i] + (prev - x[i]) * mix[i % c];
+    for (t, o) in out.chunks_exact_mut(c).enumerate() {
+        let prev = if t == 0 { prev0 } else { &x[(t - 1) * c..t * c] };
+        let cur = &x[t * c..(t + 1) * c];
+        for j in 0..c {
+            o[j] = cur[j] + (prev[j] - cur[j]) * mix[j];
+        }
     }
 }
 
@@ -213,15 +220,21 @@ pub fn token_shift_bwd<R: Real>(
     let c = mix.len();
     assert!(prev0.len() == c && x.len().is_multiple_of(c), "token_shift_bwd: shapes");
     assert!(dout.len() == x.len() && dx.len() == x.len(), "token_shift_bwd: shapes");
-    for i in 0..x.len() {
-        let m = mix[i % c];
-        dx[i] += dout[i] * (R::ONE - m);
-        if i >= c {
-            dx[i - c] += dout[i] * m;
+    for t in 0..x.len() / c {
+        let (row, d) = (t * c, &dout[t * c..(t + 1) * c]);
+        for j in 0..c {
+            dx[row + j] += d[j] * (R::ONE - mix[j]);
+        }
+        if t > 0 {
+            for j in 0..c {
+                dx[row - c + j] += d[j] * mix[j];
+            }
         }
         if let Some(dm) = dmix.as_deref_mut() {
-            let prev = if i < c { prev0[i] } else { x[i - c] };
-            dm[i % c] += dout[i] * (prev - x[i]);
+            let prev = if t == 0 { prev0 } else { &x[row - c..row] };
+            for j in 0..c {
+                dm[j] += d[j] * (prev[j] - x[row + j]);
+            }
         }
     }
     if let Some(dp) = dprev0 {

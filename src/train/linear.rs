@@ -67,20 +67,48 @@ pub fn matrix_bwd_input<R: Real>(m: &Matrix, dy: &[R], dx: &mut [R], rows_buf: &
     }
 }
 
-/// [`matrix_bwd_input`] on the current rayon pool: the T tokens are split into one
-/// contiguous range per thread (at least 4 tokens each), each range converting the matrix
-/// rows for itself into a buffer of 16 rows that this call allocates per task. The result
-/// is identical to the serial call with a 16-row buffer (**accumulates**).
-pub fn matrix_bwd_input_par<R: Real>(m: &Matrix, dy: &[R], dx: &mut [R]) {
+/// [`matrix_bwd_input`] in f32 at GEMM speed on the current rayon pool (**accumulates**):
+/// blocks of up to [`BWD_BLOCK_ROWS`] rows of W are converted to f32 once (in parallel),
+/// transposed into `Wᵀ` `[cols, n]`, and `dx += dy[:, block]·W[block, :]` runs as the
+/// engine's forward product [`crate::kernels::matmul`] of that transposed block (every
+/// converted value is reused by all T tokens, in register blocks). Equal to the serial
+/// [`matrix_bwd_input`] to float rounding.
+pub fn matrix_bwd_input_par(m: &Matrix, dy: &[f32], dx: &mut [f32]) {
     use rayon::prelude::*;
     let (rows, cols) = (m.rows, m.cols);
     assert!(dy.len().is_multiple_of(rows) && dx.len() == dy.len() / rows * cols, "matrix_bwd_input_par: shapes");
     let t = dy.len() / rows;
-    let per = t.div_ceil(rayon::current_num_threads().max(1)).max(4);
-    dx.par_chunks_mut(per * cols)
-        .zip(dy.par_chunks(per * rows))
-        .for_each_init(|| vec![0f32; 16 * cols], |buf, (dxc, dyc)| matrix_bwd_input(m, dyc, dxc, buf));
+    if t == 0 || rows == 0 || cols == 0 {
+        return;
+    }
+    let nb = rows.min(BWD_BLOCK_ROWS);
+    let (mut w, mut wt) = (vec![0f32; nb * cols], vec![0f32; cols * nb]);
+    let (mut dyb, mut tmp) = (vec![0f32; t * nb], vec![0f32; t * cols]);
+    let mut r0 = 0;
+    while r0 < rows {
+        let n = nb.min(rows - r0);
+        // W[r0..r0+n, :] in f32 (as the model sees it), then transposed: wt[c, k] = W[r0+k, c].
+        w[..n * cols].par_chunks_mut(cols).enumerate().for_each(|(k, row)| m.row_to_f32(r0 + k, row));
+        let w_blk = &w[..n * cols];
+        wt[..cols * n].par_chunks_mut(n).enumerate().for_each(|(c, out)| {
+            for (k, o) in out.iter_mut().enumerate() {
+                *o = w_blk[k * cols + c];
+            }
+        });
+        for (dst, src) in dyb[..t * n].chunks_exact_mut(n).zip(dy.chunks_exact(rows)) {
+            dst.copy_from_slice(&src[r0..r0 + n]);
+        }
+        let wt_m = Matrix::new(crate::tensor::Tensor::from_f32("Wᵀ block", vec![cols, n], &wt[..cols * n]), cols, n);
+        crate::kernels::matmul(&wt_m, &dyb[..t * n], t, &mut tmp);
+        dx.iter_mut().zip(&tmp).for_each(|(d, v)| *d += v);
+        r0 += n;
+    }
 }
+
+/// Rows of W per block of [`matrix_bwd_input_par`]: 512 rows of a 768-wide matrix are
+/// 1.5 MiB of f32 (and its transpose), small beside the head, large enough that the
+/// product runs at matrix-matrix speed.
+pub const BWD_BLOCK_ROWS: usize = 512;
 
 /// `y = W x` for a dense `w` `[rows, cols]` (overwrites `y`): `x` `[T, cols]`, `y` `[T, rows]`.
 pub fn dense_fwd<R: Real>(w: &[R], rows: usize, cols: usize, x: &[R], y: &mut [R]) {
@@ -294,13 +322,12 @@ mod tests {
             let mut dx2 = dx.clone();
             matrix_bwd_input(m, &c, &mut dx2, &mut rowb[..cols]);
             assert!(dx2.iter().zip(&dx).all(|(a, b)| (a - 2.0 * b).abs() < 1e-12), "accumulates");
-            // The parallel form on a pool of 3 (T = 13: chunks of 5, 5, 3) equals the serial
-            // one with 16-row blocks.
-            let c13 = rand_vec(&mut rng, 13 * rows, -1.0, 1.0);
-            let (mut dser, mut dpar) = (vec![0.5f64; 13 * cols], vec![0.5f64; 13 * cols]);
+            // The f32 GEMM form on a pool of 3 (T = 13) equals the serial one, accumulating.
+            let c13: Vec<f32> = rand_vec(&mut rng, 13 * rows, -1.0, 1.0).iter().map(|&v| v as f32).collect();
+            let (mut dser, mut dpar) = (vec![0.5f32; 13 * cols], vec![0.5f32; 13 * cols]);
             matrix_bwd_input(m, &c13, &mut dser, &mut vec![0f32; 16 * cols]);
             pool.install(|| matrix_bwd_input_par(m, &c13, &mut dpar));
-            assert_eq!(dser, dpar, "{:?} parallel", m.dtype());
+            assert_close_f32(&format!("{:?} parallel", m.dtype()), &dser, &dpar, 1e-5);
             // Transposition identity through the engine's f32 product.
             let c32: Vec<f32> = c.iter().map(|&v| v as f32).collect();
             let mut dx32 = vec![0f32; t * cols];
@@ -308,6 +335,33 @@ mod tests {
             let lhs: f64 = c32.iter().zip(&y_eng).map(|(a, b)| *a as f64 * *b as f64).sum();
             let rhs: f64 = dx32.iter().zip(&x32).map(|(a, b)| *a as f64 * *b as f64).sum();
             assert!((lhs - rhs).abs() < 1e-4 * (1.0 + lhs.abs()), "{:?} transpose: {lhs} vs {rhs}", m.dtype());
+        }
+    }
+
+    /// The GEMM form of the input gradient over several row blocks (rows = 2·512 + 77, the
+    /// last block short; f32 and q4, T = 1 and T = 6) equals the serial reference to f32
+    /// rounding of the 1101-term sums.
+    #[test]
+    fn matrix_input_gradient_gemm_over_row_blocks() {
+        let mut rng = Rng::new(9);
+        let rows = 2 * BWD_BLOCK_ROWS + 77;
+        for m in [f32_matrix(rows, 40, &mut rng), quant_matrix(DType::Q4, rows, 64, &mut rng)] {
+            for t in [1, 6] {
+                let dy: Vec<f32> = rand_vec(&mut rng, t * rows, -1.0, 1.0).iter().map(|&v| v as f32).collect();
+                let (mut a, mut b) = (vec![0.25f32; t * m.cols], vec![0.25f32; t * m.cols]);
+                matrix_bwd_input(&m, &dy, &mut a, &mut vec![0f32; 16 * m.cols]);
+                matrix_bwd_input_par(&m, &dy, &mut b);
+                // Sums of 1101 terms in another order: f32 rounding of about 1e-7 per term
+                // of magnitude |dy|·|w| ≤ max|w|; a wrong block offset errs by O(max|w|).
+                let mut row = vec![0f32; m.cols];
+                let wmax = (0..rows).fold(0f32, |acc, r| {
+                    m.row_to_f32(r, &mut row);
+                    row.iter().fold(acc, |a, w| a.max(w.abs()))
+                });
+                let bound = 1e-7 * rows as f32 * wmax;
+                let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+                assert!(worst <= bound, "{:?} T {t}: GEMM form differs by {worst} (bound {bound})", m.dtype());
+            }
         }
     }
 
