@@ -17,11 +17,21 @@
 // The format version this build reads and writes.
 #define FORMAT_VERSION 1
 
+// The largest vocabulary a stage's token ids and `top_k` may refer to (2²⁴ ids; today's
+// largest vocabularies have about 2¹⁸). A `top_k` at or above the model's vocabulary keeps
+// every token.
+#define MAX_VOCAB (1 << 24)
+
 // Weights per packing block of q4 (and the step of group sizes).
 #define BLOCK 32
 
 // RWKV-7's decay scale, e^{-1/2} as the reference writes it (`w = exp(-0.606531·σ(z))`).
 #define DECAY_SCALE 0.606531
+
+// Rows of W per block of [`matrix_bwd_input_par`]: 512 rows of a 768-wide matrix are
+// 1.5 MiB of f32 (and its transpose), small beside the head, large enough that the
+// product runs at matrix-matrix speed.
+#define BWD_BLOCK_ROWS 512
 
 // Largest conv width [`conv1d_causal_bwd`] supports (Mamba uses 4).
 #define MAX_CONV_WIDTH 64

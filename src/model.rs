@@ -20,6 +20,32 @@ pub fn thread_count(n: usize, what: &str) -> Result<usize> {
     }
 }
 
+/// The process's worker pool of `n` threads (see [`thread_count`]), shared by every model,
+/// quantization and trainer asking for `n`: made on first use and kept for the life of the
+/// process, so that loading and freeing models in a loop starts no threads after the first
+/// (a pool per model left each freed pool's threads winding down behind it). Idle workers
+/// park (rayon sleeps them), so a kept pool costs no CPU.
+pub fn shared_pool(n: usize, what: &str) -> Result<Arc<rayon::ThreadPool>> {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    static POOLS: once_cell::sync::Lazy<Mutex<HashMap<usize, Arc<rayon::ThreadPool>>>> =
+        once_cell::sync::Lazy::new(Default::default);
+    let n = thread_count(n, what)?;
+    // A poisoned lock only means another thread panicked while inserting: the map is whole.
+    let mut pools = POOLS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = pools.get(&n) {
+        return Ok(p.clone());
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .thread_name(move |i| format!("sutra-{n}-{i}"))
+        .build()
+        .map_err(|e| Error::Internal(format!("cannot start {n} threads: {e}")))?;
+    let pool = Arc::new(pool);
+    pools.insert(n, pool.clone());
+    Ok(pool)
+}
+
 /// How to load a model.
 #[derive(Debug, Clone)]
 pub struct ModelParams {
@@ -43,7 +69,7 @@ pub struct Model {
     arch: Box<dyn Architecture>,
     /// The file's bytes (checked before each evaluation when mapped).
     storage: Option<Arc<tensor::Storage>>,
-    pool: rayon::ThreadPool,
+    pool: Arc<rayon::ThreadPool>,
     fingerprint: u64,
     storage_id: usize,
     source: String,
@@ -139,12 +165,7 @@ impl Model {
             check_finite(&file)?;
         }
         let arch = models::load(&file, config.or(embedded.as_ref()))?;
-        let n_threads = thread_count(params.n_threads, "n_threads")?;
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(n_threads)
-            .thread_name(|i| format!("sutra-{i}"))
-            .build()
-            .map_err(|e| Error::Internal(format!("cannot start {n_threads} threads: {e}")))?;
+        let pool = shared_pool(params.n_threads, "n_threads")?;
         let i = arch.info();
         let mut fp = session::fnv1a(i.arch_name.as_bytes(), 0xcbf2_9ce4_8422_2325);
         for v in [i.version as usize, i.n_layer, i.n_embd, i.n_vocab, i.n_head, i.head_size, arch.state_len()] {

@@ -16,6 +16,11 @@ use crate::error::{Error, Result};
 use crate::rng::Rng;
 use std::collections::HashMap;
 
+/// The largest vocabulary a stage's token ids and `top_k` may refer to (2²⁴ ids; today's
+/// largest vocabularies have about 2¹⁸). A `top_k` at or above the model's vocabulary keeps
+/// every token.
+pub const MAX_VOCAB: usize = 1 << 24;
+
 /// One stage of a sampler chain.
 #[derive(Debug, Clone)]
 pub enum Stage {
@@ -112,6 +117,12 @@ impl Sampler {
                 if let Some((id, v)) = b.iter().find(|(_, v)| v.is_nan()) {
                     return bad(format!("logit bias for token {id} is {v}"));
                 }
+                if let Some((id, _)) = b.iter().find(|(id, _)| *id as usize >= MAX_VOCAB) {
+                    return bad(format!("logit bias token id {id}: past any vocabulary (at most {MAX_VOCAB} ids)"));
+                }
+            }
+            Stage::TopK(k) if *k > MAX_VOCAB => {
+                return bad(format!("top_k {k}: larger than any vocabulary (at most {MAX_VOCAB}; 0 is off)"))
             }
             _ => {}
         }
@@ -166,6 +177,18 @@ impl Sampler {
         }
         if logits.iter().all(|&l| l == f32::NEG_INFINITY) {
             return Err(Error::invalid("every logit is -inf: no token can be sampled"));
+        }
+        // A bias on a token the model does not have is the caller's mistake: say so rather
+        // than ignore it.
+        for stage in &self.stages {
+            if let Stage::LogitBias(b) = stage {
+                if let Some((id, _)) = b.iter().find(|(id, _)| *id as usize >= logits.len()) {
+                    return Err(Error::invalid(format!(
+                        "logit bias token id {id} is out of range: the vocabulary has {} ids",
+                        logits.len()
+                    )));
+                }
+            }
         }
         // The stages are borrowed while the generator and history change.
         let stages = std::mem::take(&mut self.stages);

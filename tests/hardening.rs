@@ -233,3 +233,47 @@ fn wordpiece_without_its_unk_token_is_refused() {
     assert!(e.to_string().contains("[UNK]"), "{e}");
     std::fs::remove_file(&p).ok();
 }
+
+/// A logit bias on a token past the vocabulary is an error at sampling time naming the id and
+/// the vocabulary (it was silently ignored); ids and a `top_k` past any vocabulary are
+/// refused when the stage is added; a `top_k` at or above the vocabulary keeps every token.
+#[test]
+fn sampler_ids_and_top_k_past_the_vocabulary_are_refused() {
+    use sutra::{Sampler, Stage};
+    let logits = [0.5f32, 2.0, -1.0, 0.0];
+    let mut s = Sampler::new(1);
+    s.add(Stage::LogitBias(vec![(1, -5.0), (4, 3.0)])).unwrap();
+    s.add(Stage::Greedy).unwrap();
+    let e = s.sample(&logits).unwrap_err().to_string();
+    assert!(e.contains("token id 4") && e.contains("4 ids"), "{e}");
+    let mut s = Sampler::new(1);
+    s.add(Stage::LogitBias(vec![(1, -5.0), (3, 3.0)])).unwrap();
+    s.add(Stage::Greedy).unwrap();
+    assert_eq!(s.sample(&logits).unwrap(), 3);
+    let mut s = Sampler::new(1);
+    let e = s.add(Stage::TopK(1_000_000_000)).unwrap_err().to_string();
+    assert!(e.contains("top_k 1000000000"), "{e}");
+    let e = s.add(Stage::LogitBias(vec![(u32::MAX, 1.0)])).unwrap_err().to_string();
+    assert!(e.contains(&u32::MAX.to_string()), "{e}");
+    s.add(Stage::TopK(10)).unwrap();
+    s.add(Stage::Greedy).unwrap();
+    assert_eq!(s.sample(&logits).unwrap(), 1);
+    // Through the C API the same, as a status.
+    use sutra::ffi::*;
+    // SAFETY: valid handles and arrays; freed below.
+    unsafe {
+        let mut sp = std::ptr::null_mut();
+        assert_eq!(sutra_sampler_new(7, &mut sp), Status::SUTRA_OK);
+        assert_eq!(sutra_sampler_add_top_k(sp, 1_000_000_000), Status::SUTRA_ERR_INVALID_ARGUMENT);
+        let (ids, bias) = ([9i32], [1f32]);
+        assert_eq!(sutra_sampler_add_logit_bias(sp, ids.as_ptr(), bias.as_ptr(), 1), Status::SUTRA_OK);
+        assert_eq!(sutra_sampler_add_greedy(sp), Status::SUTRA_OK);
+        let mut tok = -1;
+        let st = sutra_sampler_sample(sp, logits.as_ptr(), logits.len(), &mut tok);
+        assert_eq!(st, Status::SUTRA_ERR_INVALID_ARGUMENT);
+        assert_eq!(tok, -1, "out-parameter written on error");
+        let msg = std::ffi::CStr::from_ptr(sutra_last_error()).to_str().unwrap();
+        assert!(msg.contains("token id 9"), "{msg}");
+        sutra_sampler_free(sp);
+    }
+}

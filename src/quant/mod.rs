@@ -245,11 +245,8 @@ pub fn quantize_model(
     if file.quant.is_some() {
         return Err(Error::unsupported(format!("{}: already a quantized file", in_path.display())));
     }
-    let n_threads = crate::model::thread_count(p.n_threads, "n_threads")?;
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(n_threads)
-        .build()
-        .map_err(|e| Error::Internal(format!("thread pool: {e}")))?;
+    let pool = crate::model::shared_pool(p.n_threads, "n_threads")?;
+    let n_threads = pool.current_num_threads();
     // Loading checks that the file is a supported model before anything is written.
     let model = Arc::new(Model::load(in_path, &ModelParams { n_threads, use_mmap: true, ..Default::default() })?);
     let stats = match p.method {
