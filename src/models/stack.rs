@@ -18,6 +18,10 @@ use crate::train::lora::{lin_bwd, lin_fwd, LoraGrads, LoraSet};
 use std::any::Any;
 use std::ops::Range;
 
+/// Tokens whose logits a training step holds at once (64 × a 65536 vocabulary: 16 MiB, and
+/// as much for their gradient), enough rows for the head's products to run as a GEMM.
+const HEAD_ROWS: usize = 64;
+
 /// LayerNorm epsilon of RWKV's ln0/ln1/ln2/ln_out.
 pub(crate) const LN_EPS: f32 = 1e-5;
 
@@ -310,18 +314,28 @@ impl<B: Block> Stack<B> {
         for (li, blk) in self.blocks.iter().enumerate() {
             recs.push(blk.train_forward(&self.cfg, li, set, &mut carry, &mut st[li * sl..(li + 1) * sl], &mut x)?);
         }
+        // The head, the loss and the head's backward, HEAD_ROWS tokens at a time: the
+        // logits and their gradient ([rows, V] each) are the largest buffers of a step.
         let head = self.head.as_ref().unwrap_or(&self.emb);
         let mut xl = vec![0f32; t * c];
         self.out_norm.rows(&x, &mut xl);
-        let (mut logits, mut ax) = (vec![0f32; t * v], Vec::new());
-        lin_fwd(head, set, &xl, t, &mut logits, &mut ax);
-        let mut dlogits = vec![0f32; t * v];
-        let targets = &row.targets[span];
-        let (sum, count) = crate::train::loss::cross_entropy_sum(&logits, v, targets, row.scale, &mut dlogits);
-        drop(logits);
+        let hr = t.min(HEAD_ROWS);
+        let (mut logits, mut dlogits, mut ax) = (vec![0f32; hr * v], vec![0f32; hr * v], Vec::new());
         let mut dxl = vec![0f32; t * c];
-        lin_bwd(head, set, grads, &xl, &ax, &dlogits, t, &mut dxl);
-        drop(dlogits);
+        let (mut sum, mut count) = (0f64, 0usize);
+        for (i0, tgt) in
+            (span.start..span.end).step_by(hr).map(|a| (a - span.start, &row.targets[a..(a + hr).min(span.end)]))
+        {
+            let n = tgt.len();
+            let (xs, lg, dl) = (&xl[i0 * c..(i0 + n) * c], &mut logits[..n * v], &mut dlogits[..n * v]);
+            lin_fwd(head, set, xs, n, lg, &mut ax);
+            dl.fill(0.0);
+            let (s, k) = crate::train::loss::cross_entropy_sum(lg, v, tgt, row.scale, dl);
+            sum += s as f64;
+            count += k;
+            lin_bwd(head, set, grads, xs, &ax, dl, n, &mut dxl[i0 * c..(i0 + n) * c]);
+        }
+        drop((logits, dlogits));
         let mut dx = vec![0f32; t * c];
         self.out_norm.rows_bwd(&x, &dxl, &mut dx);
         carry.d_v_first = vec![0f32; t * c];
@@ -329,7 +343,7 @@ impl<B: Block> Stack<B> {
             let d = &mut dst[li * sl..(li + 1) * sl];
             blk.train_backward(&self.cfg, li, set, rec.as_ref(), &mut carry, grads, d, &mut dx)?;
         }
-        Ok((sum as f64, count))
+        Ok((sum, count))
     }
 
     /// `x[i] = emb[tokens[i]]` (`[T, C]`), through `ln0` where the architecture has it; `row`
