@@ -127,7 +127,7 @@ pub trait Block: Send + Sync + Sized {
         _st: &mut [f32],
         _x: &mut [f32],
     ) -> Result<Box<dyn Any + Send>> {
-        Err(Error::unsupported("training is implemented for RWKV-7, Mamba-1 and Mamba-2"))
+        Err(Error::unsupported("training is implemented for RWKV-5.2, RWKV-6, RWKV-7, Mamba-1 and Mamba-2"))
     }
 
     /// Backward of [`train_forward`](Block::train_forward): `dx` enters as dL/d(block output)
@@ -145,7 +145,7 @@ pub trait Block: Send + Sync + Sized {
         _dst: &mut [f32],
         _dx: &mut [f32],
     ) -> Result<()> {
-        Err(Error::unsupported("training is implemented for RWKV-7, Mamba-1 and Mamba-2"))
+        Err(Error::unsupported("training is implemented for RWKV-5.2, RWKV-6, RWKV-7, Mamba-1 and Mamba-2"))
     }
 }
 
