@@ -8,6 +8,7 @@ use crate::exec::{Exec, Seg};
 use crate::format::WeightReader;
 use crate::kernels::{group_norm, sigmoid};
 use crate::tensor::Matrix;
+use crate::train::lora::{lin_bwd, lin_fwd, LoraGrads, LoraSet};
 use std::ops::Range;
 
 /// `1 − v`: converts the v4/v5 `time_mix` (weight of the current token) into the weight of
@@ -82,15 +83,23 @@ impl ChannelMix {
     }
 }
 
-/// The inputs of [`wkv5`], each [T, C] except `w`, which is [T, C] (v6) or [C] (v5.2, the
-/// same every token); `g` is already silu'd.
+/// The inputs of [`wkv5`] (and of [`wkv5_record`]), each [T, C] except `w`, which is [T, C]
+/// (v6) or [C] (v5.2, the same every token); `g` is already silu'd.
 pub(crate) struct Wkv5In<'a> {
+    /// Receptance.
     pub r: &'a [f32],
+    /// Key.
     pub k: &'a [f32],
+    /// Value.
     pub v: &'a [f32],
+    /// Decay factor in (0, 1).
     pub w: &'a [f32],
+    /// Gate silu(G·gx).
     pub g: &'a [f32],
 }
+
+/// GroupNorm epsilon of the v5.2/v6 `att.ln_x`: 1e-5 × head_size_divisor² (divisor 8).
+const WKV5_GN_EPS: f32 = 64e-5;
 
 /// The RWKV v5.2/v6 WKV recurrence over the rows of every sequence, for all heads, then the
 /// per-head GroupNorm (`ln_x`, eps 64e-5) and the gate, into `y` [T, C].
@@ -111,7 +120,6 @@ pub(crate) fn wkv5(
     yh: &mut [f32],
     y: &mut [f32],
 ) {
-    const GN_EPS: f32 = 64e-5;
     let c = u.len();
     let n = c / n_head;
     let t = y.len() / c;
@@ -133,7 +141,7 @@ pub(crate) fn wkv5(
                     row[j] = row[j] * wi + kv;
                 }
             }
-            group_norm(y, 1, &lw[h * n..(h + 1) * n], &lb[h * n..(h + 1) * n], GN_EPS);
+            group_norm(y, 1, &lw[h * n..(h + 1) * n], &lb[h * n..(h + 1) * n], WKV5_GN_EPS);
             for (y, g) in y.iter_mut().zip(&inp.g[hs(i)]) {
                 *y *= g;
             }
@@ -284,4 +292,230 @@ pub(crate) fn conv_silu(
 /// passes split fused projections this way).
 pub(crate) fn columns(src: &[f32], w: usize, from: usize, len: usize) -> Vec<f32> {
     src.chunks_exact(w).flat_map(|r| r[from..from + len].iter().copied()).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Training: the pieces of the v5.2/v6 training passes that both share
+// ---------------------------------------------------------------------------------------------
+
+/// `[T, C]` → head `h`'s `[T, N]`.
+pub(crate) fn gather(x: &[f32], h: usize, n: usize, c: usize, out: &mut [f32]) {
+    for (o, row) in out.chunks_exact_mut(n).zip(x.chunks_exact(c)) {
+        o.copy_from_slice(&row[h * n..(h + 1) * n]);
+    }
+}
+
+/// Adds head `h`'s `[T, N]` into `[T, C]`.
+pub(crate) fn scatter_add(src: &[f32], h: usize, n: usize, c: usize, x: &mut [f32]) {
+    for (s, row) in src.chunks_exact(n).zip(x.chunks_exact_mut(c)) {
+        row[h * n..(h + 1) * n].iter_mut().zip(s).for_each(|(d, v)| *d += v);
+    }
+}
+
+/// What the backward of [`ChannelMix::record`] needs, for one chunk of T tokens (each
+/// `[T, C]` unless said otherwise).
+pub(crate) struct ChannelMixRec {
+    /// The channel mix's input and ln2 of it.
+    x_in: Vec<f32>,
+    xn: Vec<f32>,
+    /// The shift state before the chunk, [C].
+    prev0: Vec<f32>,
+    /// The token shifts kx, rx.
+    kx: Vec<f32>,
+    rx: Vec<f32>,
+    /// K·kx and relu² of it ([T, F]), R·rx, V·h.
+    h_pre: Vec<f32>,
+    h: Vec<f32>,
+    r_pre: Vec<f32>,
+    vh: Vec<f32>,
+    /// `A x` of the key, receptance and value products (empty when untargeted).
+    ax: [Vec<f32>; 3],
+}
+
+impl ChannelMix {
+    /// Training forward over one chunk `x` (`[T, C]`, in and out) with the LoRA branches of
+    /// `set`: [`forward`](Self::forward) with `scale` 1 (RWKV-5.2 and RWKV-6), keeping what the
+    /// backward needs. `st` (`[C]`) enters as the shift state before the chunk and leaves as
+    /// the chunk's last ln2 row.
+    ///
+    /// 1. xn = ln2(x); kx, rx = token shifts of xn against `st`.
+    /// 2. h = relu(K·kx)²; x += σ(R·rx) ⊙ (V·h).
+    pub fn record(&self, ln2: &Norm, set: &LoraSet, st: &mut [f32], x: &mut [f32]) -> ChannelMixRec {
+        use crate::train::act::{self, Act};
+        let c = st.len();
+        let t = x.len() / c;
+        let z = || vec![0f32; t * c];
+        let (x_in, prev0) = (x.to_vec(), st.to_vec());
+        // 1.
+        let (mut xn, mut kx, mut rx) = (z(), z(), z());
+        ln2.rows(x, &mut xn);
+        act::token_shift_fwd(&xn, &prev0, &self.mix_k, &mut kx);
+        act::token_shift_fwd(&xn, &prev0, &self.mix_r, &mut rx);
+        st.copy_from_slice(&xn[(t - 1) * c..]);
+        // 2.
+        let f = self.key.rows;
+        let mut ax: [Vec<f32>; 3] = Default::default();
+        let (mut h_pre, mut h) = (vec![0f32; t * f], vec![0f32; t * f]);
+        lin_fwd(&self.key, set, &kx, t, &mut h_pre, &mut ax[0]);
+        act::act_fwd(Act::ReluSq, &h_pre, &mut h);
+        let (mut r_pre, mut vh, mut out) = (z(), z(), z());
+        lin_fwd(&self.receptance, set, &rx, t, &mut r_pre, &mut ax[1]);
+        lin_fwd(&self.value, set, &h, t, &mut vh, &mut ax[2]);
+        act::gate_fwd(Act::Sigmoid, &vh, &r_pre, &mut out);
+        x.iter_mut().zip(&out).for_each(|(x, o)| *x += o);
+        ChannelMixRec { x_in, xn, prev0, kx, rx, h_pre, h, r_pre, vh, ax }
+    }
+
+    /// Backward of [`record`](Self::record), its steps in reverse: `dx` enters as dL/d(output)
+    /// and leaves as dL/d(input); `dst` (`[C]`) enters as dL/d(shift state after the chunk)
+    /// and leaves as dL/d(shift state before it); the pairs' gradients are **accumulated**.
+    pub fn backprop(
+        &self,
+        ln2: &Norm,
+        set: &LoraSet,
+        rec: &ChannelMixRec,
+        grads: &mut LoraGrads,
+        dst: &mut [f32],
+        dx: &mut [f32],
+    ) {
+        use crate::train::act::{self, Act};
+        let c = dst.len();
+        let t = dx.len() / c;
+        let z = || vec![0f32; t * c];
+        let f = self.key.rows;
+        // 2. x_out = x + σ(r_pre) ⊙ vh,  vh = V·h,  h = relu²(K·kx),  r_pre = R·rx.
+        let (mut d_vh, mut d_rpre) = (z(), z());
+        act::gate_bwd(Act::Sigmoid, &rec.vh, &rec.r_pre, dx, &mut d_vh, &mut d_rpre);
+        let mut d_h = vec![0f32; t * f];
+        lin_bwd(&self.value, set, grads, &rec.h, &rec.ax[2], &d_vh, t, &mut d_h);
+        let mut d_hpre = vec![0f32; t * f];
+        act::act_bwd(Act::ReluSq, &rec.h_pre, &d_h, &mut d_hpre);
+        let (mut d_kx, mut d_rx) = (z(), z());
+        lin_bwd(&self.key, set, grads, &rec.kx, &rec.ax[0], &d_hpre, t, &mut d_kx);
+        lin_bwd(&self.receptance, set, grads, &rec.rx, &rec.ax[1], &d_rpre, t, &mut d_rx);
+        // 1. The state out is the last ln2 row; the state in is the first row's previous one.
+        let mut d_xn = z();
+        d_xn[(t - 1) * c..].copy_from_slice(dst);
+        dst.fill(0.0);
+        act::token_shift_bwd(&rec.xn, &rec.prev0, &self.mix_k, &d_kx, &mut d_xn, Some(&mut *dst), None);
+        act::token_shift_bwd(&rec.xn, &rec.prev0, &self.mix_r, &d_rx, &mut d_xn, Some(&mut *dst), None);
+        ln2.rows_bwd(&rec.x_in, &d_xn, dx);
+    }
+}
+
+/// What the backward of [`wkv5_record`] needs: the WKV state before the chunk
+/// ([H, N, N]), the raw WKV output and its GroupNorm (each [T, C]).
+pub(crate) struct Wkv5Rec {
+    s0: Vec<f32>,
+    y: Vec<f32>,
+    y_norm: Vec<f32>,
+}
+
+/// Head `h`'s decay: rows `[T, N]` of a per-step `w` ([T, C]), or its `[N]` slice of a
+/// constant one ([C]; with T = 1 both readings are the same values).
+fn head_decay(w: &[f32], h: usize, n: usize, c: usize, t: usize) -> Vec<f32> {
+    if w.len() == c {
+        w[h * n..(h + 1) * n].to_vec()
+    } else {
+        let mut out = vec![0f32; t * n];
+        gather(w, h, n, c, &mut out);
+        out
+    }
+}
+
+/// Training forward of the v5.2/v6 WKV stage over one chunk (what [`wkv5`] computes for one
+/// sequence): per head the recurrence [`crate::train::wkv5::wkv5_fwd`] from `s` (the
+/// block's WKV state [H, N, N], in: before the chunk, out: after it), then the per-head
+/// GroupNorm `ln_x` and the gate `inp.g`. Returns the record and the gated output [T, C].
+pub(crate) fn wkv5_record(
+    cfg: &HeadConfig,
+    inp: &Wkv5In,
+    u: &[f32],
+    ln_x: &Norm,
+    s: &mut [f32],
+) -> (Wkv5Rec, Vec<f32>) {
+    use crate::train::wkv5::{wkv5_fwd, Wkv5Inputs};
+    let HeadConfig { n_embd: c, n_head: nh, head_size: n } = *cfg;
+    let t = inp.r.len() / c;
+    let s0 = s.to_vec();
+    let mut y = vec![0f32; t * c];
+    let (mut hb, mut yh) = (vec![vec![0f32; t * n]; 3], vec![0f32; t * n]);
+    for (h, sh) in s.chunks_exact_mut(n * n).enumerate() {
+        for (buf, src) in hb.iter_mut().zip([inp.r, inp.k, inp.v]) {
+            gather(src, h, n, c, buf);
+        }
+        let w = head_decay(inp.w, h, n, c, t);
+        let hi = Wkv5Inputs { r: &hb[0], k: &hb[1], v: &hb[2], w: &w, u: &u[h * n..(h + 1) * n] };
+        wkv5_fwd(n, &hi, sh, &mut yh);
+        scatter_add(&yh, h, n, c, &mut y);
+    }
+    let mut y_norm = vec![0f32; t * c];
+    crate::train::norm::group_norm_fwd(&y, nh, ln_x.weight(), ln_x.bias(), WKV5_GN_EPS, &mut y_norm);
+    let gated = y_norm.iter().zip(inp.g).map(|(y, g)| y * g).collect();
+    (Wkv5Rec { s0, y, y_norm }, gated)
+}
+
+/// The gradients [`wkv5_backprop`] **accumulates**, each [T, C] (`dw` the shape of the
+/// decay, and only when wanted: RWKV-5.2's is a frozen constant).
+pub(crate) struct Wkv5Bwd<'a> {
+    /// dL/dr.
+    pub dr: &'a mut [f32],
+    /// dL/dk.
+    pub dk: &'a mut [f32],
+    /// dL/dv.
+    pub dv: &'a mut [f32],
+    /// dL/dw.
+    pub dw: Option<&'a mut [f32]>,
+    /// dL/dg (the gate after its SiLU).
+    pub dg: &'a mut [f32],
+}
+
+/// Backward of [`wkv5_record`]: `dy` is dL/d(gated output); `ds` ([H, N, N]) enters as
+/// dL/d(WKV state after the chunk) and leaves as dL/d(state before it).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn wkv5_backprop(
+    cfg: &HeadConfig,
+    inp: &Wkv5In,
+    u: &[f32],
+    ln_x: &Norm,
+    rec: &Wkv5Rec,
+    dy: &[f32],
+    ds: &mut [f32],
+    d: Wkv5Bwd,
+) {
+    use crate::train::wkv5::{wkv5_bwd, wkv5_scratch_len, Wkv5Grads, Wkv5Inputs};
+    let HeadConfig { n_embd: c, n_head: nh, head_size: n } = *cfg;
+    let t = inp.r.len() / c;
+    // y_gated = y_norm ⊙ g,  y_norm = GroupNorm(y).
+    let mut d_norm = vec![0f32; t * c];
+    crate::train::act::gate_bwd(crate::train::act::Act::Identity, &rec.y_norm, inp.g, dy, &mut d_norm, d.dg);
+    let mut d_y = vec![0f32; t * c];
+    crate::train::norm::group_norm_bwd(&rec.y, nh, ln_x.weight(), WKV5_GN_EPS, &d_norm, &mut d_y, None, None);
+    let (mut hb, mut hd, mut dyh) = (vec![vec![0f32; t * n]; 3], vec![vec![0f32; t * n]; 3], vec![0f32; t * n]);
+    let mut scratch = vec![0f32; wkv5_scratch_len(n, t)];
+    let Wkv5Bwd { dr, dk, dv, mut dw, .. } = d;
+    for h in 0..nh {
+        for (buf, src) in hb.iter_mut().zip([inp.r, inp.k, inp.v]) {
+            gather(src, h, n, c, buf);
+        }
+        gather(&d_y, h, n, c, &mut dyh);
+        hd.iter_mut().for_each(|b| b.fill(0.0));
+        let w = head_decay(inp.w, h, n, c, t);
+        let mut dwh = dw.as_ref().map(|_| vec![0f32; w.len()]);
+        let hi = Wkv5Inputs { r: &hb[0], k: &hb[1], v: &hb[2], w: &w, u: &u[h * n..(h + 1) * n] };
+        let sh = h * n * n..(h + 1) * n * n;
+        let [dr_h, dk_h, dv_h] = &mut hd[..] else { unreachable!() };
+        let mut g = Wkv5Grads { dr: dr_h, dk: dk_h, dv: dv_h, dw: dwh.as_deref_mut(), du: None };
+        wkv5_bwd(n, &hi, &rec.s0[sh.clone()], &dyh, &mut ds[sh], &mut g, &mut scratch);
+        for (src, out) in hd.iter().zip([&mut *dr, &mut *dk, &mut *dv]) {
+            scatter_add(src, h, n, c, out);
+        }
+        if let (Some(dw), Some(dwh)) = (dw.as_deref_mut(), &dwh) {
+            if dw.len() == c {
+                dw[h * n..(h + 1) * n].iter_mut().zip(dwh).for_each(|(a, b)| *a += b);
+            } else {
+                scatter_add(dwh, h, n, c, dw);
+            }
+        }
+    }
 }

@@ -10,7 +10,7 @@
 //! that shapes cannot tell come from the `config.json` beside the weights when there is one
 //! ([`HfConfig`]); each architecture documents its defaults without one.
 
-mod common;
+pub(crate) mod common;
 pub mod mamba1;
 pub mod mamba2;
 pub mod rwkv4;

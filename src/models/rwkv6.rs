@@ -8,14 +8,17 @@
 //! `blocks.N.ffn.*` with `time_maa_k/r`, `ln_out`, `head.weight`); every size, the two
 //! LoRA ranks included, is read from tensor shapes (H and N from `time_faaaa`).
 
-use super::common::{wkv5, ChannelMix, HeadConfig, Wkv5In};
-use super::stack::{delta_prev, save_last, Block as StackBlock, Norm, Stack, States};
+use super::common::{
+    wkv5, wkv5_backprop, wkv5_record, ChannelMix, ChannelMixRec, HeadConfig, Wkv5Bwd, Wkv5In, Wkv5Rec,
+};
+use super::stack::{delta_prev, save_last, Block as StackBlock, Norm, Stack, States, TrainCarry};
 use super::{count_params, ArchKind};
 use crate::error::Result;
 use crate::exec::{Exec, Seg};
 use crate::format::{SafetensorsFile, WeightReader};
 use crate::kernels::{add_assign, silu};
 use crate::tensor::Matrix;
+use crate::train::lora::{lin_bwd, lin_fwd, LoraGrads, LoraSet};
 
 // ---------------------------------------------------------------------------------------------
 // Hyper-parameters
@@ -228,5 +231,211 @@ impl StackBlock for Block {
         // 8. Channel mix: kx = xn + (prev − xn) ⊙ maa_k (rx likewise);
         //    x += sigmoid(R·rx) ⊙ (V·relu(K·kx)²).
         self.ffn.forward(&self.ln2, ex, segs, st, cfg.parts()[2].clone(), x, 1.0);
+    }
+
+    super::stack::train_hooks!(Rec);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Training: the forward pass with a record, and its backward pass
+// ---------------------------------------------------------------------------------------------
+
+/// What the backward pass of one block needs, for one chunk of T tokens (every buffer
+/// `[T, C]` unless said otherwise).
+struct Rec {
+    /// Block input and sx = prev − xn (xn = ln1(x), prev: the previous row's xn, att_x for
+    /// the first).
+    x_in: Vec<f32>,
+    sx: Vec<f32>,
+    /// (xn + sx ⊙ maa_x)·w1 before its tanh: [T, 5D].
+    m_pre: Vec<f32>,
+    /// m_i·w2[i] (i = w, k, v, r, g).
+    p: [Vec<f32>; 5],
+    /// The data-dependent token shifts xw, xk, xv, xr, xg.
+    mixed: [Vec<f32>; 5],
+    /// r, k, v; G·xg and its SiLU g.
+    r: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    g_pre: Vec<f32>,
+    g: Vec<f32>,
+    /// Decay path: xw·dw1 before its tanh [T, Dd], tanh(·)·dw2, w = exp(−exp(time_decay + ·)).
+    w_pre: Vec<f32>,
+    w_p: Vec<f32>,
+    w: Vec<f32>,
+    /// `A x` of the receptance, key, value, gate and output products (empty when untargeted).
+    ax: [Vec<f32>; 5],
+    /// The WKV stage, and its gated output (the output product's input).
+    wkv: Wkv5Rec,
+    y: Vec<f32>,
+    /// The channel mix.
+    ffn: ChannelMixRec,
+}
+
+impl Block {
+    /// The record of [`train_forward`](StackBlock::train_forward), computing `x` forward;
+    /// the steps are `time_mix`'s and the channel mix's.
+    fn record(
+        &self,
+        cfg: &Config,
+        _li: usize,
+        set: &LoraSet,
+        _carry: &mut TrainCarry,
+        st: &mut [f32],
+        x: &mut [f32],
+    ) -> Rec {
+        use crate::kernels::matmul;
+        use crate::train::act::{self, Act};
+        let c = cfg.n_embd;
+        let [pa, pw, pf] = cfg.parts();
+        let t = x.len() / c;
+        let d = self.maa_w2[0].cols;
+        let z = || vec![0f32; t * c];
+        let (x_in, att_x0) = (x.to_vec(), st[pa.clone()].to_vec());
+        // 1. xn = ln1(x); sx = prev − xn (prev: the previous row's xn, att_x for the first);
+        //    att_x ← the last xn.
+        let (mut xn, mut sx) = (z(), z());
+        self.ln1.rows(x, &mut xn);
+        for (i, (o, cur)) in sx.chunks_exact_mut(c).zip(xn.chunks_exact(c)).enumerate() {
+            let prev = if i == 0 { &att_x0[..] } else { &xn[(i - 1) * c..i * c] };
+            o.iter_mut().zip(prev).zip(cur).for_each(|((o, p), x)| *o = p - x);
+        }
+        st[pa].copy_from_slice(&xn[(t - 1) * c..]);
+        // 2. m = tanh((xn + sx ⊙ maa_x)·w1) viewed as [5, D];  p_i = m[i]·w2[i].
+        let mut xxx = z();
+        for (o, ((xn, sx), mx)) in xxx.iter_mut().zip(xn.iter().zip(&sx).zip(self.maa_x.iter().cycle())) {
+            *o = xn + sx * mx;
+        }
+        let mut m_pre = vec![0f32; t * 5 * d];
+        matmul(&self.maa_w1, &xxx, t, &mut m_pre);
+        let mut m = vec![0f32; t * 5 * d];
+        act::act_fwd(Act::Tanh, &m_pre, &mut m);
+        // 3. x_i = xn + sx ⊙ (maa_i + p_i).
+        let mut p: [Vec<f32>; 5] = std::array::from_fn(|_| z());
+        let mut mixed: [Vec<f32>; 5] = std::array::from_fn(|_| z());
+        let mut mi = vec![0f32; t * d];
+        for (i, (p, out)) in p.iter_mut().zip(mixed.iter_mut()).enumerate() {
+            for (dst, src) in mi.chunks_exact_mut(d).zip(m.chunks_exact(5 * d)) {
+                dst.copy_from_slice(&src[i * d..(i + 1) * d]);
+            }
+            matmul(&self.maa_w2[i], &mi, t, p);
+            for (j, o) in out.iter_mut().enumerate() {
+                *o = xn[j] + sx[j] * (self.maa[i][j % c] + p[j]);
+            }
+        }
+        // 4. r = R·xr, k = K·xk, v = V·xv, g = silu(G·xg).
+        let mut ax: [Vec<f32>; 5] = Default::default();
+        let (mut r, mut k, mut v, mut g_pre, mut g) = (z(), z(), z(), z(), z());
+        lin_fwd(&self.receptance, set, &mixed[R], t, &mut r, &mut ax[0]);
+        lin_fwd(&self.key, set, &mixed[K], t, &mut k, &mut ax[1]);
+        lin_fwd(&self.value, set, &mixed[V], t, &mut v, &mut ax[2]);
+        lin_fwd(&self.gate, set, &mixed[G], t, &mut g_pre, &mut ax[3]);
+        act::act_fwd(Act::Silu, &g_pre, &mut g);
+        // 5. w = exp(−exp(time_decay + tanh(xw·dw1)·dw2)).
+        let mut w_pre = vec![0f32; t * self.decay_w1.rows];
+        matmul(&self.decay_w1, &mixed[W], t, &mut w_pre);
+        let mut w_t = vec![0f32; w_pre.len()];
+        act::act_fwd(Act::Tanh, &w_pre, &mut w_t);
+        let (mut w_p, mut w) = (z(), z());
+        matmul(&self.decay_w2, &w_t, t, &mut w_p);
+        act::bias_act_fwd(Act::Rwkv6Decay, &w_p, &self.decay, &mut w);
+        // 6. WKV per head from the chunk's start state, GroupNorm ln_x, ⊙ g.
+        let inp = Wkv5In { r: &r, k: &k, v: &v, w: &w, g: &g };
+        let (wkv, y) = wkv5_record(cfg, &inp, &self.faaaa, &self.ln_x, &mut st[pw]);
+        // 7. x += O·y.
+        let mut out = z();
+        lin_fwd(&self.output, set, &y, t, &mut out, &mut ax[4]);
+        x.iter_mut().zip(&out).for_each(|(x, o)| *x += o);
+        // 8. Channel mix.
+        let ffn = self.ffn.record(&self.ln2, set, &mut st[pf], x);
+        Rec { x_in, sx, m_pre, p, mixed, r, k, v, g_pre, g, w_pre, w_p, w, ax, wkv, y, ffn }
+    }
+
+    /// Backward of [`record`](Self::record), its steps in reverse: `dx` is dL/d(block output)
+    /// in, dL/d(input) out; `dst` dL/d(state after the chunk) in, dL/d(state before) out.
+    #[allow(clippy::too_many_arguments)]
+    fn backprop(
+        &self,
+        cfg: &Config,
+        _li: usize,
+        set: &LoraSet,
+        rec: &Rec,
+        _carry: &mut TrainCarry,
+        grads: &mut LoraGrads,
+        dst: &mut [f32],
+        dx: &mut [f32],
+    ) {
+        use crate::train::act::{self, Act};
+        use crate::train::linear::matrix_bwd_input_par;
+        let c = cfg.n_embd;
+        let [pa, pw, pf] = cfg.parts();
+        let t = dx.len() / c;
+        let d = self.maa_w2[0].cols;
+        let z = || vec![0f32; t * c];
+        // 8. Channel mix (dx becomes dL/d(its input)).
+        self.ffn.backprop(&self.ln2, set, &rec.ffn, grads, &mut dst[pf], dx);
+        // 7. x_mid = x_in + O·y.
+        let mut d_y = z();
+        lin_bwd(&self.output, set, grads, &rec.y, &rec.ax[4], dx, t, &mut d_y);
+        // 6. The WKV stage.
+        let (mut d_r, mut d_k, mut d_v, mut d_w, mut d_g) = (z(), z(), z(), z(), z());
+        let inp = Wkv5In { r: &rec.r, k: &rec.k, v: &rec.v, w: &rec.w, g: &rec.g };
+        let dd = Wkv5Bwd { dr: &mut d_r, dk: &mut d_k, dv: &mut d_v, dw: Some(&mut d_w), dg: &mut d_g };
+        wkv5_backprop(cfg, &inp, &self.faaaa, &self.ln_x, &rec.wkv, &d_y, &mut dst[pw], dd);
+        let mut d_mixed: [Vec<f32>; 5] = std::array::from_fn(|_| z());
+        // 5. The decay path, into d xw.
+        let mut d_wp = z();
+        act::bias_act_bwd(Act::Rwkv6Decay, &rec.w_p, &self.decay, &d_w, &mut d_wp, None);
+        let mut d_wt = vec![0f32; rec.w_pre.len()];
+        matrix_bwd_input_par(&self.decay_w2, &d_wp, &mut d_wt);
+        let mut d_wpre = vec![0f32; rec.w_pre.len()];
+        act::act_bwd(Act::Tanh, &rec.w_pre, &d_wt, &mut d_wpre);
+        matrix_bwd_input_par(&self.decay_w1, &d_wpre, &mut d_mixed[W]);
+        // 4. The four products and the SiLU gate.
+        let mut d_gpre = z();
+        act::act_bwd(Act::Silu, &rec.g_pre, &d_g, &mut d_gpre);
+        lin_bwd(&self.receptance, set, grads, &rec.mixed[R], &rec.ax[0], &d_r, t, &mut d_mixed[R]);
+        lin_bwd(&self.key, set, grads, &rec.mixed[K], &rec.ax[1], &d_k, t, &mut d_mixed[K]);
+        lin_bwd(&self.value, set, grads, &rec.mixed[V], &rec.ax[2], &d_v, t, &mut d_mixed[V]);
+        lin_bwd(&self.gate, set, grads, &rec.mixed[G], &rec.ax[3], &d_gpre, t, &mut d_mixed[G]);
+        // 3. x_i = xn + sx ⊙ (maa_i + p_i): into d xn, d sx and d p_i → d m [T, 5D].
+        let (mut d_xn, mut d_sx) = (z(), z());
+        let mut d_m = vec![0f32; t * 5 * d];
+        let (mut d_p, mut d_mi) = (z(), vec![0f32; t * d]);
+        for (i, dm) in d_mixed.iter().enumerate() {
+            for j in 0..t * c {
+                d_xn[j] += dm[j];
+                d_sx[j] += dm[j] * (self.maa[i][j % c] + rec.p[i][j]);
+                d_p[j] = dm[j] * rec.sx[j];
+            }
+            d_mi.fill(0.0);
+            matrix_bwd_input_par(&self.maa_w2[i], &d_p, &mut d_mi);
+            for (dst, src) in d_m.chunks_exact_mut(5 * d).zip(d_mi.chunks_exact(d)) {
+                dst[i * d..(i + 1) * d].copy_from_slice(src);
+            }
+        }
+        // 2. m = tanh(xxx·w1), xxx = xn + sx ⊙ maa_x.
+        let mut d_mpre = vec![0f32; t * 5 * d];
+        act::act_bwd(Act::Tanh, &rec.m_pre, &d_m, &mut d_mpre);
+        let mut d_xxx = z();
+        matrix_bwd_input_par(&self.maa_w1, &d_mpre, &mut d_xxx);
+        for j in 0..t * c {
+            d_xn[j] += d_xxx[j];
+            d_sx[j] += d_xxx[j] * self.maa_x[j % c];
+        }
+        // 1. sx = prev − xn: prev is the previous row's xn, att_x (in) for the first row; the
+        //    last xn row is att_x (out).
+        for i in 0..t {
+            for j in 0..c {
+                d_xn[i * c + j] -= d_sx[i * c + j];
+                if i > 0 {
+                    d_xn[(i - 1) * c + j] += d_sx[i * c + j];
+                }
+            }
+        }
+        let last = &mut d_xn[(t - 1) * c..];
+        last.iter_mut().zip(&dst[pa.clone()]).for_each(|(d, s)| *d += s);
+        dst[pa].copy_from_slice(&d_sx[..c]);
+        self.ln1.rows_bwd(&rec.x_in, &d_xn, dx);
     }
 }

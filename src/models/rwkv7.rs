@@ -4,7 +4,7 @@
 //! Official checkpoint layout (`emb.weight`, `blocks.N.{ln0,ln1,ln2}`, `blocks.N.att.*`,
 //! `blocks.N.ffn.*`, `ln_out`, `head.weight`); every size is read from tensor shapes.
 
-use super::common::HeadConfig;
+use super::common::{gather, scatter_add, HeadConfig};
 use super::stack::{for_units, save_last, shift, units_to_rows, Block as StackBlock, Norm, Stack, States, TrainCarry};
 use super::{count_params, ArchKind};
 use crate::error::Result;
@@ -369,20 +369,6 @@ struct Rec {
     hid_pre: Vec<f32>,
     hid: Vec<f32>,
     ffn_ax: [Vec<f32>; 2],
-}
-
-/// `[T, C]` → head `h`'s `[T, N]`.
-fn gather(x: &[f32], h: usize, n: usize, c: usize, out: &mut [f32]) {
-    for (o, row) in out.chunks_exact_mut(n).zip(x.chunks_exact(c)) {
-        o.copy_from_slice(&row[h * n..(h + 1) * n]);
-    }
-}
-
-/// Adds head `h`'s `[T, N]` into `[T, C]`.
-fn scatter_add(src: &[f32], h: usize, n: usize, c: usize, x: &mut [f32]) {
-    for (s, row) in src.chunks_exact(n).zip(x.chunks_exact_mut(c)) {
-        row[h * n..(h + 1) * n].iter_mut().zip(s).for_each(|(d, v)| *d += v);
-    }
 }
 
 impl Block {

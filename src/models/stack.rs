@@ -131,7 +131,7 @@ pub trait Block: Send + Sync + Sized {
         _st: &mut [f32],
         _x: &mut [f32],
     ) -> Result<Box<dyn Any + Send>> {
-        Err(Error::unsupported("training is implemented for RWKV-7, Mamba-1 and Mamba-2"))
+        Err(Error::unsupported("training is implemented for RWKV-5.2, RWKV-6, RWKV-7, Mamba-1 and Mamba-2"))
     }
 
     /// Backward of [`train_forward`](Block::train_forward): `dx` enters as dL/d(block output)
@@ -149,7 +149,7 @@ pub trait Block: Send + Sync + Sized {
         _dst: &mut [f32],
         _dx: &mut [f32],
     ) -> Result<()> {
-        Err(Error::unsupported("training is implemented for RWKV-7, Mamba-1 and Mamba-2"))
+        Err(Error::unsupported("training is implemented for RWKV-5.2, RWKV-6, RWKV-7, Mamba-1 and Mamba-2"))
     }
 }
 
@@ -444,7 +444,7 @@ impl<B: Block> Architecture for Stack<B> {
         // 1. The blocks, each on its slice of every sequence's state.
         exec.lin.set_rows(b.segs.iter().map(Seg::rows));
         for (li, blk) in self.blocks.iter().enumerate() {
-            let mut st = States { all: &mut *b.states, at: li * self.block_state..(li + 1) * self.block_state };
+            let mut st = States::new(&mut *b.states, li * self.block_state..(li + 1) * self.block_state);
             blk.forward(&self.cfg, li, exec, b.segs, &mut st, x);
         }
         // 2. logits = head · norm(x), for the last row of each sequence or for every row.
@@ -473,7 +473,12 @@ pub struct States<'a, 'b> {
     at: Range<usize>,
 }
 
-impl States<'_, '_> {
+impl<'a, 'b> States<'a, 'b> {
+    /// The `at` slice of each of the states `all` (one per sequence of the call).
+    pub fn new(all: &'a mut [&'b mut [f32]], at: Range<usize>) -> States<'a, 'b> {
+        States { all, at }
+    }
+
     /// Sequence `s`'s block state.
     pub fn seg(&mut self, s: usize) -> &mut [f32] {
         &mut self.all[s][self.at.clone()]

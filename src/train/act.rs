@@ -54,6 +54,8 @@ pub enum Act {
     ReluSq,
     /// RWKV-7's decay exp(−0.606531·σ(x)) ∈ (0.545, 1); derivative −0.606531·w·σ(1 − σ).
     Rwkv7Decay,
+    /// RWKV-6's decay exp(−eˣ) ∈ (0, 1); derivative −eˣ·exp(−eˣ).
+    Rwkv6Decay,
 }
 
 impl Act {
@@ -71,6 +73,7 @@ impl Act {
                 r * r
             }
             Act::Rwkv7Decay => (-R::from_f64(DECAY_SCALE) * sigmoid(x)).exp(),
+            Act::Rwkv6Decay => (-x.exp()).exp(),
         }
     }
 
@@ -101,6 +104,10 @@ impl Act {
                 let k = R::from_f64(DECAY_SCALE);
                 -k * (-k * s).exp() * s * (R::ONE - s)
             }
+            Act::Rwkv6Decay => {
+                let e = x.exp();
+                -e * (-e).exp()
+            }
         }
     }
 }
@@ -121,7 +128,7 @@ pub fn act_bwd<R: Real>(f: Act, x: &[R], dout: &[R], dx: &mut [R]) {
 
 /// `out = f(x + bias)` with `x`, `out` `[T, n]` and `bias` `[n]` (overwrites `out`): e.g.
 /// Mamba's `dt = softplus(dt_proj(x) + dt_bias)`, RWKV-7's `w = decay(w0 + lora)` and
-/// `a = σ(a0 + lora)`.
+/// `a = σ(a0 + lora)`, RWKV-6's `w = exp(−exp(time_decay + lora))`.
 pub fn bias_act_fwd<R: Real>(f: Act, x: &[R], bias: &[R], out: &mut [R]) {
     let n = bias.len();
     assert!(x.len().is_multiple_of(n) && out.len() == x.len(), "bias_act_fwd: shapes");
@@ -251,14 +258,23 @@ mod tests {
     use crate::rng::Rng;
     use crate::train::testutil::*;
 
-    const ALL: [Act; 7] =
-        [Act::Identity, Act::Sigmoid, Act::Tanh, Act::Silu, Act::Softplus, Act::ReluSq, Act::Rwkv7Decay];
+    const ALL: [Act; 8] = [
+        Act::Identity,
+        Act::Sigmoid,
+        Act::Tanh,
+        Act::Silu,
+        Act::Softplus,
+        Act::ReluSq,
+        Act::Rwkv7Decay,
+        Act::Rwkv6Decay,
+    ];
 
     /// Every activation's derivative against central differences at 40 points in [−6, 6]
     /// plus points around softplus's threshold (19.5, 21) and ReLU² (away from its kink at
     /// 0, where the derivative is 0 from both sides anyway); the f32 values equal the
     /// inference ones (`kernels::sigmoid`, `silu`, `softplus`, `f32::tanh`, rwkv7's decay
-    /// formula, replicated as it is inline there) to 2 ulp-ish (1e-6 relative).
+    /// and rwkv6's decay formulas, replicated as they are inline there) to 2 ulp-ish (1e-6
+    /// relative).
     #[test]
     fn activations() {
         let mut rng = Rng::new(6);
@@ -279,6 +295,8 @@ mod tests {
                     Act::Softplus => kernels::softplus(x32),
                     Act::ReluSq => x32.max(0.0) * x32.max(0.0),
                     Act::Rwkv7Decay => (-0.606531f32 * kernels::sigmoid(x32)).exp(),
+                    // rwkv6.rs step 5, with the decay bias already added.
+                    Act::Rwkv6Decay => (-x32.exp()).exp(),
                 };
                 assert!((got - want).abs() <= 1e-6 * (1.0 + want.abs()), "{f:?}({x}): {got} vs {want}");
             }
@@ -296,7 +314,7 @@ mod tests {
         let z = rand_vec(&mut rng, t * c, -2.0, 2.0);
         let bias = rand_vec(&mut rng, c, -1.0, 1.0);
         let cc = rand_vec(&mut rng, t * c, -1.0, 1.0);
-        for f in [Act::Softplus, Act::Rwkv7Decay, Act::Sigmoid, Act::Silu] {
+        for f in [Act::Softplus, Act::Rwkv7Decay, Act::Rwkv6Decay, Act::Sigmoid, Act::Silu] {
             let l = |x: &[f64], b: &[f64]| {
                 let mut o = vec![0.0; t * c];
                 bias_act_fwd(f, x, b, &mut o);

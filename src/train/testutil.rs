@@ -24,8 +24,9 @@ pub const ATOL: f64 = 1e-7;
 
 /// Checks `grad` (the analytic dL/dx at `x0`) against central differences of `loss`, on
 /// every coordinate when `x0` has at most `max_coords`, else on `max_coords` random ones.
-/// Panics naming the tensor and coordinate of the first mismatch.
-pub fn check_grad(name: &str, x0: &[f64], grad: &[f64], max_coords: usize, mut loss: impl FnMut(&[f64]) -> f64) {
+/// Panics naming the tensor and coordinate of the first mismatch; returns the largest
+/// |difference − analytic| seen.
+pub fn check_grad(name: &str, x0: &[f64], grad: &[f64], max_coords: usize, mut loss: impl FnMut(&[f64]) -> f64) -> f64 {
     assert_eq!(x0.len(), grad.len(), "{name}: gradient length");
     let mut rng = Rng::new(0x5eed ^ x0.len() as u64);
     let coords: Vec<usize> = if x0.len() <= max_coords {
@@ -34,6 +35,7 @@ pub fn check_grad(name: &str, x0: &[f64], grad: &[f64], max_coords: usize, mut l
         (0..max_coords).map(|_| (rng.next_u64() % x0.len() as u64) as usize).collect()
     };
     let mut x = x0.to_vec();
+    let mut worst = 0f64;
     for &i in &coords {
         x[i] = x0[i] + EPS;
         let lp = loss(&x);
@@ -42,11 +44,13 @@ pub fn check_grad(name: &str, x0: &[f64], grad: &[f64], max_coords: usize, mut l
         x[i] = x0[i];
         let fd = (lp - lm) / (2.0 * EPS);
         let err = (fd - grad[i]).abs();
+        worst = worst.max(err);
         let tol = RTOL * fd.abs().max(grad[i].abs()) + ATOL;
         assert!(err <= tol, "{name}[{i}]: analytic {} vs finite difference {fd} (err {err:e}, tol {tol:e})", grad[i]);
     }
     // A check that compares only zeros proves nothing: the gradients must be non-trivial.
     assert!(grad.iter().any(|g| g.abs() > 1e-6), "{name}: gradient is all zero");
+    worst
 }
 
 /// `Σ c_i·y_i`: the random linear loss whose gradient wrt `y` is `c`.

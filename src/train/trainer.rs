@@ -17,7 +17,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 /// Architectures with a backward pass.
-const SUPPORTED: [&str; 3] = ["rwkv7", "mamba1", "mamba2"];
+const SUPPORTED: [&str; 5] = ["rwkv5", "rwkv6", "rwkv7", "mamba1", "mamba2"];
 
 /// How to train (the C API's `sutra_train_params`).
 #[derive(Debug, Clone, PartialEq)]
