@@ -9,7 +9,7 @@
 //! bit for bit, those of the same scripts run one after another on one thread.
 //!
 //! `scripts/tsan.sh` runs this test under ThreadSanitizer. `SUTRA_CONCURRENCY_SESSIONS` sets
-//! the sessions per thread (default 240).
+//! the sessions per thread (default 240; 40 under qemu, where `.ci/arm` runs the suite).
 
 mod common;
 use common::*;
@@ -23,8 +23,11 @@ const LIVE: usize = 6;
 /// State blobs a thread keeps to load later.
 const BANK: usize = 12;
 
+/// 240 sessions per thread (40 under an emulator, see [`emulated`]), or
+/// `SUTRA_CONCURRENCY_SESSIONS`.
 fn sessions_per_thread() -> usize {
-    std::env::var("SUTRA_CONCURRENCY_SESSIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(240)
+    let default = if emulated() { 40 } else { 240 };
+    std::env::var("SUTRA_CONCURRENCY_SESSIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 /// splitmix64: the scripts' own generator (independent of the library's).
