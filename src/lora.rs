@@ -67,7 +67,7 @@ fn pattern_matches(k: &str, module: &str) -> bool {
 
 impl PeftConfig {
     fn read(path: &Path) -> Result<PeftConfig> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = crate::format::read_text(path, "adapter config", crate::format::MAX_SIDE_FILE)?;
         let name = path.display();
         let v: Value =
             serde_json::from_str(&text).map_err(|e| Error::format(format!("{name}: not valid JSON: {e}")))?;
@@ -149,6 +149,9 @@ impl Adapter {
     /// matrix of the model with matching shapes, ranks must agree with the config, values
     /// must be finite; otherwise [`Error::Format`] naming the module or tensor and the shapes.
     pub fn load(model: &Model, path: &Path) -> Result<Adapter> {
+        if path.as_os_str().is_empty() {
+            return Err(Error::invalid("the adapter path is empty"));
+        }
         let (weights, config) = locate(path)?;
         if !config.exists() {
             return Err(Error::io_msg(&config, "missing: an adapter needs its adapter_config.json (r, lora_alpha)"));
@@ -270,6 +273,9 @@ impl Adapter {
     /// Writes the adapter as a PEFT folder (`adapter_config.json`, `adapter_model.safetensors`),
     /// creating `dir` if needed; each file is written whole or not at all.
     pub fn save(&self, dir: &Path) -> Result<()> {
+        if dir.as_os_str().is_empty() {
+            return Err(Error::invalid("the adapter folder path is empty"));
+        }
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let mut modules: Vec<&Pair> = self.pairs.values().collect();
         modules.sort_by(|a, b| a.module.cmp(&b.module));

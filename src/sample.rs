@@ -113,6 +113,12 @@ impl Sampler {
             Stage::RwkvPresence { decay, .. } if !(0.0..=1.0).contains(decay) => {
                 return bad(format!("decay {decay}: must be in [0, 1]"))
             }
+            Stage::Penalties { frequency: f, presence: p, .. }
+            | Stage::RwkvPresence { frequency: f, presence: p, .. }
+                if !f.is_finite() || !p.is_finite() =>
+            {
+                return bad(format!("frequency penalty {f}, presence penalty {p}: must be finite"))
+            }
             Stage::LogitBias(b) => {
                 if let Some((id, v)) = b.iter().find(|(_, v)| v.is_nan()) {
                     return bad(format!("logit bias for token {id} is {v}"));

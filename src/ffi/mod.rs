@@ -158,6 +158,9 @@ pub(crate) unsafe fn path_arg(p: *const c_char, what: &str) -> Result<std::path:
     non_null(p, what)?;
     // SAFETY: non-NULL and NUL-terminated per the caller's contract.
     let bytes = unsafe { CStr::from_ptr(p) }.to_bytes();
+    if bytes.is_empty() {
+        return Err(Error::invalid(format!("{what} is an empty string: no file is named")));
+    }
     #[cfg(unix)]
     {
         use std::os::unix::ffi::OsStrExt;

@@ -75,7 +75,7 @@ impl HfConfig {
         if !path.is_file() {
             return Ok(None);
         }
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let text = super::read_text(&path, "config.json", super::MAX_SIDE_FILE)?;
         Self::parse(&text, &path.display().to_string()).map(Some)
     }
 

@@ -14,6 +14,46 @@ use crate::tensor::{DType, Matrix, Tensor};
 pub use config::HfConfig;
 pub use safetensors::{write_file_atomic, SafetensorsFile};
 
+/// Largest side file read whole (a tokenizer.json, a config, an adapter_config.json): the
+/// biggest real tokenizers are tens of MiB.
+pub const MAX_SIDE_FILE: u64 = 256 << 20;
+
+/// Reads a whole side file (`what` names it in errors: "tokenizer", "calibration text", …):
+/// it must be a regular file (a device, a FIFO or a folder would be read forever or not at
+/// all: an I/O error) of at most `limit` bytes (a format error), checked before anything is allocated and again while
+/// reading (the file may grow). Errors name the file.
+pub fn read_file(path: &std::path::Path, what: &str, limit: u64) -> Result<Vec<u8>> {
+    use std::io::Read;
+    if path.as_os_str().is_empty() {
+        return Err(Error::invalid(format!("the {what} path is empty")));
+    }
+    let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let meta = f.metadata().map_err(|e| Error::io(path, e))?;
+    if !meta.is_file() {
+        return Err(Error::io_msg(path, &format!("the {what} is not a regular file (a folder, a device or a FIFO)")));
+    }
+    if meta.len() > limit {
+        return Err(Error::format(format!(
+            "{}: the {what} is {} bytes, over the limit of {limit}",
+            path.display(),
+            meta.len()
+        )));
+    }
+    let mut bytes = Vec::new();
+    bytes.try_reserve_exact(meta.len() as usize).map_err(|_| Error::OutOfMemory(format!("{}", path.display())))?;
+    f.take(limit + 1).read_to_end(&mut bytes).map_err(|e| Error::io(path, e))?;
+    if bytes.len() as u64 > limit {
+        return Err(Error::format(format!("{}: the {what} grew past the limit of {limit} bytes", path.display())));
+    }
+    Ok(bytes)
+}
+
+/// [`read_file`] as UTF-8 text (a format error naming the file otherwise).
+pub fn read_text(path: &std::path::Path, what: &str, limit: u64) -> Result<String> {
+    String::from_utf8(read_file(path, what, limit)?)
+        .map_err(|e| Error::format(format!("{}: the {what} is not UTF-8 text ({e})", path.display())))
+}
+
 /// Shape-checking access to the tensors of a checkpoint by their verbatim names, scoped to a
 /// prefix: `rd.pp("blocks").pp(3).matrix("att.key.weight", c, c)` reads
 /// `blocks.3.att.key.weight`, and every error names the full checkpoint key.

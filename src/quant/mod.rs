@@ -149,11 +149,13 @@ fn quantize_matrix(
 /// Runs the model on `calib_tokens` tokens of the calibration text and returns the input
 /// statistics of every product.
 fn calibrate(model: &Arc<Model>, in_path: &Path, p: &QuantizeParams) -> Result<HashMap<String, awq::InputStats>> {
-    let calib = p
-        .calib_file
-        .as_ref()
-        .ok_or_else(|| Error::invalid("AWQ needs a calibration text (calib_file; `sutra quantize --calib FILE`)"))?;
-    let text = std::fs::read_to_string(calib).map_err(|e| Error::io(calib, e))?;
+    let calib = p.calib_file.as_ref().ok_or_else(|| {
+        Error::invalid(
+            "AWQ needs a calibration text (calib_path in sutra_quantize_params, --calib FILE on the command line)",
+        )
+    })?;
+    // The calibration text: at most 1 GiB (calib_tokens of it are used).
+    let text = crate::format::read_text(calib, "calibration text", 1 << 30)?;
     let tok = match &p.tokenizer {
         Some(t) => Tokenizer::from_file(t)?,
         None => {
@@ -231,7 +233,9 @@ pub fn quantize_model(
         return Err(Error::invalid(format!("group size {}: must be 32, 64 or 128", p.group)));
     }
     if p.method == Method::Awq && p.calib_file.is_none() {
-        return Err(Error::invalid("AWQ needs a calibration text (calib_file; `sutra quantize --calib FILE`)"));
+        return Err(Error::invalid(
+            "AWQ needs a calibration text (calib_path in sutra_quantize_params, --calib FILE on the command line)",
+        ));
     }
     if let Some(c) = &p.calib_file {
         if !c.exists() {
@@ -325,7 +329,7 @@ pub fn quantize_model(
     // The source's config.json (what shapes cannot tell, e.g. Mamba-2 n_groups) travels along.
     let config_path = in_path.parent().unwrap_or(Path::new(".")).join("config.json");
     if config_path.is_file() {
-        let text = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
+        let text = crate::format::read_text(&config_path, "config.json", crate::format::MAX_SIDE_FILE)?;
         meta.insert("sutra.hf_config".to_string(), text);
     } else if let Some(text) = file.metadata.get("sutra.hf_config") {
         meta.insert("sutra.hf_config".to_string(), text.clone());

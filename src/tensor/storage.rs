@@ -26,7 +26,7 @@ pub enum Storage {
 impl Storage {
     /// Maps `path` read-only.
     pub fn map(path: &Path) -> Result<Storage> {
-        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let file = open_regular(path)?;
         let meta = file.metadata().map_err(|e| Error::io(path, e))?;
         if meta.len() == 0 {
             return Err(Error::format(format!("{}: empty file", path.display())));
@@ -60,7 +60,7 @@ impl Storage {
     /// Reads `path` fully into owned memory.
     pub fn read(path: &Path) -> Result<Storage> {
         use std::io::Read;
-        let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let mut file = open_regular(path)?;
         let len = file.metadata().map_err(|e| Error::io(path, e))?.len() as usize;
         let mut s = Storage::zeroed(len)?;
         if let Storage::Owned { words, .. } = &mut s {
@@ -102,4 +102,19 @@ impl Storage {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// Opens `path` for reading if it is a regular file: an empty path is an invalid argument,
+/// and a folder, device or FIFO an I/O error naming it (mapping or reading one fails
+/// obscurely or never ends).
+fn open_regular(path: &Path) -> Result<std::fs::File> {
+    if path.as_os_str().is_empty() {
+        return Err(Error::invalid("the file path is empty"));
+    }
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+    if !meta.is_file() {
+        return Err(Error::io_msg(path, "not a regular file (a folder, a device or a FIFO)"));
+    }
+    Ok(file)
 }

@@ -65,8 +65,15 @@ impl Bpe {
             let merged = lookup(&format!("{a}{b_tail}"))?;
             merges.entry((lookup(a)?, lookup(b)?)).or_insert((rank as u32, merged));
         }
+        // HF fails on the first unknown character when the unk token is missing; refusing
+        // the file at load says so once, instead of dropping unknown text silently.
         let unk = match opt_str(v, "unk_token", ctx)? {
-            Some(u) => vocab.get(u).copied(),
+            Some(u) => Some(
+                vocab
+                    .get(u)
+                    .copied()
+                    .ok_or_else(|| Error::format(format!("{ctx}: unk_token {u:?} is not in the vocabulary")))?,
+            ),
             None => None,
         };
         let byte_ids: Vec<Option<u32>> = (0..=255u8).map(|b| vocab.get(&format!("<0x{b:02X}>")).copied()).collect();

@@ -48,7 +48,7 @@ impl Tokenizer {
     /// Loads a HF tokenizer.json (BPE, WordPiece, Unigram) or an RWKV world vocab
     /// (rwkv_vocab_v20230424.txt format), detected by content.
     pub fn from_file(path: &Path) -> Result<Tokenizer> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let bytes = crate::format::read_file(path, "tokenizer", crate::format::MAX_SIDE_FILE)?;
         Self::from_bytes(&bytes, &path.display().to_string())
     }
 

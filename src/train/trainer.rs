@@ -215,6 +215,15 @@ impl Trainer {
                 model.info().arch_name
             )));
         }
+        // A rank past a matrix's smaller side adds nothing a smaller one cannot express, and
+        // a huge one would only allocate: refuse it naming the matrix.
+        if let Some((module, rows, cols)) = modules.iter().find(|(_, r, c)| p.rank > *r.min(c)) {
+            return Err(Error::invalid(format!(
+                "lora_rank {}: larger than {module} ([{rows}, {cols}]) can use; at most {} for the targets",
+                p.rank,
+                modules.iter().map(|(_, r, c)| *r.min(c)).min().unwrap_or(0)
+            )));
+        }
         let mut rng = Rng::new(p.seed);
         let params = modules
             .into_iter()
