@@ -16,7 +16,7 @@ pub use safetensors::{write_file_atomic, SafetensorsFile};
 
 /// Largest side file read whole (a tokenizer.json, a config, an adapter_config.json): the
 /// biggest real tokenizers are tens of MiB.
-pub const MAX_SIDE_FILE: u64 = 256 << 20;
+pub(crate) const MAX_SIDE_FILE: u64 = 256 << 20;
 
 /// Reads a whole side file (`what` names it in errors: "tokenizer", "calibration text", …):
 /// it must be a regular file (a device, a FIFO or a folder would be read forever or not at

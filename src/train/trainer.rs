@@ -215,13 +215,13 @@ impl Trainer {
                 model.info().arch_name
             )));
         }
-        // A rank past a matrix's smaller side adds nothing a smaller one cannot express, and
-        // a huge one would only allocate: refuse it naming the matrix.
-        if let Some((module, rows, cols)) = modules.iter().find(|(_, r, c)| p.rank > *r.min(c)) {
+        // A rank past every target's smaller side adds nothing a smaller one cannot express,
+        // and a huge one would only allocate (INT32_MAX aborted the process): refuse it.
+        let useful = modules.iter().map(|(_, r, c)| *r.min(c)).max().unwrap_or(0);
+        if p.rank > useful {
             return Err(Error::invalid(format!(
-                "lora_rank {}: larger than {module} ([{rows}, {cols}]) can use; at most {} for the targets",
-                p.rank,
-                modules.iter().map(|(_, r, c)| *r.min(c)).min().unwrap_or(0)
+                "lora_rank {}: larger than any target matrix can use (at most {useful}, the largest smaller side)",
+                p.rank
             )));
         }
         let mut rng = Rng::new(p.seed);
