@@ -398,3 +398,44 @@ fn check_streaming(i: usize, ids: &[u32]) {
     }
     assert_eq!(parts, whole, "{}: per-id bytes do not concatenate to the whole decode of {ids:?}", fx.name);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn framing_round_trips() {
+        assert_eq!(split_prefixed(&join_prefixed(b"config", b"weights")), (&b"config"[..], &b"weights"[..]));
+        assert_eq!(split_prefixed(b"\xff\0\0\0abc"), (&b"abc"[..], &b""[..]));
+        assert_eq!(split_prefixed(b"ab"), (&b""[..], &b""[..]));
+    }
+
+    #[test]
+    fn checksum_is_the_one_of_state_blobs() {
+        let blob = Session::new(golden(RWKV4)).state_to_vec();
+        let end = blob.len() - 8;
+        assert_eq!(fnv1a(&blob[..end]).to_le_bytes(), blob[end..]);
+    }
+
+    #[test]
+    fn a_panic_caught_by_the_library_is_a_note() {
+        init();
+        let caught = call("a test", || catch_unwind(|| panic!("caught inside")).is_err());
+        assert!(caught);
+        assert_eq!(CAUGHT.lock().unwrap().0, 1);
+    }
+
+    #[test]
+    fn fixtures_keep_the_promises_checked() {
+        for i in 0..TOKENIZERS.len() {
+            exercise_tokenizer(tokenizer(i));
+            check_text(i, SAMPLE.as_bytes(), false);
+            check_text(i, SAMPLE.as_bytes(), true);
+            check_ids(i, &[1, 0, 0, 0, 2, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]);
+        }
+        for i in 0..GOLDEN.len() {
+            exercise_model(golden(i));
+            check_state_blob(golden(i), &Session::new(golden(i)).state_to_vec());
+        }
+    }
+}
