@@ -208,6 +208,31 @@ fn model_seeds(tmp: &Path, names: &mut BTreeSet<String>) -> Res<()> {
     Ok(())
 }
 
+/// Edit lists for `model_shapes` (see its `edit`): each base alone, and a few edits of every
+/// kind on the RWKV-7, the Mamba-2 and the quantized RWKV-7.
+fn model_shapes_seeds() -> Res<()> {
+    let seeds = Seeds::new("model_shapes")?;
+    for i in 0..10u8 {
+        seeds.put(&format!("base{i}.bin"), &[i])?;
+    }
+    let edits: [(&str, u8, &[[u8; 4]]); 8] = [
+        ("rwkv7-deeper", 4, &[[6, 0, 0x80, 0]]),
+        ("rwkv7-deeper-then-wider", 4, &[[6, 0, 0x80, 0], [1, 3, 0, 0]]),
+        ("rwkv7-dim", 4, &[[0, 5, 0, 24]]),
+        ("rwkv7-rank", 4, &[[2, 7, 0, 1], [2, 9, 1, 0]]),
+        ("rwkv7-dtype-nan", 4, &[[3, 2, 1, 0], [4, 3, 0, 0], [4, 4, 1, 1]]),
+        ("mamba2-drop", 6, &[[5, 3, 0, 0], [6, 1, 1, 0]]),
+        ("rwkv7-q4-record", 7, &[[7, 0, 2, 2], [8, 1, 0, 0], [9, 0, 0, 1]]),
+        ("rwkv7-q4-group", 7, &[[9, 0, 0, 2], [9, 0, 1, 0]]),
+    ];
+    for (name, base, ops) in edits {
+        let mut v = vec![base];
+        v.extend(ops.iter().flatten());
+        seeds.put(&format!("{name}.bin"), &v)?;
+    }
+    Ok(())
+}
+
 /// `text` of a golden config.json with `changes` applied.
 fn config_with(rel: &str, changes: Value) -> String {
     let mut c: Value = serde_json::from_slice(&fixture(rel)).expect("a golden config is JSON");
@@ -566,6 +591,7 @@ fn main() -> Res<()> {
     let tmp = scratch()?;
     let mut names = BTreeSet::new();
     model_seeds(&tmp, &mut names)?;
+    model_shapes_seeds()?;
     model_config_seeds(&tmp)?;
     tokenizer_json_seeds()?;
     world_vocab_seeds()?;
