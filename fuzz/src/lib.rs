@@ -263,8 +263,9 @@ fn bits(v: &[f32]) -> Vec<u32> {
 }
 
 /// What a client does with a model it loaded: a session, a prefill of two tokens, one step,
-/// a state saved and loaded back. Evaluation errors are allowed (a panic the session caught
-/// comes back as one, see [`call`]); a session's own state blob must load back.
+/// a batch of two sessions, a state saved and loaded back. Evaluation errors are allowed (a
+/// panic the session caught comes back as one, see [`call`]); a session's own state blob must
+/// load back.
 pub fn exercise_model(model: &Arc<Model>) {
     let v = model.info().n_vocab;
     let mut logits = vec![0f32; v];
@@ -272,6 +273,12 @@ pub fn exercise_model(model: &Arc<Model>) {
     let tokens = [0, (1 % v.max(1)) as u32];
     let _ = call("Session::eval", || s.eval(&tokens, Some(&mut logits)));
     let _ = call("Session::eval_stepwise", || s.eval_stepwise(&tokens[1..], Some(&mut logits)));
+    // The batched path: two sessions, rows of different lengths.
+    let mut other = call("Session::clone", || s.clone());
+    let mut rows = vec![0f32; 2 * v];
+    let _ = call("Session::eval_batch", || {
+        Session::eval_batch(&mut [&mut other, &mut s.clone()], &[&tokens[..1], &tokens], Some(&mut rows))
+    });
     let blob = call("Session::state_to_vec", || s.state_to_vec());
     let mut fresh = Session::new(model);
     if let Err(e) = call("Session::load_state", || fresh.load_state(&blob)) {
