@@ -8,7 +8,8 @@
 //! step and a sequence (prefill) path, and sessions that own one sequence's recurrent state
 //! (reset, clone, save, load). Memory per sequence is constant, however long the context.
 //! LoRA adapters apply per session at run time, and train on the device (LoRA and QLoRA,
-//! hand-written backward passes, full BPTT).
+//! hand-written backward passes, full BPTT checkpointed every chunk of tokens, and state
+//! tuning of the initial recurrent state).
 //!
 //! **What it is not:** a trainer of full models, a GPU runtime, or a transformer engine (no
 //! KV cache, no attention over the past).
@@ -20,7 +21,7 @@
 //!   checkpoints; [`train::Trainer`] (in `train::trainer`, at this level) trains them.
 //! - [`quant`]: RTN and activation-aware (AWQ) quantization of a model into a quantized file.
 //! - [`session`]: one sequence's recurrent state (eval, batch eval, save/load/clone) and its binary blob.
-//! - [`model`]: a loaded model: architecture, thread pool, identity.
+//! - [`model`]: a loaded model: architecture, the process's shared thread pool for its thread count, identity.
 //! - [`models`]: one file per architecture version, each a [`models::stack::Stack`] of its own blocks.
 //! - [`exec`]: the execution context every forward pass runs in (scratch, the products' entry
 //!   point where adapters and observers plug in, rows of several sequences).

@@ -360,6 +360,10 @@ impl Session {
         if version != FORMAT_VERSION {
             return fail(format!("format version {version}, this build reads version {FORMAT_VERSION}"));
         }
+        let reserved = u32_at(12);
+        if reserved != 0 {
+            return fail(format!("reserved header bytes 12..16 hold {reserved:#x}, not 0"));
+        }
         let fp = u64_at(16);
         if fp != self.model.fingerprint() {
             return fail(format!(

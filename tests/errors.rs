@@ -175,6 +175,16 @@ fn foreign_or_corrupted_state_is_rejected_and_session_unchanged() {
     let mut version = good.clone();
     version[8] = 9;
     assert!(sa.load_state(&version).unwrap_err().to_string().contains("version"));
+    // The reserved header bytes must be zero, even under a valid checksum (FNV-1a 64 of
+    // everything before the checksum, recomputed here).
+    let mut reserved = good.clone();
+    reserved[13] = 1;
+    let end = reserved.len() - 8;
+    let sum =
+        reserved[..end].iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+    reserved[end..].copy_from_slice(&sum.to_le_bytes());
+    let e = sa.load_state(&reserved).unwrap_err();
+    assert!(e.to_string().contains("reserved"), "{e}");
     assert_eq!(sa.state(), &before[..]);
     sa.load_state(&good).unwrap();
     assert_eq!(sa.state(), &before[..]);
