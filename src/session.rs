@@ -360,10 +360,6 @@ impl Session {
         if version != FORMAT_VERSION {
             return fail(format!("format version {version}, this build reads version {FORMAT_VERSION}"));
         }
-        let reserved = u32_at(12);
-        if reserved != 0 {
-            return fail(format!("reserved header bytes 12..16 hold {reserved:#x}, not 0"));
-        }
         let fp = u64_at(16);
         if fp != self.model.fingerprint() {
             return fail(format!(
@@ -382,6 +378,11 @@ impl Session {
         let sum = u64_at(end);
         if sum != fnv1a(&buf[..end], FNV_OFFSET) {
             return fail("checksum mismatch: the blob is corrupted".into());
+        }
+        // Checked after the checksum, so that a corrupted blob says so.
+        let reserved = u32_at(12);
+        if reserved != 0 {
+            return fail(format!("reserved header bytes 12..16 hold {reserved:#x}, not 0"));
         }
         for (v, src) in self.state.iter_mut().zip(buf[HEADER..end].chunks_exact(4)) {
             *v = f32::from_le_bytes(src.try_into().unwrap_or_default());
