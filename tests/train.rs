@@ -491,15 +491,7 @@ fn gradients_match_central_differences_on_synthesized_models() {
                 s.set_state(st).unwrap();
             }
             s.set_adapter(&adapter(pairs), 1.0).unwrap();
-            let mut logits = vec![0f32; tokens.len() * v];
-            s.eval_all_logits(&tokens, &mut logits).unwrap();
-            let mut lp = vec![0f64; v];
-            let mut sum = 0f64;
-            for (row, &tg) in logits.chunks(v).zip(&targets) {
-                sutra::score::log_softmax(row, &mut lp);
-                sum -= lp[tg as usize];
-            }
-            sum / tokens.len() as f64
+            mean_nll(&mut s, &tokens, &targets)
         };
         let loss_of = |pairs: &[(String, Vec<f32>, Vec<f32>, f32)]| loss_at(pairs, None);
         let init = adapter(&pairs);
@@ -640,15 +632,7 @@ fn rwkv_gradients_match_central_differences_tensor_by_tensor() {
             let mut s = sutra::Session::new(&m);
             s.set_state(state).unwrap();
             s.set_adapter(&adapter(pairs), 1.0).unwrap();
-            let mut logits = vec![0f32; tokens.len() * v];
-            s.eval_all_logits(&tokens, &mut logits).unwrap();
-            let mut lp = vec![0f64; v];
-            let mut sum = 0f64;
-            for (row, &tg) in logits.chunks(v).zip(&targets) {
-                sutra::score::log_softmax(row, &mut lp);
-                sum -= lp[tg as usize];
-            }
-            sum / tokens.len() as f64
+            mean_nll(&mut s, &tokens, &targets)
         };
         let mut at = sutra::Session::new(&m);
         at.set_state(&start).unwrap();

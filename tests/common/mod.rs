@@ -75,3 +75,18 @@ pub fn command(exe: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
 pub fn emulated() -> bool {
     std::env::var_os("SUTRA_TEST_RUNNER").is_some_and(|v| !v.is_empty())
 }
+
+/// Mean cross-entropy (natural log) of `targets[i]` under the logits `s` gives after
+/// `tokens[i]`, fed as one sequence from the session's current state and adapters.
+pub fn mean_nll(s: &mut sutra::Session, tokens: &[u32], targets: &[i32]) -> f64 {
+    let v = s.model().info().n_vocab;
+    let mut logits = vec![0f32; tokens.len() * v];
+    s.eval_all_logits(tokens, &mut logits).unwrap();
+    let mut lp = vec![0f64; v];
+    let mut sum = 0f64;
+    for (row, &tg) in logits.chunks(v).zip(targets) {
+        sutra::score::log_softmax(row, &mut lp);
+        sum -= lp[tg as usize];
+    }
+    sum / tokens.len() as f64
+}
