@@ -28,9 +28,8 @@
 // RWKV-7's decay scale, e^{-1/2} as the reference writes it (`w = exp(-0.606531·σ(z))`).
 #define DECAY_SCALE 0.606531
 
-// Rows of W per block of [`matrix_bwd_input_par`]: 512 rows of a 768-wide matrix are
-// 1.5 MiB of f32 (and its transpose), small beside the head, large enough that the
-// product runs at matrix-matrix speed.
+// Rows of a non-f32 W converted per block of [`matrix_bwd_input_par`]: 512 rows of a
+// 768-wide matrix are 1.5 MiB of f32, small beside the head.
 #define BWD_BLOCK_ROWS 512
 
 // Largest conv width [`conv1d_causal_bwd`] supports (Mamba uses 4).

@@ -6,6 +6,7 @@
 //! busy machine slows libsutra down gracefully.
 
 pub mod dot;
+pub mod gemm;
 pub mod norm;
 pub mod qdot;
 pub mod ssm;

@@ -2,7 +2,7 @@
 //! v4–v6 channel mix (identical in v4, v5.2 and v6 up to the mix convention) and the RWKV
 //! v5.2/v6 WKV recurrence (v6 only makes the decay data dependent).
 
-use super::stack::{for_units, save_last, shift, units_to_rows, Norm, States};
+use super::stack::{for_units, map_units, save_last, shift, units_to_rows, Norm, States};
 use crate::error::Result;
 use crate::exec::{Exec, Seg};
 use crate::format::WeightReader;
@@ -294,6 +294,15 @@ pub(crate) fn columns(src: &[f32], w: usize, from: usize, len: usize) -> Vec<f32
     src.chunks_exact(w).flat_map(|r| r[from..from + len].iter().copied()).collect()
 }
 
+/// Writes `src` `[T, len]` into columns `from .. from + len` of the `[T, w]` rows of `dst`
+/// (the inverse of [`columns`]).
+pub(crate) fn set_columns(src: &[f32], from: usize, dst: &mut [f32], w: usize) {
+    let len = src.len() / (dst.len() / w).max(1);
+    for (s, d) in src.chunks_exact(len.max(1)).zip(dst.chunks_exact_mut(w)) {
+        d[from..from + len].copy_from_slice(s);
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Training: the pieces of the v5.2/v6 training passes that both share
 // ---------------------------------------------------------------------------------------------
@@ -438,16 +447,22 @@ pub(crate) fn wkv5_record(
     let HeadConfig { n_embd: c, n_head: nh, head_size: n } = *cfg;
     let t = inp.r.len() / c;
     let s0 = s.to_vec();
-    let mut y = vec![0f32; t * c];
-    let (mut hb, mut yh) = (vec![vec![0f32; t * n]; 3], vec![0f32; t * n]);
-    for (h, sh) in s.chunks_exact_mut(n * n).enumerate() {
-        for (buf, src) in hb.iter_mut().zip([inp.r, inp.k, inp.v]) {
-            gather(src, h, n, c, buf);
-        }
+    // Heads in parallel.
+    let heads = map_units(s, n * n, |h, sh| {
+        let [r, k, v] = [inp.r, inp.k, inp.v].map(|src| {
+            let mut b = vec![0f32; t * n];
+            gather(src, h, n, c, &mut b);
+            b
+        });
         let w = head_decay(inp.w, h, n, c, t);
-        let hi = Wkv5Inputs { r: &hb[0], k: &hb[1], v: &hb[2], w: &w, u: &u[h * n..(h + 1) * n] };
+        let hi = Wkv5Inputs { r: &r, k: &k, v: &v, w: &w, u: &u[h * n..(h + 1) * n] };
+        let mut yh = vec![0f32; t * n];
         wkv5_fwd(n, &hi, sh, &mut yh);
-        scatter_add(&yh, h, n, c, &mut y);
+        yh
+    });
+    let mut y = vec![0f32; t * c];
+    for (h, yh) in heads.iter().enumerate() {
+        scatter_add(yh, h, n, c, &mut y);
     }
     let mut y_norm = vec![0f32; t * c];
     crate::train::norm::group_norm_fwd(&y, nh, ln_x.weight(), ln_x.bias(), WKV5_GN_EPS, &mut y_norm);
@@ -491,26 +506,31 @@ pub(crate) fn wkv5_backprop(
     crate::train::act::gate_bwd(crate::train::act::Act::Identity, &rec.y_norm, inp.g, dy, &mut d_norm, d.dg);
     let mut d_y = vec![0f32; t * c];
     crate::train::norm::group_norm_bwd(&rec.y, nh, ln_x.weight(), WKV5_GN_EPS, &d_norm, &mut d_y, None, None);
-    let (mut hb, mut hd, mut dyh) = (vec![vec![0f32; t * n]; 3], vec![vec![0f32; t * n]; 3], vec![0f32; t * n]);
-    let mut scratch = vec![0f32; wkv5_scratch_len(n, t)];
     let Wkv5Bwd { dr, dk, dv, mut dw, .. } = d;
-    for h in 0..nh {
-        for (buf, src) in hb.iter_mut().zip([inp.r, inp.k, inp.v]) {
-            gather(src, h, n, c, buf);
-        }
-        gather(&d_y, h, n, c, &mut dyh);
-        hd.iter_mut().for_each(|b| b.fill(0.0));
+    let want_dw = dw.is_some();
+    // Heads in parallel, then their gradients added in head order.
+    let heads = map_units(ds, n * n, |h, dsh| {
+        let col = |src: &[f32]| {
+            let mut b = vec![0f32; t * n];
+            gather(src, h, n, c, &mut b);
+            b
+        };
+        let (r, k, v, dyh) = (col(inp.r), col(inp.k), col(inp.v), col(&d_y));
         let w = head_decay(inp.w, h, n, c, t);
-        let mut dwh = dw.as_ref().map(|_| vec![0f32; w.len()]);
-        let hi = Wkv5Inputs { r: &hb[0], k: &hb[1], v: &hb[2], w: &w, u: &u[h * n..(h + 1) * n] };
-        let sh = h * n * n..(h + 1) * n * n;
-        let [dr_h, dk_h, dv_h] = &mut hd[..] else { unreachable!() };
+        let mut dwh = want_dw.then(|| vec![0f32; w.len()]);
+        let hi = Wkv5Inputs { r: &r, k: &k, v: &v, w: &w, u: &u[h * n..(h + 1) * n] };
+        let mut hd = [(); 3].map(|_| vec![0f32; t * n]);
+        let [dr_h, dk_h, dv_h] = &mut hd;
         let mut g = Wkv5Grads { dr: dr_h, dk: dk_h, dv: dv_h, dw: dwh.as_deref_mut(), du: None };
-        wkv5_bwd(n, &hi, &rec.s0[sh.clone()], &dyh, &mut ds[sh], &mut g, &mut scratch);
+        let mut scratch = vec![0f32; wkv5_scratch_len(n, t)];
+        wkv5_bwd(n, &hi, &rec.s0[h * n * n..(h + 1) * n * n], &dyh, dsh, &mut g, &mut scratch);
+        (hd, dwh)
+    });
+    for (h, (hd, dwh)) in heads.iter().enumerate() {
         for (src, out) in hd.iter().zip([&mut *dr, &mut *dk, &mut *dv]) {
             scatter_add(src, h, n, c, out);
         }
-        if let (Some(dw), Some(dwh)) = (dw.as_deref_mut(), &dwh) {
+        if let (Some(dw), Some(dwh)) = (dw.as_deref_mut(), dwh) {
             if dw.len() == c {
                 dw[h * n..(h + 1) * n].iter_mut().zip(dwh).for_each(|(a, b)| *a += b);
             } else {

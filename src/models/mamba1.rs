@@ -13,8 +13,8 @@
 //! when present, its sizes must agree with the shapes, and its `layer_norm_epsilon` is used
 //! (default 1e-5).
 
-use super::common::{columns, conv_silu, mamba_conv_bias, mamba_embedding_key, mamba_stack};
-use super::stack::{for_units, units_to_rows, Block as StackBlock, Norm, Stack, States, TrainCarry};
+use super::common::{columns, conv_silu, mamba_conv_bias, mamba_embedding_key, mamba_stack, set_columns};
+use super::stack::{for_units, map_units, units_to_rows, Block as StackBlock, Norm, Stack, States, TrainCarry};
 use super::{count_params, ArchKind};
 use crate::error::{Error, Result};
 use crate::exec::{Exec, Seg};
@@ -23,6 +23,10 @@ use crate::kernels::ssm::scan_update_dot;
 use crate::kernels::{add_assign, silu, softplus};
 use crate::tensor::Matrix;
 use crate::train::lora::{lin_bwd, lin_fwd, LoraGrads, LoraSet};
+
+/// Channels per parallel block of the training scan (fixed, so that dB and dC are summed in
+/// the same order whatever the thread count).
+const SCAN_BLOCK: usize = 64;
 
 // ---------------------------------------------------------------------------------------------
 // Hyper-parameters
@@ -274,9 +278,20 @@ impl Block {
         lin_fwd(&self.dt_proj, set, &low, t, &mut dt_pre, &mut ax_dt);
         let mut dt = vec![0f32; t * di];
         act::bias_act_fwd(Act::Softplus, &dt_pre, &self.dt_bias, &mut dt);
+        // The selective scan in blocks of SCAN_BLOCK channels, in parallel.
+        let parts = map_units(&mut st[ps], SCAN_BLOCK * ns, |blk, h| {
+            let (c0, nc) = (blk * SCAN_BLOCK, h.len() / ns);
+            let (dt_b, u_b) = (columns(&dt, di, c0, nc), columns(&u, di, c0, nc));
+            let (a, d) = (&self.a[c0 * ns..(c0 + nc) * ns], &self.d[c0..c0 + nc]);
+            let inp = crate::train::ssm::ScanInputs { dt: &dt_b, u: &u_b, b: &b, c: &c, a, d };
+            let mut y = vec![0f32; t * nc];
+            crate::train::ssm::selective_scan_fwd_f32(&inp, h, &mut y);
+            y
+        });
         let mut y_scan = vec![0f32; t * di];
-        let inp = crate::train::ssm::ScanInputs { dt: &dt, u: &u, b: &b, c: &c, a: &self.a, d: &self.d };
-        crate::train::ssm::selective_scan_fwd(&inp, &mut st[ps], &mut y_scan);
+        for (blk, y) in parts.iter().enumerate() {
+            set_columns(y, blk * SCAN_BLOCK, &mut y_scan, di);
+        }
         let mut y = vec![0f32; t * di];
         act::gate_fwd(Act::Silu, &y_scan, &z, &mut y);
         let (mut out, mut ax_out) = (vec![0f32; t * dm], Vec::new());
@@ -311,11 +326,27 @@ impl Block {
         let (mut d_yscan, mut d_z) = (zeros(t * di), zeros(t * di));
         act::gate_bwd(Act::Silu, &rec.y_scan, &rec.z, &d_y, &mut d_yscan, &mut d_z);
         // 6. The selective scan (BPTT over the chunk; dh: dL/d(state after) in, before out).
+        //    Blocks of SCAN_BLOCK channels in parallel, their dB, dC summed in block order.
+        let parts = map_units(&mut dst[ps.clone()], SCAN_BLOCK * ns, |blk, dh| {
+            let (c0, nc) = (blk * SCAN_BLOCK, dh.len() / ns);
+            let (dt_b, u_b, dy_b) =
+                (columns(&rec.dt, di, c0, nc), columns(&rec.u, di, c0, nc), columns(&d_yscan, di, c0, nc));
+            let (a, d) = (&self.a[c0 * ns..(c0 + nc) * ns], &self.d[c0..c0 + nc]);
+            let inp = ssm::ScanInputs { dt: &dt_b, u: &u_b, b: &rec.b, c: &rec.c, a, d };
+            let (mut ddt, mut du, mut db, mut dc) = (zeros(t * nc), zeros(t * nc), zeros(t * ns), zeros(t * ns));
+            let mut g = ssm::ScanGrads { ddt: &mut ddt, du: &mut du, db: &mut db, dc: &mut dc, da: None, dd: None };
+            let mut scratch = zeros(ssm::selective_scan_scratch_len(t, ns));
+            let h0 = &rec.st0[ps.start + c0 * ns..ps.start + (c0 + nc) * ns];
+            ssm::selective_scan_bwd(&inp, h0, &dy_b, dh, &mut g, &mut scratch);
+            (ddt, du, db, dc)
+        });
         let (mut d_dt, mut d_u, mut d_b, mut d_c) = (zeros(t * di), zeros(t * di), zeros(t * ns), zeros(t * ns));
-        let inp = ssm::ScanInputs { dt: &rec.dt, u: &rec.u, b: &rec.b, c: &rec.c, a: &self.a, d: &self.d };
-        let mut g = ssm::ScanGrads { ddt: &mut d_dt, du: &mut d_u, db: &mut d_b, dc: &mut d_c, da: None, dd: None };
-        let mut scratch = zeros(ssm::selective_scan_scratch_len(t, ns));
-        ssm::selective_scan_bwd(&inp, &rec.st0[ps.clone()], &d_yscan, &mut dst[ps], &mut g, &mut scratch);
+        for (blk, (ddt, du, db, dc)) in parts.iter().enumerate() {
+            set_columns(ddt, blk * SCAN_BLOCK, &mut d_dt, di);
+            set_columns(du, blk * SCAN_BLOCK, &mut d_u, di);
+            d_b.iter_mut().zip(db).for_each(|(a, b)| *a += b);
+            d_c.iter_mut().zip(dc).for_each(|(a, b)| *a += b);
+        }
         // 5. dt = softplus(dt_proj·low + dt_bias).
         let mut d_dtpre = zeros(t * di);
         act::bias_act_bwd(Act::Softplus, &rec.dt_pre, &self.dt_bias, &d_dt, &mut d_dtpre, None);

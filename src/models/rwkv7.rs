@@ -5,7 +5,9 @@
 //! `blocks.N.ffn.*`, `ln_out`, `head.weight`); every size is read from tensor shapes.
 
 use super::common::{gather, scatter_add, HeadConfig};
-use super::stack::{for_units, save_last, shift, units_to_rows, Block as StackBlock, Norm, Stack, States, TrainCarry};
+use super::stack::{
+    for_units, map_units, save_last, shift, units_to_rows, Block as StackBlock, Norm, Stack, States, TrainCarry,
+};
 use super::{count_params, ArchKind};
 use crate::error::Result;
 use crate::exec::{Exec, Linear, Seg};
@@ -447,31 +449,32 @@ impl Block {
             k_mod[i] = k[i] * (1.0 + (a[i] - 1.0) * self.k_a[j]);
         }
         crate::train::norm::l2_normalize_fwd(&kk_pre, n, 1e-12, &mut kk);
-        // WKV per head from the chunk's start state.
-        let mut y_wkv = z();
-        let (mut hb, mut s, mut yh) = (vec![vec![0f32; t * n]; 6], vec![0f32; n * n], vec![0f32; t * n]);
-        for h in 0..nh {
-            for (buf, src) in hb.iter_mut().zip([&r, &w, &k_mod, &v, &kk, &a]) {
-                gather(src, h, n, c, buf);
-            }
-            let sh = pw.start + h * n * n..pw.start + (h + 1) * n * n;
-            s.copy_from_slice(&st[sh.clone()]);
+        // WKV and bonus per head from the chunk's start state, heads in parallel.
+        let heads = map_units(&mut st[pw], n * n, |h, s| {
+            let hb: Vec<Vec<f32>> = [&r, &w, &k_mod, &v, &kk, &a]
+                .iter()
+                .map(|src| {
+                    let mut b = vec![0f32; t * n];
+                    gather(src, h, n, c, &mut b);
+                    b
+                })
+                .collect();
             let inp =
                 crate::train::wkv::WkvInputs { r: &hb[0], w: &hb[1], k: &hb[2], v: &hb[3], kk: &hb[4], a: &hb[5] };
-            crate::train::wkv::wkv_fwd(n, &inp, &mut s, &mut yh);
-            st[sh].copy_from_slice(&s);
-            scatter_add(&yh, h, n, c, &mut y_wkv);
+            let (mut yh, mut yb) = (vec![0f32; t * n], vec![0f32; t * n]);
+            crate::train::wkv::wkv_fwd(n, &inp, s, &mut yh);
+            crate::train::wkv::wkv_bonus_fwd(&hb[0], &hb[2], &hb[3], &self.r_k[h * n..(h + 1) * n], &mut yb);
+            (yh, yb)
+        });
+        let mut y_wkv = z();
+        for (h, (yh, _)) in heads.iter().enumerate() {
+            scatter_add(yh, h, n, c, &mut y_wkv);
         }
         let mut y_ln = z();
         crate::train::norm::group_norm_fwd(&y_wkv, nh, self.ln_x.weight(), self.ln_x.bias(), GN_EPS, &mut y_ln);
         let mut y_bonus = y_ln;
-        for h in 0..nh {
-            for (buf, src) in hb.iter_mut().zip([&r, &k_mod, &v]) {
-                gather(src, h, n, c, buf);
-            }
-            yh.fill(0.0);
-            crate::train::wkv::wkv_bonus_fwd(&hb[0], &hb[1], &hb[2], &self.r_k[h * n..(h + 1) * n], &mut yh);
-            scatter_add(&yh, h, n, c, &mut y_bonus);
+        for (h, (_, yb)) in heads.iter().enumerate() {
+            scatter_add(yb, h, n, c, &mut y_bonus);
         }
         let y_gated: Vec<f32> = y_bonus.iter().zip(&g).map(|(y, g)| y * g).collect();
         let mut out = z();
@@ -577,32 +580,6 @@ impl Block {
             d_ybonus[i] = d_yg[i] * rec.g[i];
             d_g[i] = d_yg[i] * rec.y_bonus[i];
         }
-        let (mut d_r, mut d_kmod, mut d_v) = (z(), z(), z());
-        let mut hb = vec![vec![0f32; t * n]; 6];
-        let mut hd = vec![vec![0f32; t * n]; 6];
-        for h in 0..nh {
-            for (buf, src) in hb.iter_mut().zip([&rec.r, &rec.k_mod, &rec.v, &d_ybonus]) {
-                gather(src, h, n, c, buf);
-            }
-            for d in hd.iter_mut() {
-                d.fill(0.0);
-            }
-            let [d0, d1, d2, ..] = &mut hd[..] else { unreachable!() };
-            crate::train::wkv::wkv_bonus_bwd(
-                &hb[0],
-                &hb[1],
-                &hb[2],
-                &self.r_k[h * n..(h + 1) * n],
-                &hb[3],
-                d0,
-                d1,
-                d2,
-                None,
-            );
-            scatter_add(&hd[0], h, n, c, &mut d_r);
-            scatter_add(&hd[1], h, n, c, &mut d_kmod);
-            scatter_add(&hd[2], h, n, c, &mut d_v);
-        }
         let mut d_ywkv = z();
         crate::train::norm::group_norm_bwd(
             &rec.y_wkv,
@@ -614,24 +591,45 @@ impl Block {
             None,
             None,
         );
-        let (mut d_w, mut d_kk, mut d_a) = (z(), z(), z());
-        let mut scratch = vec![0f32; crate::train::wkv::wkv_scratch_len(n, t)];
-        let mut dyh = vec![0f32; t * n];
-        for h in 0..nh {
-            for (buf, src) in hb.iter_mut().zip([&rec.r, &rec.w, &rec.k_mod, &rec.v, &rec.kk, &rec.a]) {
-                gather(src, h, n, c, buf);
-            }
-            gather(&d_ywkv, h, n, c, &mut dyh);
-            for d in hd.iter_mut() {
-                d.fill(0.0);
-            }
-            // dS enters as dL/d(state after the chunk) and leaves as dL/d(state before it).
-            let sh = pw.start + h * n * n..pw.start + (h + 1) * n * n;
-            let inp =
-                crate::train::wkv::WkvInputs { r: &hb[0], w: &hb[1], k: &hb[2], v: &hb[3], kk: &hb[4], a: &hb[5] };
-            let [dr, dw, dk, dv, dkk, da] = &mut hd[..] else { unreachable!() };
+        // Bonus and WKV backward per head, heads in parallel; dS enters as dL/d(state after
+        // the chunk) and leaves as dL/d(state before it).
+        let heads = map_units(&mut dst[pw.clone()], n * n, |h, ds| {
+            let col = |src: &[f32]| {
+                let mut b = vec![0f32; t * n];
+                gather(src, h, n, c, &mut b);
+                b
+            };
+            let [r, w, k, v, kk, a] = [&rec.r, &rec.w, &rec.k_mod, &rec.v, &rec.kk, &rec.a].map(|x| col(x));
+            let mut hb = [(); 3].map(|_| vec![0f32; t * n]);
+            let [b0, b1, b2] = &mut hb;
+            crate::train::wkv::wkv_bonus_bwd(
+                &r,
+                &k,
+                &v,
+                &self.r_k[h * n..(h + 1) * n],
+                &col(&d_ybonus),
+                b0,
+                b1,
+                b2,
+                None,
+            );
+            let mut hd = [(); 6].map(|_| vec![0f32; t * n]);
+            let inp = crate::train::wkv::WkvInputs { r: &r, w: &w, k: &k, v: &v, kk: &kk, a: &a };
+            let [dr, dw, dk, dv, dkk, da] = &mut hd;
             let mut g = crate::train::wkv::WkvGrads { dr, dw, dk, dv, dkk, da };
-            crate::train::wkv::wkv_bwd(n, &inp, &rec.st0[sh.clone()], &dyh, &mut dst[sh], &mut g, &mut scratch);
+            let mut scratch = vec![0f32; crate::train::wkv::wkv_scratch_len(n, t)];
+            let s0 = &rec.st0[pw.start + h * n * n..pw.start + (h + 1) * n * n];
+            crate::train::wkv::wkv_bwd(n, &inp, s0, &col(&d_ywkv), ds, &mut g, &mut scratch);
+            (hb, hd)
+        });
+        let (mut d_r, mut d_kmod, mut d_v) = (z(), z(), z());
+        for (h, (hb, _)) in heads.iter().enumerate() {
+            for (d, out) in hb.iter().zip([&mut d_r, &mut d_kmod, &mut d_v]) {
+                scatter_add(d, h, n, c, out);
+            }
+        }
+        let (mut d_w, mut d_kk, mut d_a) = (z(), z(), z());
+        for (h, (_, hd)) in heads.iter().enumerate() {
             for (d, out) in hd.iter().zip([&mut d_r, &mut d_w, &mut d_kmod, &mut d_v, &mut d_kk, &mut d_a]) {
                 scatter_add(d, h, n, c, out);
             }

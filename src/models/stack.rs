@@ -564,6 +564,23 @@ pub(crate) fn for_units<F>(
     }
 }
 
+/// Maps `f(u, unit_state)` over the `unit_len`-long chunks of `state` (one per head or block
+/// of channels), on the pool's threads when it has more than one, and returns the results in
+/// unit order. The training passes run their per-head recurrences through it; the chunking is
+/// fixed by the caller, so results do not depend on the thread count.
+pub(crate) fn map_units<T, F>(state: &mut [f32], unit_len: usize, f: F) -> Vec<T>
+where
+    T: Send,
+    F: Fn(usize, &mut [f32]) -> T + Sync + Send,
+{
+    use rayon::prelude::*;
+    if rayon::current_num_threads() > 1 {
+        state.par_chunks_mut(unit_len).enumerate().map(|(u, s)| f(u, s)).collect()
+    } else {
+        state.chunks_mut(unit_len).enumerate().map(|(u, s)| f(u, s)).collect()
+    }
+}
+
 /// Scatters [`for_units`]' output (`[n_units, len, w]` per sequence) into rows `y`
 /// (`[T, n_units·w]`).
 pub(crate) fn units_to_rows(segs: &[Seg], out: &[f32], n_units: usize, w: usize, y: &mut [f32]) {

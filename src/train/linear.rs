@@ -67,13 +67,13 @@ pub fn matrix_bwd_input<R: Real>(m: &Matrix, dy: &[R], dx: &mut [R], rows_buf: &
     }
 }
 
-/// [`matrix_bwd_input`] in f32 at GEMM speed on the current rayon pool (**accumulates**):
-/// blocks of up to [`BWD_BLOCK_ROWS`] rows of W are converted to f32 once (in parallel),
-/// transposed into `Wᵀ` `[cols, n]`, and `dx += dy[:, block]·W[block, :]` runs as the
-/// engine's forward product [`crate::kernels::matmul`] of that transposed block (every
-/// converted value is reused by all T tokens, in register blocks). Equal to the serial
-/// [`matrix_bwd_input`] to float rounding.
+/// [`matrix_bwd_input`] (`dx += dy·W`, **accumulating**) at matrix–matrix speed: W's rows
+/// are streamed as stored (an f32 matrix in place; other types converted to f32 in blocks of
+/// up to [`BWD_BLOCK_ROWS`] rows, in parallel) through the register-tiled
+/// [`crate::kernels::gemm::gemm_acc`], the tokens split among the pool's threads. Equal to
+/// the serial [`matrix_bwd_input`] to float rounding.
 pub fn matrix_bwd_input_par(m: &Matrix, dy: &[f32], dx: &mut [f32]) {
+    use crate::kernels::gemm::{gemm_acc, GemmDims, MR};
     use rayon::prelude::*;
     let (rows, cols) = (m.rows, m.cols);
     assert!(dy.len().is_multiple_of(rows) && dx.len() == dy.len() / rows * cols, "matrix_bwd_input_par: shapes");
@@ -81,33 +81,30 @@ pub fn matrix_bwd_input_par(m: &Matrix, dy: &[f32], dx: &mut [f32]) {
     if t == 0 || rows == 0 || cols == 0 {
         return;
     }
-    let nb = rows.min(BWD_BLOCK_ROWS);
-    let (mut w, mut wt) = (vec![0f32; nb * cols], vec![0f32; cols * nb]);
-    let (mut dyb, mut tmp) = (vec![0f32; t * nb], vec![0f32; t * cols]);
-    let mut r0 = 0;
-    while r0 < rows {
-        let n = nb.min(rows - r0);
-        // W[r0..r0+n, :] in f32 (as the model sees it), then transposed: wt[c, k] = W[r0+k, c].
-        w[..n * cols].par_chunks_mut(cols).enumerate().for_each(|(k, row)| m.row_to_f32(r0 + k, row));
-        let w_blk = &w[..n * cols];
-        wt[..cols * n].par_chunks_mut(n).enumerate().for_each(|(c, out)| {
-            for (k, o) in out.iter_mut().enumerate() {
-                *o = w_blk[k * cols + c];
-            }
+    // Tokens per task: an even share, in whole register tiles.
+    let per = t.div_ceil(rayon::current_num_threads().max(1)).div_ceil(MR) * MR;
+    // dx[:, :] += dy[:, r0..r0+n] · w (the block's n rows of W, as f32).
+    let run = |r0: usize, n: usize, w: &[f32], dx: &mut [f32]| {
+        dx.par_chunks_mut(per * cols).zip(dy.par_chunks(per * rows)).for_each(|(dx, dy)| {
+            let d = GemmDims { m: dx.len() / cols, k: n, n: cols, lda: rows, ldb: cols, ldc: cols };
+            gemm_acc(d, &dy[r0..], w, dx);
         });
-        for (dst, src) in dyb[..t * n].chunks_exact_mut(n).zip(dy.chunks_exact(rows)) {
-            dst.copy_from_slice(&src[r0..r0 + n]);
-        }
-        let wt_m = Matrix::new(crate::tensor::Tensor::from_f32("Wᵀ block", vec![cols, n], &wt[..cols * n]), cols, n);
-        crate::kernels::matmul(&wt_m, &dyb[..t * n], t, &mut tmp);
-        dx.iter_mut().zip(&tmp).for_each(|(d, v)| *d += v);
-        r0 += n;
+    };
+    if let Some(w) = m.tensor.as_f32() {
+        run(0, rows, &w[..rows * cols], dx);
+        return;
+    }
+    let nb = rows.min(BWD_BLOCK_ROWS);
+    let mut w = vec![0f32; nb * cols];
+    for r0 in (0..rows).step_by(nb) {
+        let n = nb.min(rows - r0);
+        w[..n * cols].par_chunks_mut(cols).enumerate().for_each(|(k, row)| m.row_to_f32(r0 + k, row));
+        run(r0, n, &w[..n * cols], dx);
     }
 }
 
-/// Rows of W per block of [`matrix_bwd_input_par`]: 512 rows of a 768-wide matrix are
-/// 1.5 MiB of f32 (and its transpose), small beside the head, large enough that the
-/// product runs at matrix-matrix speed.
+/// Rows of a non-f32 W converted per block of [`matrix_bwd_input_par`]: 512 rows of a
+/// 768-wide matrix are 1.5 MiB of f32, small beside the head.
 pub const BWD_BLOCK_ROWS: usize = 512;
 
 /// `y = W x` for a dense `w` `[rows, cols]` (overwrites `y`): `x` `[T, cols]`, `y` `[T, rows]`.

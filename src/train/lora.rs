@@ -6,6 +6,7 @@ use super::linear::LoraRef;
 use crate::error::{Error, Result};
 use crate::lora::Adapter;
 use crate::tensor::Matrix;
+use rayon::prelude::*;
 use std::collections::HashMap;
 
 /// One trainable pair for the base matrix `key` (`<module>.weight`).
@@ -99,7 +100,12 @@ pub fn lin_fwd(m: &Matrix, set: &LoraSet, x: &[f32], t: usize, y: &mut [f32], ax
     if let Some(i) = set.find(m) {
         let p = &set.params[i];
         ax.resize(t * p.rank, 0.0);
-        super::linear::lora_fwd(&p.as_ref(), x, ax, y);
+        let l = p.as_ref();
+        let b = LORA_BLOCK_ROWS;
+        x.par_chunks(b * p.n_in)
+            .zip(ax.par_chunks_mut(b * p.rank))
+            .zip(y.par_chunks_mut(b * p.n_out))
+            .for_each(|((x, ax), y)| super::linear::lora_fwd(&l, x, ax, y));
     }
 }
 
@@ -115,11 +121,33 @@ pub fn lin_bwd(
     t: usize,
     dx: &mut [f32],
 ) {
+    debug_assert!(dy.len() == t * m.rows && dx.len() == t * m.cols, "lin_bwd: shapes");
     super::linear::matrix_bwd_input_par(m, dy, dx);
     if let Some(i) = set.find(m) {
         let p = &set.params[i];
-        let mut dax = vec![0f32; t * p.rank];
+        let l = p.as_ref();
+        let b = LORA_BLOCK_ROWS;
+        // Blocks of rows in parallel, each with its own dA, dB, summed in block order (so the
+        // result does not depend on the thread count).
+        let parts: Vec<(Vec<f32>, Vec<f32>)> = x
+            .par_chunks(b * p.n_in)
+            .zip(ax.par_chunks(b * p.rank))
+            .zip(dy.par_chunks(b * p.n_out))
+            .zip(dx.par_chunks_mut(b * p.n_in))
+            .map(|(((x, ax), dy), dx)| {
+                let (mut da, mut db) = (vec![0f32; p.a.len()], vec![0f32; p.b.len()]);
+                let mut dax = vec![0f32; ax.len()];
+                super::linear::lora_bwd(&l, x, ax, dy, &mut dax, Some(dx), Some(&mut da), Some(&mut db));
+                (da, db)
+            })
+            .collect();
         let (da, db) = (&mut grads.da[i], &mut grads.db[i]);
-        super::linear::lora_bwd(&p.as_ref(), x, ax, dy, &mut dax, Some(dx), Some(da), Some(db));
+        for (pa, pb) in &parts {
+            da.iter_mut().zip(pa).for_each(|(g, v)| *g += v);
+            db.iter_mut().zip(pb).for_each(|(g, v)| *g += v);
+        }
     }
 }
+
+/// Rows per parallel block of the LoRA branch's forward and backward.
+const LORA_BLOCK_ROWS: usize = 32;

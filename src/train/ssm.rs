@@ -11,7 +11,7 @@
 //! Chunking is as everywhere in [`crate::train`]: each `*_fwd` takes its state in/out,
 //! each `*_bwd` takes the chunk's start state and the state gradient in/out.
 
-use super::real::Real;
+use super::real::{dot, Real};
 
 /// Largest conv width [`conv1d_causal_bwd`] supports (Mamba uses 4).
 pub const MAX_CONV_WIDTH: usize = 64;
@@ -148,24 +148,45 @@ pub struct ScanGrads<'a, R> {
 pub fn selective_scan_fwd<R: Real>(inp: &ScanInputs<'_, R>, h: &mut [R], y: &mut [R]) {
     let (t, di, s) = inp.dims();
     assert!(h.len() == di * s && y.len() == t * di, "selective_scan_fwd: shapes");
+    // e = exp(dt·A) for every channel of a step at once (one vectorized pass).
+    let mut e = vec![R::ZERO; di * s];
+    for i in 0..t {
+        let (b, c) = (&inp.b[i * s..(i + 1) * s], &inp.c[i * s..(i + 1) * s]);
+        for ((ec, a), &dt) in e.chunks_exact_mut(s).zip(inp.a.chunks_exact(s)).zip(&inp.dt[i * di..(i + 1) * di]) {
+            ec.iter_mut().zip(a).for_each(|(e, &a)| *e = dt * a);
+        }
+        R::exp_slice(&mut e);
+        for ch in 0..di {
+            let (dt, u) = (inp.dt[i * di + ch], inp.u[i * di + ch]);
+            let (hc, ec) = (&mut h[ch * s..(ch + 1) * s], &e[ch * s..(ch + 1) * s]);
+            for j in 0..s {
+                hc[j] = ec[j] * hc[j] + dt * u * b[j];
+            }
+            y[i * di + ch] = dot(hc, c) + inp.d[ch] * u;
+        }
+    }
+}
+
+/// [`selective_scan_fwd`] in f32 through the engine's vectorized scan kernel
+/// ([`crate::kernels::ssm::scan_update_dot`]), which does the same arithmetic in the same
+/// order, exponential included, as the generic code and [`selective_scan_bwd`]'s recompute.
+pub fn selective_scan_fwd_f32(inp: &ScanInputs<'_, f32>, h: &mut [f32], y: &mut [f32]) {
+    let (t, di, s) = inp.dims();
+    assert!(h.len() == di * s && y.len() == t * di, "selective_scan_fwd: shapes");
     for i in 0..t {
         let (b, c) = (&inp.b[i * s..(i + 1) * s], &inp.c[i * s..(i + 1) * s]);
         for ch in 0..di {
             let (dt, u) = (inp.dt[i * di + ch], inp.u[i * di + ch]);
             let (hc, a) = (&mut h[ch * s..(ch + 1) * s], &inp.a[ch * s..(ch + 1) * s]);
-            let mut acc = R::ZERO;
-            for j in 0..s {
-                hc[j] = (dt * a[j]).exp() * hc[j] + dt * u * b[j];
-                acc += hc[j] * c[j];
-            }
-            y[i * di + ch] = acc + inp.d[ch] * u;
+            y[i * di + ch] = crate::kernels::ssm::scan_update_dot(hc, a, dt, dt * u, b, c) + inp.d[ch] * u;
         }
     }
 }
 
-/// Length of [`selective_scan_bwd`]'s scratch: T·S (one channel's states at a time).
+/// Length of [`selective_scan_bwd`]'s scratch: 2·T·S (one channel's states and decays at a
+/// time).
 pub fn selective_scan_scratch_len(t: usize, s: usize) -> usize {
-    t * s
+    2 * t * s
 }
 
 /// Backward (BPTT) of [`selective_scan_fwd`] over the same T steps.
@@ -187,43 +208,52 @@ pub fn selective_scan_bwd<R: Real>(
     let (t, di, s) = inp.dims();
     assert!(h0.len() == di * s && dh.len() == di * s && dy.len() == t * di, "selective_scan_bwd: shapes");
     assert!(g.ddt.len() == t * di && g.du.len() == t * di && g.db.len() == t * s && g.dc.len() == t * s);
-    assert!(scratch.len() >= t * s, "selective_scan_bwd: scratch below selective_scan_scratch_len");
+    assert!(scratch.len() >= 2 * t * s, "selective_scan_bwd: scratch below selective_scan_scratch_len");
+    let mut gbuf = vec![R::ZERO; 2 * s];
     for ch in 0..di {
         let a = &inp.a[ch * s..(ch + 1) * s];
         let h0c = &h0[ch * s..(ch + 1) * s];
-        // hist[i] = h after step i.
-        let hist = &mut scratch[..t * s];
+        // hist[i] = h after step i; es[i] = exp(dt_i·A) (one vectorized pass).
+        let (hist, es) = scratch[..2 * t * s].split_at_mut(t * s);
+        for (i, ei) in es.chunks_exact_mut(s).enumerate() {
+            let dt = inp.dt[i * di + ch];
+            ei.iter_mut().zip(a).for_each(|(e, &a)| *e = dt * a);
+        }
+        R::exp_slice(es);
         for i in 0..t {
             let (dt, u) = (inp.dt[i * di + ch], inp.u[i * di + ch]);
             for j in 0..s {
                 let prev = if i == 0 { h0c[j] } else { hist[(i - 1) * s + j] };
-                hist[i * s + j] = (dt * a[j]).exp() * prev + dt * u * inp.b[i * s + j];
+                hist[i * s + j] = es[i * s + j] * prev + dt * u * inp.b[i * s + j];
             }
         }
         let dhc = &mut dh[ch * s..(ch + 1) * s];
         let mut dd_acc = R::ZERO;
+        // Per step: G and G ⊙ h_prev ⊙ e ⊙ A as vectors, the reductions as dot products (so
+        // that every loop vectorizes).
+        let (gv, pea) = gbuf.split_at_mut(s);
         for i in (0..t).rev() {
             let (dt, u, gy) = (inp.dt[i * di + ch], inp.u[i * di + ch], dy[i * di + ch]);
             dd_acc += gy * u;
-            let (mut ddt, mut du) = (R::ZERO, gy * inp.d[ch]);
+            let prev = if i == 0 { h0c } else { &hist[(i - 1) * s..i * s] };
+            let (hi, ei) = (&hist[i * s..(i + 1) * s], &es[i * s..(i + 1) * s]);
+            let (bi, ci) = (&inp.b[i * s..(i + 1) * s], &inp.c[i * s..(i + 1) * s]);
+            let (dci, dbi) = (&mut g.dc[i * s..(i + 1) * s], &mut g.db[i * s..(i + 1) * s]);
             for j in 0..s {
-                let hij = hist[i * s + j];
-                let prev = if i == 0 { h0c[j] } else { hist[(i - 1) * s + j] };
-                let e = (dt * a[j]).exp();
-                let bj = inp.b[i * s + j];
-                g.dc[i * s + j] += gy * hij;
-                let gj = dhc[j] + gy * inp.c[i * s + j];
-                let de = gj * prev;
-                ddt += de * e * a[j] + gj * u * bj;
-                if let Some(da) = g.da.as_deref_mut() {
-                    da[ch * s + j] += de * e * dt;
-                }
-                du += gj * dt * bj;
-                g.db[i * s + j] += gj * dt * u;
-                dhc[j] = gj * e;
+                dci[j] += gy * hi[j];
+                gv[j] = dhc[j] + gy * ci[j];
+                pea[j] = prev[j] * ei[j] * a[j];
+                dbi[j] += gv[j] * dt * u;
+                dhc[j] = gv[j] * ei[j];
             }
-            g.ddt[i * di + ch] += ddt;
-            g.du[i * di + ch] += du;
+            if let Some(da) = g.da.as_deref_mut() {
+                for j in 0..s {
+                    da[ch * s + j] += gv[j] * prev[j] * ei[j] * dt;
+                }
+            }
+            let gb = dot(gv, bi);
+            g.ddt[i * di + ch] += dot(gv, pea) + u * gb;
+            g.du[i * di + ch] += gy * inp.d[ch] + dt * gb;
         }
         if let Some(dd) = g.dd.as_deref_mut() {
             dd[ch] += dd_acc;
@@ -725,7 +755,14 @@ mod tests {
             let mut dh = sc.ch.clone();
             let [ddt, du, db, dc, da, dd] = &mut g;
             let mut gr = ScanGrads { ddt, du, db, dc, da: Some(da), dd: Some(dd) };
-            selective_scan_bwd(&scan_inputs(&sc.x), &sc.h0, &sc.cy, &mut dh, &mut gr, &mut vec![0.0; t * s]);
+            selective_scan_bwd(
+                &scan_inputs(&sc.x),
+                &sc.h0,
+                &sc.cy,
+                &mut dh,
+                &mut gr,
+                &mut vec![0.0; selective_scan_scratch_len(t, s)],
+            );
             (g, dh)
         };
         let x32: Vec<Vec<f32>> = sc.x.iter().map(|v| to32(v)).collect();
@@ -742,7 +779,14 @@ mod tests {
         {
             let [ddt, du, db, dc, da, dd] = &mut g32;
             let mut gr = ScanGrads { ddt, du, db, dc, da: Some(da), dd: Some(dd) };
-            selective_scan_bwd(&inp, &to32(&sc.h0), &to32(&sc.cy), &mut dh32, &mut gr, &mut vec![0.0; t * s]);
+            selective_scan_bwd(
+                &inp,
+                &to32(&sc.h0),
+                &to32(&sc.cy),
+                &mut dh32,
+                &mut gr,
+                &mut vec![0.0; selective_scan_scratch_len(t, s)],
+            );
         }
         for (i, name) in ["dt", "u", "B", "C", "A", "D"].iter().enumerate() {
             let e = rel_max_err(&g32[i], &bwd64.0[i]);

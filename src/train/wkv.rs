@@ -69,9 +69,9 @@ impl<R> WkvInputs<'_, R> {
 }
 
 /// Length of [`wkv_bwd`]'s scratch for T steps of head size N: T·N² (the states before
-/// each step) + 2·N.
+/// each step) + 3·N.
 pub fn wkv_scratch_len(n: usize, t: usize) -> usize {
-    t * n * n + 2 * n
+    t * n * n + 3 * n
 }
 
 /// Row `i` of a `[T, n]` slice.
@@ -88,14 +88,11 @@ fn step<R: Real>(s: &mut [R], r: &[R], w: &[R], k: &[R], v: &[R], kk: &[R], a: &
     for (i, row) in s.chunks_exact_mut(n).enumerate() {
         let sa = -dot(row, kk);
         let vi = v[i];
-        let mut acc = R::ZERO;
         for j in 0..n {
-            let nv = row[j] * w[j] + sa * (kk[j] * a[j]) + vi * k[j];
-            row[j] = nv;
-            acc += nv * r[j];
+            row[j] = row[j] * w[j] + sa * (kk[j] * a[j]) + vi * k[j];
         }
         if let Some(y) = y.as_deref_mut() {
-            y[i] = acc;
+            y[i] = dot(row, r);
         }
     }
 }
@@ -139,7 +136,8 @@ pub fn wkv_bwd<R: Real>(
         return;
     }
     let (states, rest) = scratch.split_at_mut(t * nn);
-    let (s_new, db) = rest[..2 * n].split_at_mut(n);
+    let (s_new, rest) = rest[..3 * n].split_at_mut(n);
+    let (db, b) = rest.split_at_mut(n);
     // Recompute S_0 .. S_{T−1} (the state before each step).
     states[..nn].copy_from_slice(s0);
     for i in 0..t - 1 {
@@ -156,28 +154,30 @@ pub fn wkv_bwd<R: Real>(
         let dyt = &dy[sl.clone()];
         let s = &states[i * nn..(i + 1) * nn];
         db.iter_mut().for_each(|d| *d = R::ZERO);
+        for (bj, (&kj, &aj)) in b.iter_mut().zip(kk.iter().zip(a)) {
+            *bj = kj * aj;
+        }
+        let (gdr, gdk, gdw, gdkk) =
+            (&mut g.dr[sl.clone()], &mut g.dk[sl.clone()], &mut g.dw[sl.clone()], &mut g.dkk[sl.clone()]);
         for row_i in 0..n {
             let row = &s[row_i * n..(row_i + 1) * n];
             let dsr = &mut ds[row_i * n..(row_i + 1) * n];
             let sa = -dot(row, kk);
             let (vi, dyi) = (v[row_i], dyt[row_i]);
-            let (mut dv, mut dsa) = (R::ZERO, R::ZERO);
             for j in 0..n {
-                let b = kk[j] * a[j];
-                s_new[j] = row[j] * w[j] + sa * b + vi * k[j];
+                s_new[j] = row[j] * w[j] + sa * b[j] + vi * k[j];
                 // G = dS_new + dy·rᵀ, kept in dsr until it becomes dS.
                 let gij = dsr[j] + dyi * r[j];
                 dsr[j] = gij;
-                g.dr[sl.start + j] += s_new[j] * dyi;
-                g.dk[sl.start + j] += gij * vi;
-                g.dw[sl.start + j] += gij * row[j];
-                dv += gij * k[j];
+                gdr[j] += s_new[j] * dyi;
+                gdk[j] += gij * vi;
+                gdw[j] += gij * row[j];
                 db[j] += gij * sa;
-                dsa += gij * b;
             }
-            g.dv[sl.start + row_i] += dv;
+            g.dv[sl.start + row_i] += dot(dsr, k);
+            let dsa = dot(dsr, b);
             for j in 0..n {
-                g.dkk[sl.start + j] -= dsa * row[j];
+                gdkk[j] -= dsa * row[j];
                 dsr[j] = dsr[j] * w[j] - dsa * kk[j];
             }
         }
