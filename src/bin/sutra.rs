@@ -37,9 +37,9 @@ const USAGE: &str = "usage:
   sutra chat MODEL [--tokenizer T] [--temp 0.8] [--top-p 0.9] [--seed S] [-n 300]
   sutra perplexity MODEL [--tokenizer T] --file TEXT [--bos 0] [--ctx 1024] [--kl-base BASE]
   sutra quantize IN OUT --type q8|q4 [--group 32|64|128] [--method rtn|awq] [--calib TEXT --calib-tokens N] [--tokenizer T] [--keep NAME,...]
-  sutra lora train MODEL --data TEXT --out DIR [--rank 8 --alpha 16 --targets att.key,... --lr 1e-3 --steps 100 --ctx 128 --batch 4 --seed 0 --eval-frac 0.1 --eval-every 20 --init DIR --grad-clip 0 --chunk 128]
+  sutra lora train MODEL --data TEXT --out DIR [--rank 8 --alpha 16 --targets att.key,... --lr 1e-3 --steps 100 --ctx 128 --batch 4 --seed 0 --eval-frac 0.1 --eval-every 20 --init DIR --grad-clip 0 --chunk 256]
                   [--state | --tune adapter|state|both] [--state-lr LR] [--init-state FILE]   (state tuning: writes DIR/state.bin)
-  sutra lora bench MODEL [--ctx 512 --rank 8 --steps 3 --chunk 128 --threads N] [--state]   (training tokens/s and peak RSS beside prefill)
+  sutra lora bench MODEL [--ctx 512 --rank 8 --steps 3 --chunk 256 --threads N] [--state]   (training tokens/s and peak RSS beside prefill)
   sutra lora merge MODEL ADAPTER[:SCALE]... --out FILE [--dtype f32|bf16]   (a quantized base is written dequantized)
 generate, chat, perplexity, bench and logits take --lora DIR[:SCALE] (repeatable): PEFT adapters applied at run time;
 generate, chat and perplexity take --init-state FILE: start from a saved state blob (a tuned state from --state).
@@ -681,22 +681,37 @@ fn cmd_lora_bench(args: &Args) -> Result<()> {
     let mut rng = sutra::rng::Rng::new(7);
     let ids: Vec<u32> = (0..=ctx).map(|_| (rng.next_u64() % v as u64) as u32).collect();
     let targets: Vec<i32> = ids[1..].iter().map(|&t| t as i32).collect();
-    // Prefill of the same tokens: the reference rate.
+    // Prefill of the same tokens is the reference rate. The two are paired: each round
+    // times one prefill and one training step back to back, so that a machine's drift hits
+    // both, and the medians are reported (after one warm-up round, uncounted).
     let mut s = Session::new(&m);
-    s.eval(&ids[..ctx], None)?;
-    s.reset();
-    let t0 = Instant::now();
-    s.eval(&ids[..ctx], None)?;
-    let prefill = ctx as f64 / t0.elapsed().as_secs_f64();
-    drop(s);
     let rss_before = peak_rss_kib();
     let mut tr = Trainer::new(&m, None, &p)?;
-    tr.step(&ids[..ctx], &targets, 1, ctx)?;
-    let t0 = Instant::now();
-    for _ in 0..steps {
+    let (mut prefill, mut train, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..=steps {
+        s.reset();
+        let t0 = Instant::now();
+        s.eval(&ids[..ctx], None)?;
+        let pf = ctx as f64 / t0.elapsed().as_secs_f64();
+        let t0 = Instant::now();
         tr.step(&ids[..ctx], &targets, 1, ctx)?;
+        let tt = ctx as f64 / t0.elapsed().as_secs_f64();
+        if round > 0 {
+            prefill.push(pf);
+            train.push(tt);
+            ratio.push(tt / pf);
+        }
     }
-    let train = (steps * ctx) as f64 / t0.elapsed().as_secs_f64();
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        }
+    };
+    let (prefill, train, ratio) = (median(&mut prefill), median(&mut train), median(&mut ratio));
     let i = m.info();
     println!(
         "model: {} {} layers x {} ({} params, {:?}), {} threads",
@@ -710,7 +725,7 @@ fn cmd_lora_bench(args: &Args) -> Result<()> {
     println!("train: ctx {ctx}, batch 1, r {}, bptt chunk {}, {} pairs", p.rank, p.bptt_chunk, tr.params().len());
     println!("prefill_tokens_per_s: {prefill:.1}");
     println!("train_tokens_per_s: {train:.1}");
-    println!("train_over_prefill: {:.3}", train / prefill);
+    println!("train_over_prefill: {ratio:.3}");
     match (rss_before, peak_rss_kib()) {
         (Some(b), Some(a)) => {
             println!("peak_rss_mib: {:.1}", a as f64 / 1024.0);
