@@ -152,9 +152,18 @@ impl Session {
 
     /// Runs `f` (the forward passes of one evaluation) on the model's threads; a panic inside
     /// marks the session failed and comes back as [`Error::Internal`].
-    fn run(&mut self, f: impl FnOnce(&Model, &mut Context, &mut [f32]) + Send) -> Result<()> {
+    /// `decode`: the evaluation is that many single-token steps, which run where the model's
+    /// [`install_decode`](Model::install_decode) finds them faster; 0 for any other.
+    fn run(&mut self, decode: usize, f: impl FnOnce(&Model, &mut Context, &mut [f32]) + Send) -> Result<()> {
         let (model, ctx, state) = (&*self.model, &mut self.ctx, &mut self.state[..]);
-        match catch_unwind(AssertUnwindSafe(|| model.install(|| f(model, ctx, state)))) {
+        let go = || {
+            if decode > 0 {
+                model.install_decode(decode, || f(model, ctx, state))
+            } else {
+                model.install(|| f(model, ctx, state))
+            }
+        };
+        match catch_unwind(AssertUnwindSafe(go)) {
             Ok(()) => Ok(()),
             Err(panic) => {
                 let msg = format!("internal error during evaluation: {}", crate::error::panic_message(&*panic));
@@ -169,7 +178,7 @@ impl Session {
     pub fn eval(&mut self, tokens: &[u32], logits: Option<&mut [f32]>) -> Result<()> {
         self.check(tokens, logits.as_deref(), false)?;
         let v = self.model.info().n_vocab;
-        self.run(|model, ctx, state| {
+        self.run(if tokens.len() == 1 { 1 } else { 0 }, |model, ctx, state| {
             let n_chunks = tokens.len().div_ceil(PREFILL_CHUNK);
             let mut logits = logits;
             for (ci, chunk) in tokens.chunks(PREFILL_CHUNK).enumerate() {
@@ -198,7 +207,7 @@ impl Session {
     pub fn eval_stepwise(&mut self, tokens: &[u32], logits: Option<&mut [f32]>) -> Result<()> {
         self.check(tokens, logits.as_deref(), false)?;
         let v = self.model.info().n_vocab;
-        self.run(|model, ctx, state| {
+        self.run(tokens.len(), |model, ctx, state| {
             let mut logits = logits;
             for (i, tok) in tokens.iter().enumerate() {
                 let out = if i + 1 == tokens.len() { logits.take().map(|l| &mut l[..v]) } else { None };
@@ -212,7 +221,7 @@ impl Session {
     pub fn eval_all_logits(&mut self, tokens: &[u32], logits: &mut [f32]) -> Result<()> {
         self.check(tokens, Some(logits), true)?;
         let v = self.model.info().n_vocab;
-        self.run(|model, ctx, state| {
+        self.run(0, |model, ctx, state| {
             for (chunk, out) in tokens.chunks(PREFILL_CHUNK).zip(logits.chunks_mut(PREFILL_CHUNK * v)) {
                 forward_one(model, ctx, state, chunk, Logits::All(&mut out[..chunk.len() * v]));
             }

@@ -121,6 +121,23 @@ fn threads_do_not_change_results() {
     assert_close(&outs[2], &outs[0], 1e-5, 0.0, "3 vs 1 threads");
 }
 
+/// Decode steps on a 2-thread model run on its pool or on one thread, whichever the model's
+/// governor timed faster (it probes both within the first steps and then every 64): either
+/// way every step's logits are the very bits of a 1-thread model's.
+#[test]
+fn decode_steps_are_the_same_bits_whichever_side_runs_them() {
+    let p = repo("models/rwkv7-shakespeare-6x256/model.safetensors");
+    let (m1, m2) = (load(&p, 1), load(&p, 2));
+    let v = m1.info().n_vocab;
+    let (mut s1, mut s2) = (Session::new(&m1), Session::new(&m2));
+    let (mut l1, mut l2) = (vec![0f32; v], vec![0f32; v]);
+    for (i, tok) in tokens(100, v).into_iter().enumerate() {
+        s1.eval(&[tok], Some(&mut l1)).unwrap();
+        s2.eval(&[tok], Some(&mut l2)).unwrap();
+        assert!(l1.iter().zip(&l2).all(|(a, b)| a.to_bits() == b.to_bits()), "step {i}: logits differ");
+    }
+}
+
 #[test]
 fn model_info_is_read_from_shapes() {
     let m = load(&repo("models/rwkv7-shakespeare-6x256/model.safetensors"), 1);

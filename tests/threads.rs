@@ -29,9 +29,10 @@ fn models_share_one_pool_per_thread_count() {
         }
     }
     // A pool per model made 3 + 2 workers per round, 100 threads for the 20 models held;
-    // shared pools are made once: 5 workers in all.
+    // shared pools are made once: 5 workers in all, and the one-worker pool that decode
+    // steps may run on.
     let now = threads();
-    assert!(now <= before + 5, "{before} threads before, {now} with {} models alive", held.len());
+    assert!(now <= before + 6, "{before} threads before, {now} with {} models alive", held.len());
     drop(held);
     let q = std::env::temp_dir().join(format!("sutra-threads-{}.q8", std::process::id()));
     for _ in 0..5 {
@@ -44,5 +45,5 @@ fn models_share_one_pool_per_thread_count() {
         sutra::quant::quantize_model(&path, &q, &p, &mut |_| true).unwrap();
     }
     std::fs::remove_file(&q).ok();
-    assert!(threads() <= before + 5, "quantizing started threads of its own");
+    assert!(threads() <= before + 6, "quantizing started threads of its own");
 }
