@@ -30,8 +30,9 @@
 //! - [`tokenizer`]: Hugging Face tokenizer.json (BPE, WordPiece, Unigram) and the RWKV world vocabulary.
 //! - [`train`]: the training kernels, forward + hand-written backward (products, norms, WKV, scans,
 //!   loss, AdamW) and the trainable LoRA pairs; its `trainer` module sits with [`lora`] above.
-//! - [`kernels`]: products, norms, scans and activations (scalar reference + SIMD chosen at run
-//!   time); they know tensors only, nothing of models, formats or quantizers.
+//! - [`kernels`]: products (matrix–vector, matrix–matrix, and the accumulating `C += A·B` of
+//!   [`kernels::gemm`] for input gradients), norms, scans and activations (scalar reference +
+//!   SIMD chosen at run time); they know tensors only, nothing of models, formats or quantizers.
 //! - [`tensor`]: dtypes, storage, matrices and the q8/q4 block layouts.
 //! - [`rng`], [`error`]: the deterministic generator and the one error type with the C status codes.
 //! - `src/bin/sutra.rs`: the command line, over the public API.
