@@ -104,6 +104,34 @@ fn tail_columns(d: GemmDims, j0: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
     }
 }
 
+/// The loop of both SIMD drivers over C: whole `MR`×`NR` tiles, the last rows by a
+/// shorter tile, and the columns past the last whole tile by [`tail_columns`]. `$tile` is
+/// the module's `tile::<R>` (an `unsafe fn`, called from the driver's `unsafe fn` body).
+#[cfg(any(target_arch = "x86_64", all(target_arch = "aarch64", target_feature = "neon")))]
+macro_rules! tiles {
+    ($tile:ident, $d:ident, $a:ident, $b:ident, $c:ident) => {{
+        let nf = $d.n / NR * NR;
+        for j0 in (0..nf).step_by(NR) {
+            let mut i = 0;
+            while i + MR <= $d.m {
+                $tile::<MR>($d, $a, $b, $c, i, j0);
+                i += MR;
+            }
+            match $d.m - i {
+                1 => $tile::<1>($d, $a, $b, $c, i, j0),
+                2 => $tile::<2>($d, $a, $b, $c, i, j0),
+                3 => $tile::<3>($d, $a, $b, $c, i, j0),
+                4 => $tile::<4>($d, $a, $b, $c, i, j0),
+                5 => $tile::<5>($d, $a, $b, $c, i, j0),
+                _ => {}
+            }
+        }
+        if nf < $d.n {
+            tail_columns($d, nf, $a, $b, $c);
+        }
+    }};
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::{tail_columns, GemmDims, MR, NR};
@@ -135,25 +163,7 @@ mod x86 {
     /// [`super::gemm_acc`] for one block of k. Callers check the operands first.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn gemm_acc(d: GemmDims, a: &[f32], b: &[f32], c: &mut [f32]) {
-        let nf = d.n / NR * NR;
-        for j0 in (0..nf).step_by(NR) {
-            let mut i = 0;
-            while i + MR <= d.m {
-                tile::<MR>(d, a, b, c, i, j0);
-                i += MR;
-            }
-            match d.m - i {
-                1 => tile::<1>(d, a, b, c, i, j0),
-                2 => tile::<2>(d, a, b, c, i, j0),
-                3 => tile::<3>(d, a, b, c, i, j0),
-                4 => tile::<4>(d, a, b, c, i, j0),
-                5 => tile::<5>(d, a, b, c, i, j0),
-                _ => {}
-            }
-        }
-        if nf < d.n {
-            tail_columns(d, nf, a, b, c);
-        }
+        tiles!(tile, d, a, b, c);
     }
 }
 
@@ -187,25 +197,7 @@ mod neon {
 
     /// [`super::gemm_acc`] for one block of k. Callers check the operands first.
     pub unsafe fn gemm_acc(d: GemmDims, a: &[f32], b: &[f32], c: &mut [f32]) {
-        let nf = d.n / NR * NR;
-        for j0 in (0..nf).step_by(NR) {
-            let mut i = 0;
-            while i + MR <= d.m {
-                tile::<MR>(d, a, b, c, i, j0);
-                i += MR;
-            }
-            match d.m - i {
-                1 => tile::<1>(d, a, b, c, i, j0),
-                2 => tile::<2>(d, a, b, c, i, j0),
-                3 => tile::<3>(d, a, b, c, i, j0),
-                4 => tile::<4>(d, a, b, c, i, j0),
-                5 => tile::<5>(d, a, b, c, i, j0),
-                _ => {}
-            }
-        }
-        if nf < d.n {
-            tail_columns(d, nf, a, b, c);
-        }
+        tiles!(tile, d, a, b, c);
     }
 }
 
