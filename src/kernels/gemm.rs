@@ -8,7 +8,8 @@ use super::dot::{isa, Isa};
 
 /// Rows of A (and C) per register tile.
 pub(crate) const MR: usize = 6;
-/// Columns of B (and C) per register tile.
+/// Columns of B (and C) per register tile (of the SIMD paths).
+#[cfg(any(target_arch = "x86_64", all(target_arch = "aarch64", target_feature = "neon")))]
 pub(crate) const NR: usize = 16;
 /// Depth of one pass over a block of A.
 pub(crate) const KC: usize = 256;
@@ -93,6 +94,7 @@ pub fn gemm_acc_scalar(d: GemmDims, a: &[f32], b: &[f32], c: &mut [f32]) {
 }
 
 /// The columns `j0..` of C that the tiles leave (n not a multiple of [`NR`]), portably.
+#[cfg(any(target_arch = "x86_64", all(target_arch = "aarch64", target_feature = "neon")))]
 fn tail_columns(d: GemmDims, j0: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
     for i in 0..d.m {
         for p in 0..d.k {
