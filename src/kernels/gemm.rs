@@ -33,11 +33,6 @@ pub struct GemmDims {
 }
 
 impl GemmDims {
-    /// Dense operands: every stride equals its row length.
-    pub fn dense(m: usize, k: usize, n: usize) -> GemmDims {
-        GemmDims { m, k, n, lda: k, ldb: n, ldc: n }
-    }
-
     /// Panics unless the slices hold what the shapes and strides address.
     fn check(&self, a: &[f32], b: &[f32], c: &[f32]) {
         let need = |rows: usize, stride: usize, len: usize| if rows == 0 { 0 } else { (rows - 1) * stride + len };

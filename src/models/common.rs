@@ -297,8 +297,12 @@ pub(crate) fn columns(src: &[f32], w: usize, from: usize, len: usize) -> Vec<f32
 /// Writes `src` `[T, len]` into columns `from .. from + len` of the `[T, w]` rows of `dst`
 /// (the inverse of [`columns`]).
 pub(crate) fn set_columns(src: &[f32], from: usize, dst: &mut [f32], w: usize) {
-    let len = src.len() / (dst.len() / w).max(1);
-    for (s, d) in src.chunks_exact(len.max(1)).zip(dst.chunks_exact_mut(w)) {
+    let rows = dst.len() / w;
+    if rows == 0 || src.is_empty() {
+        return;
+    }
+    let len = src.len() / rows;
+    for (s, d) in src.chunks_exact(len).zip(dst.chunks_exact_mut(w)) {
         d[from..from + len].copy_from_slice(s);
     }
 }

@@ -451,19 +451,15 @@ impl Block {
         crate::train::norm::l2_normalize_fwd(&kk_pre, n, 1e-12, &mut kk);
         // WKV and bonus per head from the chunk's start state, heads in parallel.
         let heads = map_units(&mut st[pw], n * n, |h, s| {
-            let hb: Vec<Vec<f32>> = [&r, &w, &k_mod, &v, &kk, &a]
-                .iter()
-                .map(|src| {
-                    let mut b = vec![0f32; t * n];
-                    gather(src, h, n, c, &mut b);
-                    b
-                })
-                .collect();
-            let inp =
-                crate::train::wkv::WkvInputs { r: &hb[0], w: &hb[1], k: &hb[2], v: &hb[3], kk: &hb[4], a: &hb[5] };
+            let [r, w, k, v, kk, a] = [&r, &w, &k_mod, &v, &kk, &a].map(|src| {
+                let mut b = vec![0f32; t * n];
+                gather(src, h, n, c, &mut b);
+                b
+            });
+            let inp = crate::train::wkv::WkvInputs { r: &r, w: &w, k: &k, v: &v, kk: &kk, a: &a };
             let (mut yh, mut yb) = (vec![0f32; t * n], vec![0f32; t * n]);
             crate::train::wkv::wkv_fwd(n, &inp, s, &mut yh);
-            crate::train::wkv::wkv_bonus_fwd(&hb[0], &hb[2], &hb[3], &self.r_k[h * n..(h + 1) * n], &mut yb);
+            crate::train::wkv::wkv_bonus_fwd(&r, &k, &v, &self.r_k[h * n..(h + 1) * n], &mut yb);
             (yh, yb)
         });
         let mut y_wkv = z();

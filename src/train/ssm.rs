@@ -148,28 +148,25 @@ pub struct ScanGrads<'a, R> {
 pub fn selective_scan_fwd<R: Real>(inp: &ScanInputs<'_, R>, h: &mut [R], y: &mut [R]) {
     let (t, di, s) = inp.dims();
     assert!(h.len() == di * s && y.len() == t * di, "selective_scan_fwd: shapes");
-    // e = exp(dt·A) for every channel of a step at once (one vectorized pass).
-    let mut e = vec![R::ZERO; di * s];
     for i in 0..t {
         let (b, c) = (&inp.b[i * s..(i + 1) * s], &inp.c[i * s..(i + 1) * s]);
-        for ((ec, a), &dt) in e.chunks_exact_mut(s).zip(inp.a.chunks_exact(s)).zip(&inp.dt[i * di..(i + 1) * di]) {
-            ec.iter_mut().zip(a).for_each(|(e, &a)| *e = dt * a);
-        }
-        R::exp_slice(&mut e);
         for ch in 0..di {
             let (dt, u) = (inp.dt[i * di + ch], inp.u[i * di + ch]);
-            let (hc, ec) = (&mut h[ch * s..(ch + 1) * s], &e[ch * s..(ch + 1) * s]);
+            let (hc, a) = (&mut h[ch * s..(ch + 1) * s], &inp.a[ch * s..(ch + 1) * s]);
+            let mut acc = R::ZERO;
             for j in 0..s {
-                hc[j] = ec[j] * hc[j] + dt * u * b[j];
+                hc[j] = (dt * a[j]).exp() * hc[j] + dt * u * b[j];
+                acc += hc[j] * c[j];
             }
-            y[i * di + ch] = dot(hc, c) + inp.d[ch] * u;
+            y[i * di + ch] = acc + inp.d[ch] * u;
         }
     }
 }
 
 /// [`selective_scan_fwd`] in f32 through the engine's vectorized scan kernel
-/// ([`crate::kernels::ssm::scan_update_dot`]), which does the same arithmetic in the same
-/// order, exponential included, as the generic code and [`selective_scan_bwd`]'s recompute.
+/// ([`crate::kernels::ssm::scan_update_dot`]): the training forward. Its state update is
+/// [`selective_scan_bwd`]'s recompute bit for bit (both take eˣ from
+/// [`crate::kernels::exp_fast`]); `y` differs from the generic reference by summation order.
 pub fn selective_scan_fwd_f32(inp: &ScanInputs<'_, f32>, h: &mut [f32], y: &mut [f32]) {
     let (t, di, s) = inp.dims();
     assert!(h.len() == di * s && y.len() == t * di, "selective_scan_fwd: shapes");
@@ -733,6 +730,23 @@ mod tests {
             *v = kernels::softplus(*v + bias32[j % di]);
         }
         assert_close_f32("dt fwd", &got, &want, 1e-5);
+    }
+
+    /// The f32 training forward (the engine's SIMD scan kernel) against the f64 reference, at
+    /// a state size past one 8-lane block with a tail (S = 19) and at Mamba's S = 16.
+    #[test]
+    fn f32_forward_matches_the_reference() {
+        for (s, seed) in [(19, 5), (16, 6)] {
+            let sc = scan_case(9, 5, s, seed);
+            let (mut h64, mut y64) = (sc.h0.clone(), vec![0.0; sc.t * sc.di]);
+            selective_scan_fwd(&scan_inputs(&sc.x), &mut h64, &mut y64);
+            let x32: Vec<Vec<f32>> = sc.x.iter().map(|v| to32(v)).collect();
+            let inp = ScanInputs { dt: &x32[0], u: &x32[1], b: &x32[2], c: &x32[3], a: &x32[4], d: &x32[5] };
+            let (mut h32, mut y32) = (to32(&sc.h0), vec![0f32; sc.t * sc.di]);
+            selective_scan_fwd_f32(&inp, &mut h32, &mut y32);
+            assert_close_f32("scan y", &y32, &to32(&y64), 1e-5);
+            assert_close_f32("scan h", &h32, &to32(&h64), 1e-5);
+        }
     }
 
     /// f32 BPTT agrees with f64 at real state sizes: the selective scan with S = 16
