@@ -4,7 +4,7 @@
 //! sutra info MODEL | --system
 //! sutra logits MODEL --tokens 1,2,3 [--prefill] [--threads N] --out FILE.safetensors
 //! sutra synth --arch rwkv7 --layers L --width D --vocab V [--head-size N] [--dtype f32|bf16|f16] [--seed S] --out FILE
-//! sutra bench MODEL [--threads N] [--prompt 512] [--gen 128] [--no-mmap]
+//! sutra bench MODEL [--threads N] [--prompt 512] [--gen 128] [--batch N] [--no-mmap]
 //! sutra tokenize TOKENIZER "text" [--special]
 //! sutra generate MODEL [--tokenizer T] --prompt "..." [-n 200] [--temp 0.8] [--top-p 0.9] [--top-k 0] [--seed S]
 //! sutra chat MODEL [--tokenizer T] [--temp 0.8] [--top-p 0.9] [--seed S]
@@ -31,7 +31,7 @@ const USAGE: &str = "usage:
   sutra info MODEL | --system                     (--system: CPU features found, kernels chosen)
   sutra logits MODEL --tokens 1,2,3 [--prefill] [--threads N] --out FILE.safetensors
   sutra synth --arch rwkv4|rwkv5|rwkv6|rwkv7|mamba1|mamba2 --layers L --width D --vocab V [--head-size 64] [--dtype f32|bf16|f16] [--seed S] --out FILE
-  sutra bench MODEL [--threads N] [--prompt 512] [--gen 128] [--no-mmap]
+  sutra bench MODEL [--threads N] [--prompt 512] [--gen 128] [--batch N] [--no-mmap]
   sutra tokenize TOKENIZER TEXT [--special]      (or --bench FILE: encode/decode MB/s)
   sutra generate MODEL [--tokenizer T] --prompt TEXT [-n 200] [--temp 0.8] [--top-p 0.9] [--top-k 0] [--seed S]
   sutra chat MODEL [--tokenizer T] [--temp 0.8] [--top-p 0.9] [--seed S] [-n 300]
@@ -341,10 +341,47 @@ fn cmd_bench(args: &Args) -> Result<()> {
     println!("decode:       {:.2} ms/token ({:.1} tokens/s, {} tokens)", ms_tok, 1e3 / ms_tok, n_gen);
     println!("weights read: {} per token", human(i.bytes_per_token));
     println!("bandwidth:    {:.2} GB/s effective while decoding", i.bytes_per_token as f64 / (ms_tok / 1e3) / 1e9);
+    let n_batch = args.num("batch", 0)?;
+    if n_batch > 0 {
+        let tps = batch_decode_tps(&m, args, n_batch, n_gen.max(1))?;
+        println!("batch: {n_batch} sessions, {tps:.1} tokens/s");
+    }
     if let Some(rss) = peak_rss() {
         println!("peak RSS:     {}", human(rss));
     }
     Ok(())
+}
+
+/// Aggregate decode throughput of `n` sessions advanced together by [`Session::eval_batch`]
+/// (one token each per step, greedy, logits for every session every step) over `steps` steps,
+/// after a 16-token prompt per session (different for each) and one untimed step.
+fn batch_decode_tps(m: &Arc<Model>, args: &Args, n: usize, steps: usize) -> Result<f64> {
+    let v = m.info().n_vocab;
+    let mut rng = sutra::rng::Rng::new(99);
+    let mut sessions = (0..n).map(|_| session(args, m)).collect::<Result<Vec<_>>>()?;
+    let mut logits = vec![0f32; n * v];
+    let prompts: Vec<Vec<u32>> =
+        (0..n).map(|_| (0..16).map(|_| (rng.next_u64() % v as u64) as u32).collect()).collect();
+    let step = |sessions: &mut [Session], toks: &[Vec<u32>], logits: &mut [f32]| {
+        let mut refs: Vec<&mut Session> = sessions.iter_mut().collect();
+        let views: Vec<&[u32]> = toks.iter().map(|t| &t[..]).collect();
+        Session::eval_batch(&mut refs, &views, Some(logits))
+    };
+    step(&mut sessions, &prompts, &mut logits)?;
+    let greedy = |logits: &[f32]| -> Vec<Vec<u32>> {
+        logits
+            .chunks(v)
+            .map(|l| vec![l.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(k, _)| k as u32)])
+            .collect()
+    };
+    let toks = greedy(&logits);
+    step(&mut sessions, &toks, &mut logits)?;
+    let t0 = Instant::now();
+    for _ in 0..steps {
+        let toks = greedy(&logits);
+        step(&mut sessions, &toks, &mut logits)?;
+    }
+    Ok((n * steps) as f64 / t0.elapsed().as_secs_f64())
 }
 
 /// Encode/decode throughput of `tok` on the text of `file` (best of 3, one thread).
