@@ -13,33 +13,24 @@
 #define SUTRA_VERSION_MINOR 1
 #define SUTRA_VERSION_PATCH 0
 
+// SUTRA_API marks every function of the C API. Define SUTRA_STATIC when linking the static
+// library on Windows (SUTRA_BUILD when building a DLL); or define SUTRA_API yourself.
+#ifndef SUTRA_API
+#  if defined(_WIN32) || defined(__CYGWIN__)
+#    if defined(SUTRA_STATIC)
+#      define SUTRA_API
+#    elif defined(SUTRA_BUILD)
+#      define SUTRA_API __declspec(dllexport)
+#    else
+#      define SUTRA_API __declspec(dllimport)
+#    endif
+#  elif defined(__GNUC__) || defined(__clang__)
+#    define SUTRA_API __attribute__((visibility("default")))
+#  else
+#    define SUTRA_API
+#  endif
+#endif
 
-// The format version this build reads and writes.
-#define FORMAT_VERSION 1
-
-// The largest vocabulary a stage's token ids and `top_k` may refer to (2²⁴ ids; today's
-// largest vocabularies have about 2¹⁸). A `top_k` at or above the model's vocabulary keeps
-// every token.
-#define MAX_VOCAB (1 << 24)
-
-// Weights per packing block of q4 (and the step of group sizes).
-#define BLOCK 32
-
-// RWKV-7's decay scale, e^{-1/2} as the reference writes it (`w = exp(-0.606531·σ(z))`).
-#define DECAY_SCALE 0.606531
-
-// Rows of a non-f32 W converted per block of [`matrix_bwd_input_par`]: 512 rows of a
-// 768-wide matrix are 1.5 MiB of f32, small beside the head.
-#define BWD_BLOCK_ROWS 512
-
-// Largest conv width [`conv1d_causal_bwd`] supports (Mamba uses 4).
-#define MAX_CONV_WIDTH 64
-
-// Default [`TrainParams::bptt_chunk`]: long enough that the products stay matrix-matrix and
-// that at ctx 512 only half the tokens' forward is recomputed, short enough that a q4 0.1B
-// model trains at ctx 512 in about 600 MiB (128 halves the records for a quarter more
-// forward work; 0 recomputes nothing).
-#define DEFAULT_BPTT_CHUNK 256
 
 // Stable numeric status codes shared by the Rust API and the C ABI (`sutra_status`).
 //
@@ -280,102 +271,102 @@ extern "C" {
 #endif // __cplusplus
 
 // The library version (the crate's semver), a static NUL-terminated string.
-const char *sutra_version(void);
+SUTRA_API const char *sutra_version(void);
 
 // The message of the most recent failed call on this thread; never NULL (`""` when none).
 // Valid until this thread's next `sutra_` call.
-const char *sutra_last_error(void);
+SUTRA_API const char *sutra_last_error(void);
 
 // A static, human-readable name of a status code ("SUTRA_ERR_FORMAT", ...); a value that is
 // no status gives "SUTRA_UNKNOWN_STATUS". Never NULL.
-const char *sutra_status_name(int32_t status);
+SUTRA_API const char *sutra_status_name(int32_t status);
 
 // Creates an empty sampler chain drawing with `seed` (same seed, same tokens). Without a
 // final `greedy` or `dist` stage the chain draws from the softmax of what is left.
-enum sutra_status sutra_sampler_new(uint64_t seed, struct sutra_sampler **out_sampler);
+SUTRA_API enum sutra_status sutra_sampler_new(uint64_t seed, struct sutra_sampler **out_sampler);
 
 // Releases a sampler (NULL is a no-op).
-void sutra_sampler_free(struct sutra_sampler *sampler);
+SUTRA_API void sutra_sampler_free(struct sutra_sampler *sampler);
 
 // Appends greedy selection (argmax).
-enum sutra_status sutra_sampler_add_greedy(struct sutra_sampler *sampler);
+SUTRA_API enum sutra_status sutra_sampler_add_greedy(struct sutra_sampler *sampler);
 
 // Appends a draw from the softmax of the remaining candidates.
-enum sutra_status sutra_sampler_add_dist(struct sutra_sampler *sampler);
+SUTRA_API enum sutra_status sutra_sampler_add_dist(struct sutra_sampler *sampler);
 
 // Appends temperature scaling (t <= 0 selects greedily).
-enum sutra_status sutra_sampler_add_temperature(struct sutra_sampler *sampler, float t);
+SUTRA_API enum sutra_status sutra_sampler_add_temperature(struct sutra_sampler *sampler, float t);
 
 // Appends top-k truncation (k = 0 is off).
-enum sutra_status sutra_sampler_add_top_k(struct sutra_sampler *sampler, int32_t k);
+SUTRA_API enum sutra_status sutra_sampler_add_top_k(struct sutra_sampler *sampler, int32_t k);
 
 // Appends top-p (nucleus) truncation keeping at least `min_keep` candidates.
-enum sutra_status sutra_sampler_add_top_p(struct sutra_sampler *sampler, float p, size_t min_keep);
+SUTRA_API enum sutra_status sutra_sampler_add_top_p(struct sutra_sampler *sampler, float p, size_t min_keep);
 
 // Appends min-p truncation: keeps candidates with probability >= p × the best one's.
-enum sutra_status sutra_sampler_add_min_p(struct sutra_sampler *sampler, float p);
+SUTRA_API enum sutra_status sutra_sampler_add_min_p(struct sutra_sampler *sampler, float p);
 
 // Appends repetition/frequency/presence penalties over the last `last_n` tokens (0 = all).
-enum sutra_status sutra_sampler_add_penalties(struct sutra_sampler *sampler, int32_t last_n, float repeat, float frequency, float presence);
+SUTRA_API enum sutra_status sutra_sampler_add_penalties(struct sutra_sampler *sampler, int32_t last_n, float repeat, float frequency, float presence);
 
 // Appends RWKV's decaying presence penalty: logit -= presence + frequency × occurrence,
 // occurrences decaying by `decay` each step.
-enum sutra_status sutra_sampler_add_rwkv_presence(struct sutra_sampler *sampler, float presence, float frequency, float decay);
+SUTRA_API enum sutra_status sutra_sampler_add_rwkv_presence(struct sutra_sampler *sampler, float presence, float frequency, float decay);
 
 // Appends a logit bias: `bias[i]` is added to the logit of `ids[i]` (-INFINITY bans it).
-enum sutra_status sutra_sampler_add_logit_bias(struct sutra_sampler *sampler, const int32_t *ids, const float *bias, size_t n);
+SUTRA_API enum sutra_status sutra_sampler_add_logit_bias(struct sutra_sampler *sampler, const int32_t *ids, const float *bias, size_t n);
 
 // Picks a token from `n_vocab` logits into `*out_token` (does not accept it).
-enum sutra_status sutra_sampler_sample(struct sutra_sampler *sampler, const float *logits, size_t n_vocab, int32_t *out_token);
+SUTRA_API enum sutra_status sutra_sampler_sample(struct sutra_sampler *sampler, const float *logits, size_t n_vocab, int32_t *out_token);
 
 // Records `token` as generated, for the penalties.
-enum sutra_status sutra_sampler_accept(struct sutra_sampler *sampler, int32_t token);
+SUTRA_API enum sutra_status sutra_sampler_accept(struct sutra_sampler *sampler, int32_t token);
 
 // Clears the history and restarts the random generator from the seed.
-enum sutra_status sutra_sampler_reset(struct sutra_sampler *sampler);
+SUTRA_API enum sutra_status sutra_sampler_reset(struct sutra_sampler *sampler);
 
 // Default generation parameters: 128 tokens, no stop strings or tokens, no special tokens.
-struct sutra_generate_params sutra_generate_default_params(void);
+SUTRA_API struct sutra_generate_params sutra_generate_default_params(void);
 
 // Feeds `prompt_len` bytes of UTF-8 `prompt` to `session`, then samples with `sampler`
 // up to `params->max_tokens` tokens, feeding each back and passing the text to `callback`
 // in pieces of whole UTF-8 characters. Stop strings (also split across tokens) are not
 // emitted. `params` may be NULL for defaults; `out_result` may be NULL. The session keeps
 // the state after the last fed token, so a chat continues with the next prompt.
-enum sutra_status sutra_generate(struct sutra_session *session, const struct sutra_tokenizer *tokenizer, struct sutra_sampler *sampler, const char *prompt, size_t prompt_len, const struct sutra_generate_params *params, sutra_piece_callback callback, void *user_data, struct sutra_generate_result *out_result);
+SUTRA_API enum sutra_status sutra_generate(struct sutra_session *session, const struct sutra_tokenizer *tokenizer, struct sutra_sampler *sampler, const char *prompt, size_t prompt_len, const struct sutra_generate_params *params, sutra_piece_callback callback, void *user_data, struct sutra_generate_result *out_result);
 
 // Loads a Hugging Face PEFT LoRA adapter for `model`. `path`: a folder holding
 // adapter_config.json and adapter_model.safetensors (or adapter.safetensors), or a
 // .safetensors file with adapter_config.json beside it. Every pair must name a matrix of
 // `model` with matching shapes; otherwise SUTRA_ERR_FORMAT naming the module and both shapes.
-enum sutra_status sutra_adapter_load(const struct sutra_model *model, const char *path, struct sutra_adapter **out_adapter);
+SUTRA_API enum sutra_status sutra_adapter_load(const struct sutra_model *model, const char *path, struct sutra_adapter **out_adapter);
 
 // Releases an adapter handle (NULL is a no-op). Sessions it is attached to keep using it.
-void sutra_adapter_free(struct sutra_adapter *adapter);
+SUTRA_API void sutra_adapter_free(struct sutra_adapter *adapter);
 
 // From the next eval on, `session` computes with `adapter` at multiplier `scale` (1 = as
 // trained). Called again with the same adapter, it changes the scale; scale 0 detaches it.
 // Several adapters may be attached at once; their deltas add. The recurrent state is kept.
 // The session holds its own reference: the caller may free the adapter handle at any time.
 // Clones of the session carry its adapters; a saved state blob does not.
-enum sutra_status sutra_session_set_adapter(struct sutra_session *session, const struct sutra_adapter *adapter, float scale);
+SUTRA_API enum sutra_status sutra_session_set_adapter(struct sutra_session *session, const struct sutra_adapter *adapter, float scale);
 
 // Detaches every adapter from `session` (the recurrent state is kept).
-enum sutra_status sutra_session_clear_adapters(struct sutra_session *session);
+SUTRA_API enum sutra_status sutra_session_clear_adapters(struct sutra_session *session);
 
 // Defaults: r 8, alpha 16, every block matrix, seed 0, lr 1e-3, betas (0.9, 0.999), eps 1e-8,
 // no weight decay, no clipping, BPTT chunks of 128 tokens, adapter only.
-struct sutra_train_params sutra_train_default_params(void);
+SUTRA_API struct sutra_train_params sutra_train_default_params(void);
 
 // A LoRA trainer over the frozen `model` (a q8/q4 model makes it QLoRA). `init` NULL: a new
 // adapter from `params`; otherwise training starts from a copy of `init` (its rank, alpha,
 // targets and values; `init` itself never changes). `params` may be NULL for defaults.
 // SUTRA_ERR_UNSUPPORTED (naming the supported architectures) for a model without a
 // backward pass.
-enum sutra_status sutra_trainer_new(const struct sutra_model *model, const struct sutra_adapter *init, const struct sutra_train_params *params, struct sutra_trainer **out_trainer);
+SUTRA_API enum sutra_status sutra_trainer_new(const struct sutra_model *model, const struct sutra_adapter *init, const struct sutra_train_params *params, struct sutra_trainer **out_trainer);
 
 // Releases a trainer (NULL is a no-op).
-void sutra_trainer_free(struct sutra_trainer *trainer);
+SUTRA_API void sutra_trainer_free(struct sutra_trainer *trainer);
 
 // One batch: `n_rows` rows of `n_tokens` tokens; `tokens` and `targets` are
 // `[n_rows * n_tokens]`, row-major. Every row starts from the initial state. `*loss_out`
@@ -383,140 +374,140 @@ void sutra_trainer_free(struct sutra_trainer *trainer);
 // are ignored) of the logits after the token at the same position; the gradient of that loss
 // with respect to every adapter tensor is computed through the whole row (full BPTT) and
 // kept for `sutra_trainer_apply`. The adapter is unchanged.
-enum sutra_status sutra_trainer_compute(struct sutra_trainer *trainer, const int32_t *tokens, const int32_t *targets, size_t n_rows, size_t n_tokens, float *loss_out);
+SUTRA_API enum sutra_status sutra_trainer_compute(struct sutra_trainer *trainer, const int32_t *tokens, const int32_t *targets, size_t n_rows, size_t n_tokens, float *loss_out);
 
 // One optimizer step with the gradient of the last `sutra_trainer_compute`.
-enum sutra_status sutra_trainer_apply(struct sutra_trainer *trainer);
+SUTRA_API enum sutra_status sutra_trainer_apply(struct sutra_trainer *trainer);
 
 // `sutra_trainer_compute`, then `sutra_trainer_apply`.
-enum sutra_status sutra_trainer_step(struct sutra_trainer *trainer, const int32_t *tokens, const int32_t *targets, size_t n_rows, size_t n_tokens, float *loss_out);
+SUTRA_API enum sutra_status sutra_trainer_step(struct sutra_trainer *trainer, const int32_t *tokens, const int32_t *targets, size_t n_rows, size_t n_tokens, float *loss_out);
 
 // The last computed gradient of one adapter tensor, by its PEFT name (e.g.
 // "base_model.model.blocks.0.att.key.lora_A.weight"); `n` must be its element count.
-enum sutra_status sutra_trainer_get_gradient(const struct sutra_trainer *trainer, const char *name, float *out, size_t n);
+SUTRA_API enum sutra_status sutra_trainer_get_gradient(const struct sutra_trainer *trainer, const char *name, float *out, size_t n);
 
 // A snapshot of the current adapter, for sessions (released by `sutra_adapter_free`).
-enum sutra_status sutra_trainer_get_adapter(const struct sutra_trainer *trainer, struct sutra_adapter **out_adapter);
+SUTRA_API enum sutra_status sutra_trainer_get_adapter(const struct sutra_trainer *trainer, struct sutra_adapter **out_adapter);
 
 // Writes the current adapter as a PEFT folder (adapter_config.json,
 // adapter_model.safetensors), creating `dir` if needed; nothing half-written on failure.
-enum sutra_status sutra_trainer_save_adapter(const struct sutra_trainer *trainer, const char *dir);
+SUTRA_API enum sutra_status sutra_trainer_save_adapter(const struct sutra_trainer *trainer, const char *dir);
 
 // Bytes of the state blob `sutra_trainer_get_state` writes.
-enum sutra_status sutra_trainer_state_size(const struct sutra_trainer *trainer, size_t *out_bytes);
+SUTRA_API enum sutra_status sutra_trainer_state_size(const struct sutra_trainer *trainer, size_t *out_bytes);
 
 // Writes the initial state rows start from (the trained one when `train_state` is 1 or 2)
 // as a state blob, the format of `sutra_session_state_save`: `sutra_session_state_load`
 // puts a session at it. SUTRA_ERR_BUFFER_TOO_SMALL when `buf_len` is less than
 // `sutra_trainer_state_size`.
-enum sutra_status sutra_trainer_get_state(const struct sutra_trainer *trainer, uint8_t *buf, size_t buf_len);
+SUTRA_API enum sutra_status sutra_trainer_get_state(const struct sutra_trainer *trainer, uint8_t *buf, size_t buf_len);
 
 // Starts every row from the state in a blob of `sutra_session_state_save` (or
 // `sutra_trainer_get_state`) for this model; the state's optimizer moments restart. A
 // foreign or corrupted blob gives SUTRA_ERR_FORMAT and changes nothing.
-enum sutra_status sutra_trainer_set_state(struct sutra_trainer *trainer, const uint8_t *buf, size_t buf_len);
+SUTRA_API enum sutra_status sutra_trainer_set_state(struct sutra_trainer *trainer, const uint8_t *buf, size_t buf_len);
 
 // Default load parameters: all cores, mmap on, no progress callback.
-struct sutra_model_params sutra_model_default_params(void);
+SUTRA_API struct sutra_model_params sutra_model_default_params(void);
 
 // Loads a checkpoint (safetensors; architecture detected from tensor names and shapes).
 // `params` may be NULL for defaults. On success `*out_model` receives a new model.
 // The file must not be modified while the model is alive when it is memory-mapped.
-enum sutra_status sutra_model_load(const char *path, const struct sutra_model_params *params, struct sutra_model **out_model);
+SUTRA_API enum sutra_status sutra_model_load(const char *path, const struct sutra_model_params *params, struct sutra_model **out_model);
 
 // Loads a checkpoint from `len` bytes at `data` (e.g. weights bundled in an app package).
 // The bytes are copied: the caller may free them once this returns. The progress callback
 // of `params`, if any, is called as for `sutra_model_load`.
-enum sutra_status sutra_model_load_from_memory(const uint8_t *data, size_t len, const struct sutra_model_params *params, struct sutra_model **out_model);
+SUTRA_API enum sutra_status sutra_model_load_from_memory(const uint8_t *data, size_t len, const struct sutra_model_params *params, struct sutra_model **out_model);
 
 // Releases a model handle (NULL is a no-op). Sessions still alive keep the weights alive.
-void sutra_model_free(struct sutra_model *model);
+SUTRA_API void sutra_model_free(struct sutra_model *model);
 
 // Vocabulary size, or -1 when `model` is NULL.
-int32_t sutra_model_n_vocab(const struct sutra_model *model);
+SUTRA_API int32_t sutra_model_n_vocab(const struct sutra_model *model);
 
 // Fills `*out_info` with the model's architecture and sizes.
-enum sutra_status sutra_model_get_info(const struct sutra_model *model, struct sutra_model_info *out_info);
+SUTRA_API enum sutra_status sutra_model_get_info(const struct sutra_model *model, struct sutra_model_info *out_info);
 
 // Defaults: q4, groups of 32, RTN, 8192 calibration tokens, all cores.
-struct sutra_quantize_params sutra_quantize_default_params(void);
+SUTRA_API struct sutra_quantize_params sutra_quantize_default_params(void);
 
 // Quantizes the checkpoint at `in_path` into a libsutra quantized file at `out_path`
 // (loadable with `sutra_model_load`). `params` may be NULL for defaults. `progress` (may be
 // NULL) returning false cancels: SUTRA_ERR_CANCELLED, and no file is left behind.
-enum sutra_status sutra_quantize_model(const char *in_path, const char *out_path, const struct sutra_quantize_params *params, sutra_progress_callback progress, void *user_data);
+SUTRA_API enum sutra_status sutra_quantize_model(const char *in_path, const char *out_path, const struct sutra_quantize_params *params, sutra_progress_callback progress, void *user_data);
 
 // Creates a session at the initial state of `model`.
-enum sutra_status sutra_session_new(const struct sutra_model *model, struct sutra_session **out_session);
+SUTRA_API enum sutra_status sutra_session_new(const struct sutra_model *model, struct sutra_session **out_session);
 
 // Releases a session (NULL is a no-op).
-void sutra_session_free(struct sutra_session *session);
+SUTRA_API void sutra_session_free(struct sutra_session *session);
 
 // Puts the session back to the initial (empty-context) state. Also clears the mark of an
 // evaluation that failed with SUTRA_ERR_INTERNAL (after which every eval is refused).
-enum sutra_status sutra_session_reset(struct sutra_session *session);
+SUTRA_API enum sutra_status sutra_session_reset(struct sutra_session *session);
 
 // A new session with a copy of `session`'s state; both continue independently.
-enum sutra_status sutra_session_clone(const struct sutra_session *session, struct sutra_session **out_session);
+SUTRA_API enum sutra_status sutra_session_clone(const struct sutra_session *session, struct sutra_session **out_session);
 
 // Feeds `n_tokens` tokens in order (sequence path when more than one); if `logits_out` is
 // not NULL it receives `n_vocab` floats: the logits after the last token. After a call that
 // fails with SUTRA_ERR_INTERNAL every later eval of the session fails, naming the cause,
 // until `sutra_session_reset`.
-enum sutra_status sutra_session_eval(struct sutra_session *session, const int32_t *tokens, size_t n_tokens, float *logits_out);
+SUTRA_API enum sutra_status sutra_session_eval(struct sutra_session *session, const int32_t *tokens, size_t n_tokens, float *logits_out);
 
 // Like `sutra_session_eval` but steps one token at a time (the single-token path), e.g. to
 // compare paths or to bound latency per call.
-enum sutra_status sutra_session_eval_stepwise(struct sutra_session *session, const int32_t *tokens, size_t n_tokens, float *logits_out);
+SUTRA_API enum sutra_status sutra_session_eval_stepwise(struct sutra_session *session, const int32_t *tokens, size_t n_tokens, float *logits_out);
 
 // Advances `n_sessions` distinct sessions of one model in one pass, reading each weight once
 // for all of them: session i is fed `n_tokens[i] >= 1` tokens from `tokens[i]`. `logits_out`
 // is NULL or `n_sessions * n_vocab` floats: row i receives the logits after session i's last
 // token. Results equal `n_sessions` separate `sutra_session_eval` calls (to float rounding).
 // On error no session is changed.
-enum sutra_status sutra_batch_eval(struct sutra_session *const *sessions, size_t n_sessions, const int32_t *const *tokens, const size_t *n_tokens, float *logits_out);
+SUTRA_API enum sutra_status sutra_batch_eval(struct sutra_session *const *sessions, size_t n_sessions, const int32_t *const *tokens, const size_t *n_tokens, float *logits_out);
 
 // Bytes needed by `sutra_session_state_save`.
-enum sutra_status sutra_session_state_size(const struct sutra_session *session, size_t *out_bytes);
+SUTRA_API enum sutra_status sutra_session_state_size(const struct sutra_session *session, size_t *out_bytes);
 
 // Writes the state blob (versioned, fingerprinted, checksummed) into `buf`.
 // SUTRA_ERR_BUFFER_TOO_SMALL when `buf_len` is less than `sutra_session_state_size`.
 // The blob holds the recurrent state only, not the session's adapters.
-enum sutra_status sutra_session_state_save(const struct sutra_session *session, uint8_t *buf, size_t buf_len);
+SUTRA_API enum sutra_status sutra_session_state_save(const struct sutra_session *session, uint8_t *buf, size_t buf_len);
 
 // Restores a state blob saved from a model of the same shape. A foreign, truncated or
 // corrupted blob gives SUTRA_ERR_FORMAT and leaves the session unchanged.
-enum sutra_status sutra_session_state_load(struct sutra_session *session, const uint8_t *buf, size_t buf_len);
+SUTRA_API enum sutra_status sutra_session_state_load(struct sutra_session *session, const uint8_t *buf, size_t buf_len);
 
 // One line naming the CPU features found and the kernel path chosen, e.g.
 // "x86_64 avx2 fma f16c avx512f avx512bw; kernels: avx512" or
 // "aarch64 neon dotprod; kernels: neon+dotprod". A static NUL-terminated string, never NULL;
 // the path is chosen once per process (`SUTRA_FORCE_SCALAR=1` in the environment before the
 // first call forces "kernels: scalar (SUTRA_FORCE_SCALAR)").
-const char *sutra_system_info(void);
+SUTRA_API const char *sutra_system_info(void);
 
 // Loads a Hugging Face tokenizer.json (BPE, WordPiece or Unigram model) or an RWKV world
 // vocabulary file (rwkv_vocab_v20230424.txt format).
-enum sutra_status sutra_tokenizer_load(const char *path, struct sutra_tokenizer **out_tokenizer);
+SUTRA_API enum sutra_status sutra_tokenizer_load(const char *path, struct sutra_tokenizer **out_tokenizer);
 
 // Releases a tokenizer (NULL is a no-op).
-void sutra_tokenizer_free(struct sutra_tokenizer *tokenizer);
+SUTRA_API void sutra_tokenizer_free(struct sutra_tokenizer *tokenizer);
 
 // Number of token ids of the tokenizer (largest id + 1), or -1 when `tokenizer` is NULL.
-int32_t sutra_tokenizer_n_vocab(const struct sutra_tokenizer *tokenizer);
+SUTRA_API int32_t sutra_tokenizer_n_vocab(const struct sutra_tokenizer *tokenizer);
 
 // The id of the token spelled `token` (NUL-terminated), or -1 when there is none or an
 // argument is NULL.
-int32_t sutra_tokenizer_token_id(const struct sutra_tokenizer *tokenizer, const char *token);
+SUTRA_API int32_t sutra_tokenizer_token_id(const struct sutra_tokenizer *tokenizer, const char *token);
 
 // Encodes `text_len` bytes of UTF-8 `text` (invalid UTF-8 is SUTRA_ERR_INVALID_ARGUMENT).
 // `*n_ids` receives the number of ids, also when `ids_cap` is too small (then
 // SUTRA_ERR_BUFFER_TOO_SMALL and nothing is written to `ids_out`, which may be NULL).
-enum sutra_status sutra_tokenize(const struct sutra_tokenizer *tokenizer, const char *text, size_t text_len, bool add_special_tokens, int32_t *ids_out, size_t ids_cap, size_t *n_ids);
+SUTRA_API enum sutra_status sutra_tokenize(const struct sutra_tokenizer *tokenizer, const char *text, size_t text_len, bool add_special_tokens, int32_t *ids_out, size_t ids_cap, size_t *n_ids);
 
 // Writes the UTF-8 text of `n_ids` ids to `text_out` (not NUL-terminated); `*n_bytes` as in
 // `sutra_tokenize`. Bytes that do not form valid UTF-8 are replaced by U+FFFD.
-enum sutra_status sutra_detokenize(const struct sutra_tokenizer *tokenizer, const int32_t *ids, size_t n_ids, char *text_out, size_t text_cap, size_t *n_bytes);
+SUTRA_API enum sutra_status sutra_detokenize(const struct sutra_tokenizer *tokenizer, const int32_t *ids, size_t n_ids, char *text_out, size_t text_cap, size_t *n_bytes);
 
 #ifdef __cplusplus
 }  // extern "C"
