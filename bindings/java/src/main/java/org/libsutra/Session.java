@@ -82,9 +82,7 @@ public final class Session extends SutraHandle {
             at += row.length;
         }
         if (n == 0) {
-            // libsutra refuses an empty batch with its own message.
-            Native.batchEval(hs, flat, lens, 1);
-            return new float[0][];
+            return new float[0][]; // as sutra_batch_eval: nothing to advance
         }
         float[] all = Native.batchEval(hs, flat, lens, v);
         float[][] out = new float[n][v];

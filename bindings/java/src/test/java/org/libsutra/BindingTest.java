@@ -216,6 +216,7 @@ public final class BindingTest {
             check(dup.getDetail().contains("distinct"), "message names the repeat: " + dup.getDetail());
             expectSutra(SutraException.INVALID_ARGUMENT, "rows and sessions differ",
                     () -> Session.evalBatch(new Session[] {b0, b1}, new int[][] {{1}}));
+            check(Session.evalBatch(new Session[0], new int[0][]).length == 0, "an empty batch does nothing");
             expectSutra(SutraException.INVALID_ARGUMENT, "empty row",
                     () -> Session.evalBatch(new Session[] {b0, b1}, new int[][] {{1}, {}}));
             for (int i = 0; i < rows.length; i++) {
@@ -249,8 +250,10 @@ public final class BindingTest {
                     biased.logitBias(new int[] {top}, new float[] {Float.NEGATIVE_INFINITY}).greedy();
                     check(biased.sample(logits) != top, "a banned token is never picked");
                 }
-                expectSutra(SutraException.INVALID_ARGUMENT, "bias lengths differ",
-                        () -> new Sampler(0).logitBias(new int[] {1, 2}, new float[] {1f}));
+                try (Sampler odd = new Sampler(0)) {
+                    expectSutra(SutraException.INVALID_ARGUMENT, "bias lengths differ",
+                            () -> odd.logitBias(new int[] {1, 2}, new float[] {1f}));
+                }
             }
 
             // Loading from memory gives the same model.
