@@ -42,6 +42,7 @@ fn show(out: &Output) -> String {
 /// build backend needs nothing beyond the standard library.
 fn pip_install(src: &Path, site: &Path) {
     let out = Command::new("python3")
+        .env("PYTHONDONTWRITEBYTECODE", "1")
         .args(["-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index"])
         .args(["--disable-pip-version-check", "--no-cache-dir", "--quiet", "--target"])
         .arg(site)
