@@ -331,11 +331,12 @@ fn every_architecture_quantizes() {
     }
 }
 
-/// The quantized kernels compute exactly what the dequantized weights give: each golden
-/// model quantized (q8 and q4, RTN and, for the Shakespeare model, AWQ with its input scales)
-/// against an f32 checkpoint holding the dequantized weights, at the f32 tolerance on the
-/// sequence path (products over many tokens take f32 activations); the decode path (one
-/// token: int8 activations) within their rounding.
+/// The quantized kernels compute what the dequantized weights give: each golden model
+/// quantized (q8 and q4, RTN and, for the Shakespeare model, AWQ with its input scales)
+/// against an f32 checkpoint holding the dequantized weights, within the rounding of the
+/// int8 activations that every quantized product takes (decode and prefill alike); and the
+/// sequence path (products over 24 rows, integer tiles) equals the decode path on the first
+/// token to float rounding.
 #[test]
 fn quantized_products_equal_dequantized_weights() {
     let mut cases: Vec<(PathBuf, QuantizeParams)> = Vec::new();
@@ -379,14 +380,23 @@ fn quantized_products_equal_dequantized_weights() {
         let v = mq.info().n_vocab;
         let toks: Vec<u32> = (0..24).map(|k| ((k * 37 + 5) % v) as u32).collect();
         let what = format!("{} {:?} {:?}", src.display(), p.qtype, p.method);
-        // All rows from one sequence call: every product has 24 rows of f32 activations.
+        // All rows from one sequence call: every product has 24 rows.
         let (mut a, mut b) = (vec![0f32; v * toks.len()], vec![0f32; v * toks.len()]);
         Session::new(&mq).eval_all_logits(&toks, &mut a).unwrap();
         Session::new(&md).eval_all_logits(&toks, &mut b).unwrap();
-        assert_close(&a, &b, 1e-4, 1e-3, &what);
-        let (mut sa, mut sb) = (vec![0f32; v], vec![0f32; v]);
-        Session::new(&mq).eval_stepwise(&toks, Some(&mut sa)).unwrap();
-        Session::new(&md).eval_stepwise(&toks, Some(&mut sb)).unwrap();
-        assert!(cosine(&sa, &sb) > 0.999, "{what} stepwise: cosine {}", cosine(&sa, &sb));
+        // The same tokens one decode step at a time.
+        let mut steps = vec![0f32; v * toks.len()];
+        let mut s = Session::new(&mq);
+        for (tok, out) in toks.iter().zip(steps.chunks_mut(v)) {
+            s.eval_stepwise(&[*tok], Some(out)).unwrap();
+        }
+        // The first row sees identical inputs on both paths: equal to float rounding. Later
+        // rows may differ by an int8 rounding step where the two paths' float sums differ in
+        // their last bit, so they are held to the dequantized reference instead.
+        assert_close(&a[..v], &steps[..v], 1e-4, 1e-3, &format!("{what} sequence vs decode, first token"));
+        for (i, ((qa, qs), da)) in a.chunks(v).zip(steps.chunks(v)).zip(b.chunks(v)).enumerate() {
+            assert!(cosine(qa, da) > 0.999, "{what} sequence row {i}: cosine {}", cosine(qa, da));
+            assert!(cosine(qs, da) > 0.999, "{what} decode row {i}: cosine {}", cosine(qs, da));
+        }
     }
 }

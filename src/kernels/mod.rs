@@ -9,6 +9,7 @@ pub mod dot;
 pub mod gemm;
 pub mod norm;
 pub mod qdot;
+pub mod qgemm;
 pub mod ssm;
 
 pub use dot::{dot_bf16, dot_f16, dot_f32, isa, Isa};
@@ -63,6 +64,8 @@ pub struct Workspace {
     qa: qdot::QActs,
     /// The product transposed, `[rows, t]` (matrix-matrix products).
     yt: Vec<f32>,
+    /// The tokens quantized for the integer products over many tokens (q8/q4 weights).
+    qt: qgemm::QTokens,
 }
 
 /// The input as the stored weights expect it: multiplied by the matrix's AWQ input scale
@@ -133,12 +136,31 @@ pub fn matmul_ws(m: &Matrix, x: &[f32], t: usize, y: &mut [f32], ws: &mut Worksp
     if t == 1 {
         return matvec_ws(m, x, y, ws);
     }
-    let Workspace { scaled, yt, .. } = ws;
+    let Workspace { scaled, yt, qt, .. } = ws;
     let x = scaled_input(m, x, scaled);
     let (rows, cols) = (m.rows, m.cols);
     // yt is [rows, t]: rows are split between threads, then transposed into y.
     yt.resize(rows * t, 0.0);
     let yt = &mut yt[..rows * t];
+    // Quantized weights: integer products on int8 activations, as decode computes them.
+    let qw = match m.data() {
+        MatrixData::Q8 { q, scales, group } => Some(qgemm::QWeights::Q8 { q, scales, group }),
+        MatrixData::Q4 { q, scales, group } => Some(qgemm::QWeights::Q4 { q, scales, group }),
+        _ => None,
+    };
+    if let Some(qw) = qw.filter(|_| isa() != Isa::Scalar && cols.is_multiple_of(32)) {
+        qt.prepare(x, t, cols);
+        let qt = &*qt;
+        if rows * cols * t < PAR_MIN_WORK || rayon::current_num_threads() == 1 {
+            qgemm::rows_times_tokens(qw, cols, 0, qt, yt, &mut qgemm::RowBuf::default());
+        } else {
+            let chunk = chunk_rows(rows).div_ceil(qgemm::R) * qgemm::R;
+            yt.par_chunks_mut(chunk * t).enumerate().for_each_init(qgemm::RowBuf::default, |buf, (c, out)| {
+                qgemm::rows_times_tokens(qw, cols, c * chunk, qt, out, buf)
+            });
+        }
+        return transpose_into(yt, rows, t, y);
+    }
     // Computes rows r0.. of yt into `out` ([n_rows, t]): blocks of 3 rows x 4 tokens in
     // registers, rows stored as bf16/f16 converted once into `buf`.
     let work = |r0: usize, out: &mut [f32], buf: &mut Vec<f32>| {
@@ -191,7 +213,11 @@ pub fn matmul_ws(m: &Matrix, x: &[f32], t: usize, y: &mut [f32], ws: &mut Worksp
         let chunk = chunk_rows(rows).div_ceil(3) * 3;
         yt.par_chunks_mut(chunk * t).enumerate().for_each_init(Vec::new, |buf, (c, out)| work(c * chunk, out, buf));
     }
-    // Transpose yt [rows, t] into y [t, rows], tokens split between threads.
+    transpose_into(yt, rows, t, y)
+}
+
+/// `y` `[t, rows]` = `yt` `[rows, t]` transposed, tokens split between threads.
+fn transpose_into(yt: &[f32], rows: usize, t: usize, y: &mut [f32]) {
     let transpose = |i0: usize, ys: &mut [f32]| {
         for (di, yrow) in ys.chunks_mut(rows).enumerate() {
             for (r, v) in yrow.iter_mut().enumerate() {

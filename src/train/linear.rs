@@ -303,7 +303,22 @@ mod tests {
             let (mut y_ref, mut y_eng) = (vec![0f32; t * rows], vec![0f32; t * rows]);
             matrix_fwd(m, &x32, &mut y_ref, &mut rowb);
             crate::kernels::matmul(m, &x32, t, &mut y_eng);
-            assert_close_f32(&format!("{:?} fwd", m.dtype()), &y_ref, &y_eng, 1e-5);
+            if matches!(m.dtype(), DType::Q8 | DType::Q4) {
+                // The engine multiplies quantized weights with int8 activations (prefill as
+                // decode does: token by token through matvec gives the same values); the
+                // training forward stays on f32 activations, within their quantization error.
+                let mut y_dec = vec![0f32; t * rows];
+                for i in 0..t {
+                    crate::kernels::matvec(m, &x32[i * cols..(i + 1) * cols], &mut y_dec[i * rows..(i + 1) * rows]);
+                }
+                assert_close_f32(&format!("{:?} prefill vs decode", m.dtype()), &y_dec, &y_eng, 1e-5);
+                let scale = y_ref.iter().fold(0f32, |a, v| a.max(v.abs()));
+                for (a, b) in y_ref.iter().zip(&y_eng) {
+                    assert!((a - b).abs() <= 0.02 * scale, "{:?} fwd vs int8 product: {a} vs {b}", m.dtype());
+                }
+            } else {
+                assert_close_f32(&format!("{:?} fwd", m.dtype()), &y_ref, &y_eng, 1e-5);
+            }
             // Gradient vs finite differences in f64.
             let x = rand_vec(&mut rng, t * cols, -1.0, 1.0);
             let c = rand_vec(&mut rng, t * rows, -1.0, 1.0);
@@ -325,11 +340,11 @@ mod tests {
             matrix_bwd_input(m, &c13, &mut dser, &mut vec![0f32; 16 * cols]);
             pool.install(|| matrix_bwd_input_par(m, &c13, &mut dpar));
             assert_close_f32(&format!("{:?} parallel", m.dtype()), &dser, &dpar, 1e-5);
-            // Transposition identity through the engine's f32 product.
+            // Transposition identity through the f32 forward.
             let c32: Vec<f32> = c.iter().map(|&v| v as f32).collect();
             let mut dx32 = vec![0f32; t * cols];
             matrix_bwd_input(m, &c32, &mut dx32, &mut rowb);
-            let lhs: f64 = c32.iter().zip(&y_eng).map(|(a, b)| *a as f64 * *b as f64).sum();
+            let lhs: f64 = c32.iter().zip(&y_ref).map(|(a, b)| *a as f64 * *b as f64).sum();
             let rhs: f64 = dx32.iter().zip(&x32).map(|(a, b)| *a as f64 * *b as f64).sum();
             assert!((lhs - rhs).abs() < 1e-4 * (1.0 + lhs.abs()), "{:?} transpose: {lhs} vs {rhs}", m.dtype());
         }
