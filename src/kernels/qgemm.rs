@@ -23,6 +23,7 @@ use crate::tensor::block::LEVELS;
 /// Weight rows per register tile of the VNNI path.
 pub(crate) const R: usize = 2;
 /// Tokens per register tile of the VNNI path.
+#[cfg(target_arch = "x86_64")]
 pub(crate) const T: usize = 8;
 
 /// Whether [`rows_times_tokens`] runs on AVX-512 VNNI on this CPU (`SUTRA_NO_VNNI=1` turns it off).
@@ -129,8 +130,10 @@ pub struct RowBuf {
     /// (VNNI path, `[R, cols]`).
     w: Vec<u8>,
     /// VNNI path: per row and 64-column step, 16 lanes of −128·Σ of the lane's four weights.
+    #[cfg(target_arch = "x86_64")]
     neg: Vec<i32>,
     /// VNNI path: per row and 64-column step, the two blocks' weight scales, 8 lanes each.
+    #[cfg(target_arch = "x86_64")]
     dwv: Vec<f32>,
 }
 
