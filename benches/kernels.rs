@@ -1,16 +1,59 @@
-//! Criterion benchmarks of the hot kernels: matrix-vector products (decode) and
-//! matrix-matrix products (prefill) at the 0.1B RWKV-7 shapes, per weight dtype.
+//! Criterion benchmarks of the hot kernels: matrix-vector products (decode, GB/s of weights)
+//! and matrix-matrix products (prefill over a 128-token chunk and a batch of 8 sessions,
+//! GFLOP/s) at the 0.1B RWKV-7 shapes, per weight type (f32, bf16, f16, q8 and q4 g32).
 //!
-//! Run: `cargo bench --bench kernels` (SUTRA_FORCE_SCALAR=1 for the portable path).
+//! Run: `cargo bench --bench kernels` (SUTRA_FORCE_SCALAR=1 for the portable path,
+//! SUTRA_NO_AVX512=1 for AVX2, SUTRA_NO_VNNI=1 for the quantized products without VNNI).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::sync::Arc;
 use sutra::kernels::{matmul, matvec};
-use sutra::tensor::{f32_to_bf16, f32_to_f16, DType, Matrix, Storage, Tensor};
+use sutra::tensor::block::{n_groups, pack_q4, quantize_q4_row, quantize_q8_row};
+use sutra::tensor::{f32_to_bf16, f32_to_f16, DType, Matrix, QuantParts, Storage, Tensor};
 
+fn tensor<T: bytemuck::Pod>(name: &str, dtype: DType, shape: Vec<usize>, data: &[T]) -> Tensor {
+    let st = Arc::new(Storage::from_bytes(bytemuck::cast_slice(data)));
+    let n = st.len();
+    Tensor::new(name, dtype, shape, st, 0..n).unwrap()
+}
+
+/// A `[rows, cols]` matrix of normal weights in `dtype` (q8/q4: RTN, groups of 32).
 fn matrix(dtype: DType, rows: usize, cols: usize) -> Matrix {
     let mut rng = sutra::rng::Rng::new(3);
     let vals: Vec<f32> = (0..rows * cols).map(|_| rng.normal()).collect();
+    if matches!(dtype, DType::Q8 | DType::Q4) {
+        let (group, ng) = (32, n_groups(cols, 32));
+        let mut scales = vec![0u16; rows * ng];
+        let weights = if dtype == DType::Q8 {
+            let mut q = vec![0i8; rows * cols];
+            for r in 0..rows {
+                let (qs, ss) = (&mut q[r * cols..(r + 1) * cols], &mut scales[r * ng..(r + 1) * ng]);
+                quantize_q8_row(&vals[r * cols..(r + 1) * cols], group, qs, ss);
+            }
+            tensor("w", DType::I8, vec![rows, cols], &q)
+        } else {
+            let (mut q, mut idx) = (vec![0u8; rows * cols / 2], vec![0u8; cols]);
+            for r in 0..rows {
+                quantize_q4_row(
+                    &vals[r * cols..(r + 1) * cols],
+                    group,
+                    None,
+                    &mut idx,
+                    &mut scales[r * ng..(r + 1) * ng],
+                );
+                pack_q4(&idx, &mut q[r * cols / 2..(r + 1) * cols / 2]);
+            }
+            tensor("w", DType::U8, vec![rows, cols / 2], &q)
+        };
+        let scales = tensor("w.scales", DType::F16, vec![rows, ng], &scales);
+        return Matrix {
+            tensor: weights,
+            rows,
+            cols,
+            quant: Some(QuantParts { kind: dtype, group, scales }),
+            input_scale: None,
+        };
+    }
     let bytes: Vec<u8> = match dtype {
         DType::BF16 => vals.iter().flat_map(|&v| f32_to_bf16(v).to_le_bytes()).collect(),
         DType::F16 => vals.iter().flat_map(|&v| f32_to_f16(v).to_le_bytes()).collect(),
@@ -25,7 +68,7 @@ fn bench_matvec(c: &mut Criterion) {
     let mut g = c.benchmark_group("matvec");
     for threads in [1, 2] {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-        for dtype in [DType::F32, DType::BF16, DType::F16] {
+        for dtype in [DType::F32, DType::BF16, DType::F16, DType::Q8, DType::Q4] {
             // 3072 x 768: the FFN key matrix of the 0.1B model (larger than the caches).
             let m = matrix(dtype, 3072, 768);
             let x = vec![0.5f32; 768];
@@ -40,17 +83,19 @@ fn bench_matvec(c: &mut Criterion) {
 }
 
 fn bench_matmul(c: &mut Criterion) {
-    let mut g = c.benchmark_group("matmul_t64");
     let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
-    for dtype in [DType::F32, DType::BF16] {
-        let m = matrix(dtype, 768, 768);
-        let t = 64;
-        let x = vec![0.5f32; t * 768];
-        let mut y = vec![0f32; t * 768];
-        g.throughput(Throughput::Elements((2 * 768 * 768 * t) as u64));
-        g.bench_function(format!("{dtype:?}"), |b| b.iter(|| pool.install(|| matmul(&m, &x, t, &mut y))));
+    // A 128-token prefill chunk, and one decode step of 8 batched sessions.
+    for t in [128usize, 8] {
+        let mut g = c.benchmark_group(format!("matmul_t{t}"));
+        for dtype in [DType::F32, DType::BF16, DType::Q8, DType::Q4] {
+            let m = matrix(dtype, 3072, 768);
+            let x: Vec<f32> = (0..t * 768).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
+            let mut y = vec![0f32; t * 3072];
+            g.throughput(Throughput::Elements((2 * 3072 * 768 * t) as u64));
+            g.bench_function(format!("{dtype:?} 2t"), |b| b.iter(|| pool.install(|| matmul(&m, &x, t, &mut y))));
+        }
+        g.finish();
     }
-    g.finish();
 }
 
 criterion_group! {

@@ -30,7 +30,8 @@
 //! - [`tokenizer`]: Hugging Face tokenizer.json (BPE, WordPiece, Unigram) and the RWKV world vocabulary.
 //! - [`train`]: the training kernels, forward + hand-written backward (products, norms, WKV, scans,
 //!   loss, AdamW) and the trainable LoRA pairs; its `trainer` module sits with [`lora`] above.
-//! - [`kernels`]: products (matrix–vector, matrix–matrix, and the accumulating `C += A·B` of
+//! - [`kernels`]: products (matrix–vector, matrix–matrix, the int8-activation tiles of
+//!   [`kernels::qgemm`] for q8/q4 rows over many tokens, and the accumulating `C += A·B` of
 //!   [`kernels::gemm`] for input gradients), norms, scans and activations (scalar reference +
 //!   SIMD chosen at run time); they know tensors only, nothing of models, formats or quantizers.
 //! - [`tensor`]: dtypes, storage, matrices and the q8/q4 block layouts.

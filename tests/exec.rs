@@ -24,11 +24,14 @@ fn toks(n: usize, seed: usize, v: usize) -> Vec<u32> {
 }
 
 /// Three sessions at different points, fed 1, 3 and 17 tokens in one batch, give the logits
-/// (and afterwards the states) of three separate evaluations.
+/// (and afterwards the states) of three separate evaluations; on every golden model and on
+/// the Shakespeare model (large enough that the batch's heads run as parallel tasks).
 #[test]
 fn batch_equals_sessions_one_by_one() {
-    for g in GOLDEN {
-        let m = load(&fixture(&format!("golden/{g}")), 2);
+    let paths = GOLDEN.iter().map(|g| fixture(&format!("golden/{g}")));
+    for path in paths.chain([repo("models/rwkv7-shakespeare-6x256/model.safetensors")]) {
+        let g = path.display().to_string();
+        let m = load(&path, 2);
         let v = m.info().n_vocab;
         let lens = [1usize, 3, 17];
         let mut solo: Vec<Session> = Vec::new();

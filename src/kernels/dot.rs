@@ -14,8 +14,9 @@ pub enum Isa {
     Scalar,
     /// x86-64 AVX2 with FMA and F16C.
     Avx2,
-    /// x86-64 AVX-512 (F and BW) on top of AVX2: used by the quantized dot products, which
-    /// are compute-bound; the float ones are memory-bound and keep the AVX2 code.
+    /// x86-64 AVX-512 (F and BW) on top of AVX2: used where the work is compute-bound (the
+    /// quantized dot products, the f32 block of the prefill product); the float dot products
+    /// of decode are memory-bound and keep the AVX2 code.
     Avx512,
     /// AArch64 Advanced SIMD (NEON), baseline on every AArch64 CPU.
     Neon,
@@ -211,6 +212,11 @@ pub fn block3x4(w: [&[f32]; 3], x: [&[f32]; 4]) -> [[f32; 4]; 3] {
         return unsafe { neon::block3x4(w, x) };
     }
     #[cfg(target_arch = "x86_64")]
+    if isa() == Isa::Avx512 {
+        // SAFETY: AVX-512 F (and AVX2, FMA) were detected at run time.
+        return unsafe { x86::block3x4_512(w, x) };
+    }
+    #[cfg(target_arch = "x86_64")]
     if isa() != Isa::Scalar {
         // SAFETY: AVX2, FMA and F16C were detected at run time.
         return unsafe { x86::block3x4(w, x) };
@@ -359,6 +365,39 @@ mod x86 {
         for r in 0..3 {
             for t in 0..4 {
                 let mut s = hsum(acc[r][t]);
+                for j in i..n {
+                    s += w[r][j] * x[t][j];
+                }
+                out[r][t] = s;
+            }
+        }
+        out
+    }
+
+    /// [`block3x4`] on 16-lane registers (the prefill product is compute-bound: twice the
+    /// multiply-adds per instruction), the rest by the 8-lane step and scalars.
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    pub unsafe fn block3x4_512(w: [&[f32]; 3], x: [&[f32]; 4]) -> [[f32; 4]; 3] {
+        let n = x.iter().chain(w.iter()).fold(usize::MAX, |m, v| m.min(v.len()));
+        let pw = [w[0].as_ptr(), w[1].as_ptr(), w[2].as_ptr()];
+        let px = [x[0].as_ptr(), x[1].as_ptr(), x[2].as_ptr(), x[3].as_ptr()];
+        let mut acc = [[_mm512_setzero_ps(); 4]; 3];
+        let mut i = 0;
+        // SAFETY: every load reads 16 floats at offsets i..i+16 <= n of each slice.
+        while i + 16 <= n {
+            let wv = [_mm512_loadu_ps(pw[0].add(i)), _mm512_loadu_ps(pw[1].add(i)), _mm512_loadu_ps(pw[2].add(i))];
+            for t in 0..4 {
+                let xv = _mm512_loadu_ps(px[t].add(i));
+                for r in 0..3 {
+                    acc[r][t] = _mm512_fmadd_ps(wv[r], xv, acc[r][t]);
+                }
+            }
+            i += 16;
+        }
+        let mut out = [[0f32; 4]; 3];
+        for r in 0..3 {
+            for t in 0..4 {
+                let mut s = _mm512_reduce_add_ps(acc[r][t]);
                 for j in i..n {
                     s += w[r][j] * x[t][j];
                 }

@@ -12,7 +12,7 @@ use super::{count_params, ArchKind};
 use crate::error::Result;
 use crate::exec::{Exec, Linear, Seg};
 use crate::format::{SafetensorsFile, WeightReader};
-use crate::kernels::{self, group_norm, l2_normalize, sigmoid};
+use crate::kernels::{self, dot_f32, group_norm, l2_normalize, sigmoid};
 use crate::tensor::Matrix;
 use crate::train::lora::{lin_bwd, lin_fwd, LoraGrads, LoraSet};
 
@@ -254,45 +254,31 @@ impl Block {
     }
 }
 
-/// One head's WKV step on its state `s` [N(value), N(key)], writing `y = S·r`.
+/// One head's WKV step on its state `s` [N(value), N(key)], writing `y = S·r`. The two
+/// reductions per row are SIMD dot products, and the row update has no reduction, so every
+/// loop vectorizes.
 #[allow(clippy::too_many_arguments)]
 #[inline]
 fn wkv_head(s: &mut [f32], r: &[f32], w: &[f32], k: &[f32], v: &[f32], kk: &[f32], a: &[f32], y: &mut [f32]) {
     let n = r.len();
-    let mut b = [0f32; 256];
-    let b = if n <= 256 { &mut b[..n] } else { return wkv_head_large(s, r, w, k, v, kk, a, y) };
+    let mut small = [0f32; 256];
+    let mut large = Vec::new();
+    let b = if n <= 256 {
+        &mut small[..n]
+    } else {
+        large.resize(n, 0f32);
+        &mut large[..]
+    };
     for j in 0..n {
         b[j] = kk[j] * a[j];
     }
-    for (i, row) in s.chunks_mut(n).enumerate() {
+    for ((row, &vi), yi) in s.chunks_mut(n).zip(v).zip(y.iter_mut()) {
         // sa = S[i,:]·(−kk)
-        let sa: f32 = -row.iter().zip(kk).map(|(s, kk)| s * kk).sum::<f32>();
-        let vi = v[i];
-        let mut acc = 0f32;
-        for j in 0..n {
-            let nv = row[j] * w[j] + sa * b[j] + vi * k[j];
-            row[j] = nv;
-            acc += nv * r[j];
+        let sa = -dot_f32(row, kk);
+        for (((sj, &wj), &bj), &kj) in row.iter_mut().zip(w).zip(b.iter()).zip(k) {
+            *sj = *sj * wj + sa * bj + vi * kj;
         }
-        y[i] = acc;
-    }
-}
-
-/// [`wkv_head`] for head sizes above 256 (heap scratch).
-#[allow(clippy::too_many_arguments)]
-#[cold]
-fn wkv_head_large(s: &mut [f32], r: &[f32], w: &[f32], k: &[f32], v: &[f32], kk: &[f32], a: &[f32], y: &mut [f32]) {
-    let n = r.len();
-    let b: Vec<f32> = (0..n).map(|j| kk[j] * a[j]).collect();
-    for (i, row) in s.chunks_mut(n).enumerate() {
-        let sa: f32 = -row.iter().zip(kk).map(|(s, kk)| s * kk).sum::<f32>();
-        let mut acc = 0f32;
-        for j in 0..n {
-            let nv = row[j] * w[j] + sa * b[j] + v[i] * k[j];
-            row[j] = nv;
-            acc += nv * r[j];
-        }
-        y[i] = acc;
+        *yi = dot_f32(row, r);
     }
 }
 

@@ -483,6 +483,12 @@ impl<'a, 'b> States<'a, 'b> {
     pub fn seg(&mut self, s: usize) -> &mut [f32] {
         &mut self.all[s][self.at.clone()]
     }
+
+    /// Every sequence's block state, in order (disjoint borrows).
+    pub fn all_segs(&mut self) -> Vec<&mut [f32]> {
+        let at = self.at.clone();
+        self.all.iter_mut().map(|s| &mut s[at.clone()]).collect()
+    }
 }
 
 /// Token shift over the rows of `x` (`[T, C]`): `out[i] = x[i] + (prev − x[i]) ⊙ mix`, `prev`
@@ -542,6 +548,19 @@ pub(crate) fn for_units<F>(
     use rayon::prelude::*;
     let unit_state_len = part.len() / n_units;
     let parallel = rayon::current_num_threads() > 1 && work >= 1 << 16;
+    if parallel && segs.len() > 1 {
+        // Several sequences (a batch): one task per (sequence, unit), all in one parallel pass.
+        let mut jobs = Vec::with_capacity(segs.len() * n_units);
+        let mut rest = out;
+        for (seg, state) in segs.iter().zip(st.all_segs()) {
+            let (o, r) = std::mem::take(&mut rest).split_at_mut(seg.len * n_units * unit_out_len);
+            rest = r;
+            let units = state[part.clone()].chunks_mut(unit_state_len).zip(o.chunks_mut(seg.len * unit_out_len));
+            jobs.extend(units.enumerate().map(|(u, (us, uo))| (u, us, uo, seg.rows())));
+        }
+        jobs.into_par_iter().for_each(|(u, us, uo, rows)| f(u, us, uo, rows));
+        return;
+    }
     let mut rest = out;
     for (s, seg) in segs.iter().enumerate() {
         let (o, r) = std::mem::take(&mut rest).split_at_mut(seg.len * n_units * unit_out_len);
