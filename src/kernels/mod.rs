@@ -218,10 +218,14 @@ pub fn matmul_ws(m: &Matrix, x: &[f32], t: usize, y: &mut [f32], ws: &mut Worksp
 
 /// `y` `[t, rows]` = `yt` `[rows, t]` transposed, tokens split between threads.
 fn transpose_into(yt: &[f32], rows: usize, t: usize, y: &mut [f32]) {
+    // Rows of yt are read 8 tokens (one cache line) at a time and written to 8 rows of y.
     let transpose = |i0: usize, ys: &mut [f32]| {
-        for (di, yrow) in ys.chunks_mut(rows).enumerate() {
-            for (r, v) in yrow.iter_mut().enumerate() {
-                *v = yt[r * t + i0 + di];
+        for (c, block) in ys.chunks_mut(8 * rows).enumerate() {
+            let (i0, n) = (i0 + 8 * c, block.len() / rows);
+            for r in 0..rows {
+                for (di, &v) in yt[r * t + i0..r * t + i0 + n].iter().enumerate() {
+                    block[di * rows + r] = v;
+                }
             }
         }
     };

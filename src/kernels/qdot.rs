@@ -32,15 +32,26 @@ pub fn quantize_acts(x: &[f32]) -> QActs {
 }
 
 /// [`quantize_acts`] into `a`, reusing its buffers (no allocation once they are large enough).
+///
+/// Values are rounded to the nearest integer, ties to even (`(y + 1.5·2²³) − 1.5·2²³`, exact
+/// for |y| ≤ 127: no libm call, so the loops vectorize).
 pub fn quantize_acts_into(x: &[f32], a: &mut QActs) {
+    const ROUND: f32 = 12_582_912.0;
     a.q.resize(x.len(), 0);
     a.d.clear();
-    for (b, xs) in x.chunks(32).enumerate() {
-        let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
+    for (xs, qs) in x.chunks(32).zip(a.q.chunks_mut(32)) {
+        // max |x| over 8 lanes, then across them.
+        let mut lanes = [0f32; 8];
+        for c in xs.chunks(8) {
+            for (l, &v) in lanes.iter_mut().zip(c) {
+                *l = l.max(v.abs());
+            }
+        }
+        let amax = lanes.iter().fold(0f32, |m, &v| m.max(v));
         let d = amax / 127.0;
         let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
-        for (j, &v) in xs.iter().enumerate() {
-            a.q[b * 32 + j] = (v * inv).round() as i8;
+        for (q, &v) in qs.iter_mut().zip(xs) {
+            *q = ((v * inv + ROUND) - ROUND) as i8;
         }
         a.d.push(d);
     }
