@@ -149,6 +149,12 @@ fn generate_c_writes_the_same_text_as_the_rust_api() {
     })
     .unwrap();
     assert_eq!(stdout, format!("{text}\n"));
+    // The README shows what `make -C examples-c run` prints (the same prompt and seed): its
+    // sample block, up to the `...` line, starts the demo's text.
+    let readme = std::fs::read_to_string(repo("README.md")).unwrap();
+    let block = readme.split("```\nROMEO:\n").nth(1).expect("the README's sample output block");
+    let sample = format!("ROMEO:\n{}", block.split("...\n").next().unwrap());
+    assert!(stdout.starts_with(&sample), "README sample:\n{sample}\ndemo:\n{stdout}");
 }
 
 /// chat.c keeps one session across turns and answers each line.
