@@ -6,8 +6,9 @@
 //!
 //! On Linux the shared library gets the SONAME `libsutra.so.<major>` (what `make install`
 //! installs as a symlink to `libsutra.so.<version>`), and `libsutra.so.<major>` is made a
-//! symlink to `libsutra.so` in the profile directory (`target/release/`), so that programs
-//! linked there with `-lsutra` (which then need `libsutra.so.<major>`) find it at run time.
+//! symlink to `libsutra.so` in the profile directory (`target/release/`) and its `deps/`, so
+//! that programs linked there with `-lsutra` (which then need `libsutra.so.<major>`) find it
+//! at run time.
 
 use std::path::PathBuf;
 
@@ -54,11 +55,15 @@ fn main() {
         println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,{soname}");
         // OUT_DIR is <target dir>/<profile>/build/sutra-<hash>/out; libsutra.so is linked
         // into <target dir>/<profile>/ after this script has run (a dangling link until then).
+        // `cargo test` leaves its cdylib in <profile>/deps/ only (`cargo build` also copies
+        // it up to <profile>/), so the link is made in both.
         if let Some(profile_dir) = out_dir.ancestors().nth(3) {
-            let link = profile_dir.join(&soname);
-            if std::fs::symlink_metadata(&link).is_err() {
-                #[cfg(unix)]
-                std::os::unix::fs::symlink("libsutra.so", &link).ok();
+            for dir in [profile_dir.to_path_buf(), profile_dir.join("deps")] {
+                let link = dir.join(&soname);
+                if dir.is_dir() && std::fs::symlink_metadata(&link).is_err() {
+                    #[cfg(unix)]
+                    std::os::unix::fs::symlink("libsutra.so", &link).ok();
+                }
             }
         }
     }
