@@ -165,7 +165,7 @@ pub fn rows_times_tokens(w: QWeights<'_>, cols: usize, r0: usize, x: &QTokens, o
                 let (wk, nk, dk) =
                     (&mut buf.w[k * cols..(k + 1) * cols], &mut buf.neg[span.clone()], &mut buf.dwv[span]);
                 // SAFETY: VNNI (hence AVX-512 F/BW) was detected; 64 | cols; row r exists;
-                // the group is a power-of-two multiple of 32 (checked by `prepare`'s caller).
+                // the group is a power-of-two multiple of 32 (checked above).
                 unsafe { x86::prepare_row(w, r, cols, scales_of(r), group, wk, nk, dk) };
             }
             let mut i = 0;
