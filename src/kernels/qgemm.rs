@@ -88,16 +88,6 @@ impl QTokens {
             }
         }
     }
-
-    /// Tokens prepared.
-    pub fn len(&self) -> usize {
-        self.t
-    }
-
-    /// Whether no token is prepared.
-    pub fn is_empty(&self) -> bool {
-        self.t == 0
-    }
 }
 
 /// One weight matrix's rows as [`rows_times_tokens`] reads them.
