@@ -121,10 +121,7 @@ impl Model {
         params: &ModelParams,
         progress: &mut dyn FnMut(f32) -> bool,
     ) -> Result<Model> {
-        Self::load_staged(params, progress, || {
-            let file = SafetensorsFile::open(path, params.use_mmap)?;
-            Ok((file, format::HfConfig::beside(path.parent().unwrap_or(Path::new(".")))?))
-        })
+        Self::load_staged(params, progress, || format::open(path, params.use_mmap))
     }
 
     /// Opens (`open`: the file and its config) then builds a model, reporting progress 0,

@@ -14,6 +14,29 @@ use crate::tensor::{DType, Matrix, Tensor};
 pub use config::HfConfig;
 pub use safetensors::{write_file_atomic, SafetensorsFile};
 
+/// The container a checkpoint was read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// A safetensors file (official RWKV, transformers Mamba, or a libsutra quantized file).
+    Safetensors,
+}
+
+impl Format {
+    /// The short name shown by `sutra info` and `sutra_model_get_info`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Safetensors => "safetensors",
+        }
+    }
+}
+
+/// Opens the checkpoint at `path`, whatever its container, as one record of tensors under
+/// libsutra's names, with the `config.json` beside it when there is one.
+pub fn open(path: &std::path::Path, use_mmap: bool) -> Result<(SafetensorsFile, Option<HfConfig>)> {
+    let file = SafetensorsFile::open(path, use_mmap)?;
+    Ok((file, HfConfig::beside(path.parent().unwrap_or(std::path::Path::new(".")))?))
+}
+
 /// Largest side file read whole (a tokenizer.json, a config, an adapter_config.json): the
 /// biggest real tokenizers are tens of MiB.
 pub(crate) const MAX_SIDE_FILE: u64 = 256 << 20;

@@ -25,6 +25,9 @@ pub struct SafetensorsFile {
     pub n_bytes: usize,
     /// The quantization record, for libsutra quantized files.
     pub quant: Option<super::quantized::QuantInfo>,
+    /// The container the tensors were read from (safetensors here; the other readers of
+    /// [`super::open`] build the same record under libsutra's tensor names).
+    pub format: super::Format,
 }
 
 impl SafetensorsFile {
@@ -133,7 +136,14 @@ impl SafetensorsFile {
             }
         }
         let quant = super::quantized::QuantInfo::parse(name, &metadata, &tensors)?;
-        Ok(SafetensorsFile { name: name.to_string(), tensors, metadata, n_bytes: bytes.len(), quant })
+        Ok(SafetensorsFile {
+            name: name.to_string(),
+            tensors,
+            metadata,
+            n_bytes: bytes.len(),
+            quant,
+            format: super::Format::Safetensors,
+        })
     }
 
     /// The tensor called `key`, or a format error naming it and the file.
