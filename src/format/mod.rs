@@ -5,6 +5,8 @@
 //! it expects or an error that names the tensor, the expected and the found shape.
 
 pub mod config;
+pub mod gguf;
+pub mod gguf_map;
 pub mod quantized;
 pub mod safetensors;
 pub mod synth;
@@ -19,6 +21,8 @@ pub use safetensors::{write_file_atomic, SafetensorsFile};
 pub enum Format {
     /// A safetensors file (official RWKV, transformers Mamba, or a libsutra quantized file).
     Safetensors,
+    /// A GGUF file (llama.cpp), its tensors renamed by [`gguf_map`].
+    Gguf,
 }
 
 impl Format {
@@ -26,13 +30,30 @@ impl Format {
     pub fn name(self) -> &'static str {
         match self {
             Format::Safetensors => "safetensors",
+            Format::Gguf => "gguf",
         }
     }
+}
+
+/// The first four bytes of the file at `path` (fewer when it is shorter: zeros after them).
+/// A missing file is left to the reader that follows, which names it.
+fn magic(path: &std::path::Path) -> Result<[u8; 4]> {
+    use std::io::Read;
+    let mut m = [0u8; 4];
+    if let Ok(mut f) = std::fs::File::open(path) {
+        if f.metadata().is_ok_and(|m| m.is_file()) {
+            let _ = f.read(&mut m).map_err(|e| Error::io(path, e))?;
+        }
+    }
+    Ok(m)
 }
 
 /// Opens the checkpoint at `path`, whatever its container, as one record of tensors under
 /// libsutra's names, with the `config.json` beside it when there is one.
 pub fn open(path: &std::path::Path, use_mmap: bool) -> Result<(SafetensorsFile, Option<HfConfig>)> {
+    if magic(path)? == *gguf::MAGIC {
+        return gguf_map::to_checkpoint(&gguf::GgufFile::open(path, use_mmap)?);
+    }
     let file = SafetensorsFile::open(path, use_mmap)?;
     Ok((file, HfConfig::beside(path.parent().unwrap_or(std::path::Path::new(".")))?))
 }
