@@ -532,8 +532,9 @@ mod tests {
         let mut b = good.clone();
         b[24 + 8 + 1 + 4..24 + 8 + 1 + 4 + 8].copy_from_slice(&(1u64 << 62).to_le_bytes());
         check(&b, "more elements");
-        check(&good[..good.len() - 4], "runs past");
-        check(&good[..30], "truncated");
+        check(&good[..good.len() - 20], "runs past");
+        check(&good[..30], "tensor count");
+        check(&good[..12], "truncated");
         let mut b = good.clone();
         b[0] = b'X';
         check(&b, "magic");

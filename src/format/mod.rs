@@ -37,7 +37,7 @@ impl Format {
 
 /// The first four bytes of the file at `path` (fewer when it is shorter: zeros after them).
 /// A missing file is left to the reader that follows, which names it.
-fn magic(path: &std::path::Path) -> Result<[u8; 4]> {
+pub(crate) fn magic(path: &std::path::Path) -> Result<[u8; 4]> {
     use std::io::Read;
     let mut m = [0u8; 4];
     if let Ok(mut f) = std::fs::File::open(path) {

@@ -19,6 +19,7 @@
 
 mod bpe;
 mod decoder;
+mod gguf;
 mod hf;
 mod json;
 mod normalize;
@@ -45,11 +46,21 @@ enum Inner {
 }
 
 impl Tokenizer {
-    /// Loads a HF tokenizer.json (BPE, WordPiece, Unigram) or an RWKV world vocab
-    /// (rwkv_vocab_v20230424.txt format), detected by content.
+    /// Loads a HF tokenizer.json (BPE, WordPiece, Unigram), an RWKV world vocab
+    /// (rwkv_vocab_v20230424.txt format) or the tokenizer inside a GGUF model file
+    /// ([`from_gguf`](Self::from_gguf)), detected by content.
     pub fn from_file(path: &Path) -> Result<Tokenizer> {
+        if crate::format::magic(path)? == *crate::format::gguf::MAGIC {
+            return Self::from_gguf(&crate::format::gguf::GgufFile::open(path, true)?);
+        }
         let bytes = crate::format::read_file(path, "tokenizer", crate::format::MAX_SIDE_FILE)?;
         Self::from_bytes(&bytes, &path.display().to_string())
+    }
+
+    /// The tokenizer a GGUF file carries in its `tokenizer.ggml.*` metadata: the RWKV world
+    /// vocabulary (`rwkv`) or a byte-level BPE (`gpt2`, with its merges).
+    pub fn from_gguf(g: &crate::format::gguf::GgufFile) -> Result<Tokenizer> {
+        Ok(Tokenizer { inner: gguf::from_gguf(g).map_err(|e| e.context(&g.name))? })
     }
 
     /// Same from bytes already in memory; `name` is used in error messages.

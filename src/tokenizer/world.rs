@@ -186,6 +186,27 @@ impl WorldTokenizer {
         Ok(WorldTokenizer { tokens, map, trie })
     }
 
+    /// A vocabulary from its tokens by id (`None`: an id with no text, such as 0 or a
+    /// control token); a format error when a token is empty or appears twice.
+    pub(crate) fn from_tokens(tokens: Vec<Option<Vec<u8>>>) -> Result<WorldTokenizer> {
+        let mut map = HashMap::new();
+        let mut trie = ByteTrie::new();
+        for (id, tok) in tokens.iter().enumerate() {
+            let Some(tok) = tok else { continue };
+            if tok.is_empty() {
+                return Err(Error::format(format!("world vocabulary: token {id} is empty")));
+            }
+            if let Some(first) = map.insert(tok.clone(), id as u32) {
+                return Err(Error::format(format!("world vocabulary: tokens {first} and {id} are the same bytes")));
+            }
+            trie.insert(tok, id as u32);
+        }
+        if map.is_empty() {
+            return Err(Error::format("world vocabulary is empty"));
+        }
+        Ok(WorldTokenizer { tokens, map, trie })
+    }
+
     /// Max id + 1.
     pub(crate) fn vocab_size(&self) -> usize {
         self.tokens.len()

@@ -1,0 +1,182 @@
+//! GGUF files written by llama.cpp's own converter (tests/fixtures/formats, see its README):
+//! through the C API, F32 files give the golden logits; the tokenizer a GGUF file carries
+//! encodes as the vocabulary it was made from; bad files are format errors naming what is
+//! wrong. (The quantized files of the set need the ggml block types, not yet read: they are
+//! refused as unsupported, naming the type.)
+
+mod common;
+use common::*;
+use std::ffi::{CStr, CString};
+use std::path::{Path, PathBuf};
+use sutra::ffi::*;
+use sutra::{Error, Model, ModelParams, Status, Tokenizer};
+
+fn formats(file: &str) -> PathBuf {
+    fixture(&format!("formats/{file}"))
+}
+
+/// Logits of every token, one `sutra_session_eval` per token from the fresh state, through the C API.
+fn c_logits(path: &Path, tokens: &[u32], threads: i32) -> Vec<f32> {
+    let c_path = CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: valid out-pointers and a NUL-terminated path; handles freed below.
+    unsafe {
+        let mut params = sutra_model_default_params();
+        params.n_threads = threads;
+        let mut model = std::ptr::null_mut();
+        let st = sutra_model_load(c_path.as_ptr(), &params, &mut model);
+        assert_eq!(
+            st,
+            Status::SUTRA_OK,
+            "{}: {}",
+            path.display(),
+            CStr::from_ptr(sutra_last_error()).to_string_lossy()
+        );
+        let mut info = std::mem::zeroed();
+        assert_eq!(sutra_model_get_info(model, &mut info), Status::SUTRA_OK);
+        let v = info.n_vocab as usize;
+        let mut session = std::ptr::null_mut();
+        assert_eq!(sutra_session_new(model, &mut session), Status::SUTRA_OK);
+        let mut out = vec![0f32; tokens.len() * v];
+        for (i, t) in tokens.iter().enumerate() {
+            let t = *t as i32;
+            let st = sutra_session_eval(session, &t, 1, out[i * v..].as_mut_ptr());
+            assert_eq!(st, Status::SUTRA_OK);
+        }
+        sutra_session_free(session);
+        sutra_model_free(model);
+        out
+    }
+}
+
+#[test]
+fn f32_gguf_gives_the_golden_logits() {
+    for (arch, name) in [("rwkv7", "rwkv7"), ("mamba1", "mamba1"), ("mamba2", "mamba2")] {
+        let (toks, want, _) = expected(&formats(&format!("{arch}-F32-gguf-expected.safetensors")), "logits");
+        for threads in [1, 2] {
+            let got = c_logits(&formats(&format!("{arch}-F32.gguf")), &toks, threads);
+            assert_close(&got, &want, 1e-4, 1e-3, &format!("{arch}-F32.gguf, {threads} threads"));
+        }
+        let m = load(&formats(&format!("{arch}-F32.gguf")), 2);
+        assert_eq!(m.info().arch_name, name);
+    }
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("sutra-gguf-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d.join(name)
+}
+
+fn load_err(bytes: &[u8], name: &str) -> Error {
+    let p = tmp(name);
+    std::fs::write(&p, bytes).unwrap();
+    match Model::load(&p, &ModelParams::default()) {
+        Ok(_) => panic!("{name} loaded"),
+        Err(e) => e,
+    }
+}
+
+/// Offset of the first tensor info in a GGUF file (the end of its metadata), found by walking it.
+fn tensor_infos_start(b: &[u8]) -> usize {
+    let u64_at = |p: usize| u64::from_le_bytes(b[p..p + 8].try_into().unwrap()) as usize;
+    let u32_at = |p: usize| u32::from_le_bytes(b[p..p + 4].try_into().unwrap());
+    fn skip(p: usize, ty: u32, u64_at: &dyn Fn(usize) -> usize, u32_at: &dyn Fn(usize) -> u32) -> usize {
+        match ty {
+            0 | 1 | 7 => p + 1,
+            2 | 3 => p + 2,
+            4..=6 => p + 4,
+            10..=12 => p + 8,
+            8 => p + 8 + u64_at(p),
+            9 => {
+                let (et, n) = (u32_at(p), u64_at(p + 4));
+                (0..n).fold(p + 12, |q, _| skip(q, et, u64_at, u32_at))
+            }
+            _ => panic!("type {ty}"),
+        }
+    }
+    let mut p = 24;
+    for _ in 0..u64_at(16) {
+        p += 8 + u64_at(p);
+        let ty = u32_at(p);
+        p = skip(p + 4, ty, &u64_at, &u32_at);
+    }
+    p
+}
+
+#[test]
+fn lying_gguf_files_are_format_errors_naming_the_problem() {
+    let good = std::fs::read(formats("rwkv7-F32.gguf")).unwrap();
+    let check = |b: &[u8], name: &str, want: &str| {
+        let e = load_err(b, name);
+        assert_eq!(e.status(), Status::SUTRA_ERR_FORMAT, "{name}: {e}");
+        assert!(e.to_string().contains(want) && e.to_string().contains(name), "{name}: {e}");
+    };
+    let mut b = good.clone();
+    b[8..16].copy_from_slice(&(1u64 << 50).to_le_bytes());
+    check(&b, "tensor-count.gguf", "tensor count");
+    let mut b = good.clone();
+    b[16..24].copy_from_slice(&(1u64 << 50).to_le_bytes());
+    check(&b, "kv-count.gguf", "metadata count");
+    check(&good[..good.len() / 2], "truncated.gguf", "runs past");
+    check(&good[..100], "cut-header.gguf", "tensor count");
+    check(&good[..12], "cut-counts.gguf", "truncated");
+    // The first tensor's offset: past the end, then unaligned.
+    let p = tensor_infos_start(&good);
+    let name_len = u64::from_le_bytes(good[p..p + 8].try_into().unwrap()) as usize;
+    let n_dims = u32::from_le_bytes(good[p + 8 + name_len..p + 12 + name_len].try_into().unwrap()) as usize;
+    let off = p + 12 + name_len + 8 * n_dims + 4;
+    let mut b = good.clone();
+    b[off..off + 8].copy_from_slice(&(good.len() as u64).to_le_bytes());
+    check(&b, "offset.gguf", "runs past");
+    let mut b = good.clone();
+    b[off..off + 8].copy_from_slice(&1u64.to_le_bytes());
+    check(&b, "unaligned.gguf", "alignment");
+    // A dimension count over ggml's 4.
+    let mut b = good.clone();
+    b[p + 8 + name_len..p + 12 + name_len].copy_from_slice(&9u32.to_le_bytes());
+    check(&b, "dims.gguf", "dimensions");
+    // A string length past the end of the file (the first key's).
+    let mut b = good.clone();
+    b[24..32].copy_from_slice(&(1u64 << 40).to_le_bytes());
+    check(&b, "key-length.gguf", "length");
+}
+
+#[test]
+fn unknown_gguf_architecture_is_unsupported_naming_it() {
+    let mut b = std::fs::read(formats("rwkv7-F32.gguf")).unwrap();
+    let at = b.windows(5).position(|w| w == b"rwkv7").unwrap();
+    b[at..at + 5].copy_from_slice(b"llama");
+    let e = load_err(&b, "llama.gguf");
+    assert_eq!(e.status(), Status::SUTRA_ERR_UNSUPPORTED, "{e}");
+    assert!(e.to_string().contains("'llama'"), "{e}");
+}
+
+#[test]
+fn quantized_gguf_types_not_read_yet_are_unsupported_naming_them() {
+    let e = Model::load(&formats("rwkv7-Q4_0.gguf"), &ModelParams::default()).unwrap_err();
+    assert_eq!(e.status(), Status::SUTRA_ERR_UNSUPPORTED, "{e}");
+    assert!(e.to_string().contains("Q8_0") || e.to_string().contains("Q4_0"), "{e}");
+}
+
+#[test]
+fn gguf_world_tokenizer_encodes_as_its_vocabulary_file() {
+    let g = Tokenizer::from_file(&formats("rwkv7-F32.gguf")).unwrap();
+    let v = Tokenizer::from_file(&formats("rwkv_vocab_first255.txt")).unwrap();
+    for text in ["Hello, world", "a\tb\n'quote' \"dq\" \\ back", "\u{1}\u{7f}"] {
+        assert_eq!(g.encode(text, false).unwrap(), v.encode(text, false).unwrap(), "{text:?}");
+    }
+    let bytes: Vec<u8> = (0u8..128).collect();
+    assert_eq!(g.encode_bytes(&bytes, false).unwrap(), v.encode_bytes(&bytes, false).unwrap());
+    assert_eq!(g.decode_bytes(&(1..129).collect::<Vec<u32>>()).unwrap(), bytes);
+}
+
+#[test]
+fn gguf_gpt2_tokenizer_encodes_and_decodes() {
+    let t = Tokenizer::from_file(&formats("mamba1-F32.gguf")).unwrap();
+    assert_eq!(t.vocab_size(), 512);
+    let text = "Hello, world and the bits";
+    let ids = t.encode(text, false).unwrap();
+    assert!(ids.len() < text.len(), "merges applied: {ids:?}");
+    assert_eq!(t.decode(&ids, false).unwrap(), text);
+    assert_eq!(t.token_to_id("<|endoftext|>"), Some(0));
+}
