@@ -25,9 +25,11 @@
 //! - [`models`]: one file per architecture version, each a [`models::stack::Stack`] of its own blocks.
 //! - [`exec`]: the execution context every forward pass runs in (scratch, the products' entry
 //!   point where adapters and observers plug in, rows of several sequences).
-//! - [`format`]: safetensors reading, the prefix-scoped shape-checking weight reader, quantized
-//!   files, `config.json`, and [`format::synth`], random checkpoints at any shape for tests and benches.
-//! - [`tokenizer`]: Hugging Face tokenizer.json (BPE, WordPiece, Unigram) and the RWKV world vocabulary.
+//! - [`format`]: safetensors and GGUF reading (llama.cpp's names undone in `format::gguf_map`), the
+//!   prefix-scoped shape-checking weight reader, quantized files, `config.json`, and
+//!   [`format::synth`], random checkpoints at any shape for tests and benches.
+//! - [`tokenizer`]: Hugging Face tokenizer.json (BPE, WordPiece, Unigram), the RWKV world vocabulary,
+//!   and the tokenizer inside a GGUF file.
 //! - [`train`]: the training kernels, forward + hand-written backward (products, norms, WKV, scans,
 //!   loss, AdamW) and the trainable LoRA pairs; its `trainer` module sits with [`lora`] above.
 //! - [`kernels`]: products (matrix–vector, matrix–matrix, the int8-activation tiles of
