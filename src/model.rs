@@ -173,8 +173,11 @@ impl Model {
     /// Builds a model from an opened checkpoint and its optional `config.json`.
     pub fn from_file(file: SafetensorsFile, config: Option<&format::HfConfig>, params: &ModelParams) -> Result<Model> {
         let source = file.name.clone();
-        let storage_id = file.tensors.values().next().map_or(0, |t| t.storage_id());
-        let storage = file.tensors.values().next().map(|t| t.storage().clone());
+        // The largest tensor views the file itself (small ones may be owned rewrites: a GGUF's
+        // split or transposed vectors, a misaligned copy).
+        let largest = file.tensors.values().max_by_key(|t| t.bytes().len());
+        let storage_id = largest.map_or(0, |t| t.storage_id());
+        let storage = largest.map(|t| t.storage().clone());
         // A quantized file carries its source's config.json in its metadata.
         let embedded = match (config, file.metadata.get("sutra.hf_config")) {
             (None, Some(text)) => Some(format::HfConfig::parse(text, &format!("{source} (sutra.hf_config)"))?),

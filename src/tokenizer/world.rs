@@ -138,8 +138,6 @@ impl WorldTokenizer {
         let n_lines = text.lines().count();
         let limit = 2 * n_lines + 1024;
         let mut tokens: Vec<Option<Vec<u8>>> = Vec::new();
-        let mut map = HashMap::new();
-        let mut trie = ByteTrie::new();
         for (n, line) in text.lines().enumerate() {
             let line = line.trim_end_matches('\r');
             if line.trim().is_empty() {
@@ -176,14 +174,9 @@ impl WorldTokenizer {
             if tokens[id as usize].is_some() {
                 return Err(bad(&format!("duplicate id {id}")));
             }
-            trie.insert(&tok, id);
-            map.insert(tok.clone(), id);
             tokens[id as usize] = Some(tok);
         }
-        if map.is_empty() {
-            return Err(Error::format("world vocabulary is empty"));
-        }
-        Ok(WorldTokenizer { tokens, map, trie })
+        Self::from_tokens(tokens)
     }
 
     /// A vocabulary from its tokens by id (`None`: an id with no text, such as 0 or a
