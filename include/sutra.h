@@ -74,6 +74,22 @@ typedef enum sutra_dtype {
   SUTRA_DTYPE_Q8 = 6,
   // libsutra group-wise 4-bit weights.
   SUTRA_DTYPE_Q4 = 7,
+  // llama.cpp Q4_0 blocks (GGUF).
+  SUTRA_DTYPE_GGML_Q4_0 = 8,
+  // llama.cpp Q4_1 blocks (GGUF).
+  SUTRA_DTYPE_GGML_Q4_1 = 9,
+  // llama.cpp Q5_0 blocks (GGUF).
+  SUTRA_DTYPE_GGML_Q5_0 = 10,
+  // llama.cpp Q5_1 blocks (GGUF).
+  SUTRA_DTYPE_GGML_Q5_1 = 11,
+  // llama.cpp Q8_0 blocks (GGUF).
+  SUTRA_DTYPE_GGML_Q8_0 = 12,
+  // llama.cpp Q4_K blocks (GGUF).
+  SUTRA_DTYPE_GGML_Q4K = 13,
+  // llama.cpp Q5_K blocks (GGUF).
+  SUTRA_DTYPE_GGML_Q5K = 14,
+  // llama.cpp Q6_K blocks (GGUF).
+  SUTRA_DTYPE_GGML_Q6K = 15,
 } sutra_dtype;
 
 // Model family.

@@ -6,7 +6,7 @@ use super::{
 use crate::error::Status;
 use crate::error::{Error, Result};
 use crate::models::Family;
-use crate::tensor::DType;
+use crate::tensor::{ggml::GgmlType, DType};
 use crate::{Model, ModelParams};
 use std::ffi::{c_char, c_void};
 use std::sync::Arc;
@@ -68,6 +68,22 @@ pub enum sutra_dtype {
     Q8 = 6,
     /// libsutra group-wise 4-bit weights.
     Q4 = 7,
+    /// llama.cpp Q4_0 blocks (GGUF).
+    GgmlQ4_0 = 8,
+    /// llama.cpp Q4_1 blocks (GGUF).
+    GgmlQ4_1 = 9,
+    /// llama.cpp Q5_0 blocks (GGUF).
+    GgmlQ5_0 = 10,
+    /// llama.cpp Q5_1 blocks (GGUF).
+    GgmlQ5_1 = 11,
+    /// llama.cpp Q8_0 blocks (GGUF).
+    GgmlQ8_0 = 12,
+    /// llama.cpp Q4_K blocks (GGUF).
+    GgmlQ4K = 13,
+    /// llama.cpp Q5_K blocks (GGUF).
+    GgmlQ5K = 14,
+    /// llama.cpp Q6_K blocks (GGUF).
+    GgmlQ6K = 15,
 }
 
 /// What a model is, as read from its checkpoint.
@@ -221,6 +237,16 @@ pub unsafe extern "C" fn sutra_model_get_info(model: *const sutra_model, out_inf
                 DType::I64 => sutra_dtype::I64,
                 DType::Q8 => sutra_dtype::Q8,
                 DType::Q4 => sutra_dtype::Q4,
+                DType::Ggml(k) => match k {
+                    GgmlType::Q4_0 => sutra_dtype::GgmlQ4_0,
+                    GgmlType::Q4_1 => sutra_dtype::GgmlQ4_1,
+                    GgmlType::Q5_0 => sutra_dtype::GgmlQ5_0,
+                    GgmlType::Q5_1 => sutra_dtype::GgmlQ5_1,
+                    GgmlType::Q8_0 => sutra_dtype::GgmlQ8_0,
+                    GgmlType::Q4_K => sutra_dtype::GgmlQ4K,
+                    GgmlType::Q5_K => sutra_dtype::GgmlQ5K,
+                    GgmlType::Q6_K => sutra_dtype::GgmlQ6K,
+                },
             },
             bytes_per_token: i.bytes_per_token,
         };

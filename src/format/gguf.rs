@@ -134,7 +134,7 @@ pub fn dtype_of(id: u32) -> Option<DType> {
         0 => Some(DType::F32),
         1 => Some(DType::F16),
         30 => Some(DType::BF16),
-        _ => None,
+        _ => crate::tensor::ggml::GgmlType::from_id(id).map(DType::Ggml),
     }
 }
 
@@ -360,6 +360,16 @@ impl GgufFile {
             let Some(numel) = numel else {
                 return Err(fail(format!("dimensions {ne:?} hold more elements than the file's bytes")));
             };
+            if let DType::Ggml(k) = dtype {
+                if ne.first().is_none_or(|&d| d % k.block_elems() as u64 != 0) {
+                    return Err(fail(format!(
+                        "has rows of {} weights, not a whole number of {} blocks of {}",
+                        ne.first().copied().unwrap_or(0),
+                        k.name(),
+                        k.block_elems()
+                    )));
+                }
+            }
             let size = dtype.size_of(numel as usize) as u64;
             if offset % alignment != 0 {
                 return Err(fail(format!("data offset {offset} is not a multiple of the alignment {alignment}")));

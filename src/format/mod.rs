@@ -219,7 +219,8 @@ impl<'a> WeightReader<'a> {
         self.to_f32(t)
     }
 
-    /// A `[rows, cols]` matrix used in place (f32, bf16 or f16 keep their storage).
+    /// A `[rows, cols]` matrix used in place (f32, bf16, f16 and llama.cpp's blocks keep their
+    /// storage).
     pub fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
         let t = self.tensor(name)?;
         self.check(t, &[rows, cols])?;
@@ -227,7 +228,7 @@ impl<'a> WeightReader<'a> {
             return self.quantized(&t.name, rows, cols);
         }
         match t.dtype {
-            DType::F32 | DType::BF16 | DType::F16 => Ok(Matrix::new(t.clone(), rows, cols)),
+            DType::F32 | DType::BF16 | DType::F16 | DType::Ggml(_) => Ok(Matrix::new(t.clone(), rows, cols)),
             other => Err(Error::unsupported(format!(
                 "{}: tensor '{}' has dtype {other:?}; float matrices expected",
                 self.file.name, t.name

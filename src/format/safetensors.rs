@@ -208,13 +208,6 @@ pub fn serialize(tensors: &[TensorBytes], metadata: Option<&BTreeMap<String, Str
     let mut entries = BTreeMap::new();
     for (name, dtype, shape, data) in &order {
         let numel: usize = shape.iter().product();
-        // Stored elements: q8/q4 matrices are written as their i8/u8 storage.
-        if numel * dtype.align() != data.len() {
-            return Err(Error::invalid(format!(
-                "tensor '{name}': {} bytes for shape {shape:?} of {dtype:?}",
-                data.len()
-            )));
-        }
         let st_name = match dtype {
             DType::F32 => "F32",
             DType::F16 => "F16",
@@ -222,7 +215,20 @@ pub fn serialize(tensors: &[TensorBytes], metadata: Option<&BTreeMap<String, Str
             DType::I8 | DType::Q8 => "I8",
             DType::U8 | DType::Q4 => "U8",
             DType::I64 => "I64",
+            DType::Ggml(k) => {
+                return Err(Error::unsupported(format!(
+                    "tensor '{name}': {} blocks have no safetensors type (dequantize it first)",
+                    k.name()
+                )))
+            }
         };
+        // Stored elements: q8/q4 matrices are written as their i8/u8 storage.
+        if numel * dtype.align() != data.len() {
+            return Err(Error::invalid(format!(
+                "tensor '{name}': {} bytes for shape {shape:?} of {dtype:?}",
+                data.len()
+            )));
+        }
         entries.insert(
             name.clone(),
             serde_json::json!({"dtype": st_name, "shape": shape, "data_offsets": [offset, offset + data.len()]}),

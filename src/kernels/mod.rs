@@ -7,6 +7,7 @@
 
 pub mod dot;
 pub mod gemm;
+pub mod ggml;
 pub mod norm;
 pub mod qdot;
 pub mod qgemm;
@@ -36,6 +37,10 @@ fn row_dot(m: &Matrix, data: &MatrixData<'_>, r: usize, x: &[f32], qa: Option<&q
                 let ng = c.div_ceil(*group);
                 return qdot::dot_q4_i8(&q[r * c / 2..(r + 1) * c / 2], &scales[r * ng..(r + 1) * ng], *group, a);
             }
+            MatrixData::Ggml { kind, bytes } => {
+                let rb = kind.size_of(c);
+                return ggml::dot_i8(*kind, &bytes[r * rb..(r + 1) * rb], &a.q, &a.d);
+            }
             _ => {}
         }
     }
@@ -50,6 +55,10 @@ fn row_dot(m: &Matrix, data: &MatrixData<'_>, r: usize, x: &[f32], qa: Option<&q
         MatrixData::Q4 { q, scales, group } => {
             let ng = c.div_ceil(*group);
             qdot::dot_q4_f32(&q[r * c / 2..(r + 1) * c / 2], &scales[r * ng..(r + 1) * ng], *group, x)
+        }
+        MatrixData::Ggml { kind, bytes } => {
+            let rb = kind.size_of(c);
+            ggml::dot_f32(*kind, &bytes[r * rb..(r + 1) * rb], x)
         }
     }
 }
@@ -99,9 +108,14 @@ pub fn matvec_ws(m: &Matrix, x: &[f32], y: &mut [f32], ws: &mut Workspace) {
     let Workspace { scaled, qa, .. } = ws;
     let x = scaled_input(m, x, scaled);
     // Decode with quantized weights is compute-bound: the activations are quantized to int8
-    // once, and every row's product runs on integers (prefill keeps f32 activations).
+    // once, and every row's product runs on integers. llama.cpp's blocks always take int8
+    // activations (whole blocks of 32 or 256, as llama.cpp computes them).
     let qa = match data {
         MatrixData::Q8 { .. } | MatrixData::Q4 { .. } if isa() != Isa::Scalar && m.cols.is_multiple_of(32) => {
+            qdot::quantize_acts_into(x, qa);
+            Some(&*qa)
+        }
+        MatrixData::Ggml { .. } => {
             qdot::quantize_acts_into(x, qa);
             Some(&*qa)
         }
@@ -136,12 +150,27 @@ pub fn matmul_ws(m: &Matrix, x: &[f32], t: usize, y: &mut [f32], ws: &mut Worksp
     if t == 1 {
         return matvec_ws(m, x, y, ws);
     }
-    let Workspace { scaled, yt, qt, .. } = ws;
+    let Workspace { scaled, yt, qt, qa } = ws;
     let x = scaled_input(m, x, scaled);
     let (rows, cols) = (m.rows, m.cols);
     // yt is [rows, t]: rows are split between threads, then transposed into y.
     yt.resize(rows * t, 0.0);
     let yt = &mut yt[..rows * t];
+    // llama.cpp's blocks: every token quantized per block of 32 as decode does, each block
+    // unpacked once for all tokens.
+    if let MatrixData::Ggml { kind, bytes } = m.data() {
+        qdot::quantize_acts_into(x, qa);
+        let (q, d) = (&qa.q[..], &qa.d[..]);
+        if rows * cols * t < PAR_MIN_WORK || rayon::current_num_threads() == 1 {
+            ggml::rows_times_tokens(kind, bytes, cols, 0, q, d, yt);
+        } else {
+            let chunk = chunk_rows(rows);
+            yt.par_chunks_mut(chunk * t)
+                .enumerate()
+                .for_each(|(c, out)| ggml::rows_times_tokens(kind, bytes, cols, c * chunk, q, d, out));
+        }
+        return transpose_into(yt, rows, t, y);
+    }
     // Quantized weights: integer products on int8 activations, as decode computes them.
     let qw = match m.data() {
         MatrixData::Q8 { q, scales, group } => Some(qgemm::QWeights::Q8 { q, scales, group }),

@@ -1,5 +1,7 @@
 //! Element types and the scalar conversions between them.
 
+use super::ggml::GgmlType;
+
 /// Element type of a tensor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DType {
@@ -19,6 +21,8 @@ pub enum DType {
     Q8,
     /// libsutra's group-wise 4-bit weights (`quant` module): packed nibbles + f16 scales and minimums.
     Q4,
+    /// llama.cpp's block-quantized weights (GGUF), blocks of 32 or 256 weights with their scales.
+    Ggml(GgmlType),
 }
 
 impl DType {
@@ -30,13 +34,14 @@ impl DType {
             DType::I8 | DType::U8 | DType::Q8 => 1,
             DType::I64 => 8,
             DType::Q4 => return n.div_ceil(2),
+            DType::Ggml(k) => return k.size_of(n),
         }
     }
 
     /// Required alignment in bytes of an element.
     pub fn align(self) -> usize {
         match self {
-            DType::Q4 | DType::Q8 => 1,
+            DType::Q4 | DType::Q8 | DType::Ggml(_) => 1,
             _ => self.size_of(1),
         }
     }
@@ -52,6 +57,7 @@ impl DType {
             DType::I64 => "I64",
             DType::Q8 => "Q8",
             DType::Q4 => "Q4",
+            DType::Ggml(k) => k.name(),
         }
     }
 }

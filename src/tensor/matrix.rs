@@ -1,5 +1,5 @@
 //! A weight matrix `[rows, cols]` (row-major, `y = W x`) over f32, bf16, f16 or
-//! group-quantized (q8, q4) storage.
+//! group-quantized (q8, q4, llama.cpp's blocks) storage.
 
 use super::{bf16_to_f32, f16_to_f32, DType, Tensor};
 use std::sync::Arc;
@@ -29,6 +29,13 @@ pub enum MatrixData<'a> {
         scales: &'a [u16],
         /// Weights per group.
         group: usize,
+    },
+    /// llama.cpp block-quantized rows, each `kind.size_of(cols)` bytes, read in place.
+    Ggml {
+        /// The block type.
+        kind: super::ggml::GgmlType,
+        /// All rows' blocks.
+        bytes: &'a [u8],
     },
 }
 
@@ -83,6 +90,7 @@ impl Matrix {
         match self.tensor.dtype {
             DType::BF16 => MatrixData::BF16(self.tensor.as_u16().unwrap_or_default()),
             DType::F16 => MatrixData::F16(self.tensor.as_u16().unwrap_or_default()),
+            DType::Ggml(kind) => MatrixData::Ggml { kind, bytes: self.tensor.bytes() },
             _ => MatrixData::F32(self.tensor.as_f32().unwrap_or_default()),
         }
     }
@@ -108,6 +116,10 @@ impl Matrix {
                     group,
                     out,
                 )
+            }
+            MatrixData::Ggml { kind, bytes } => {
+                let rb = kind.size_of(c);
+                super::ggml::dequantize_row(kind, &bytes[r * rb..(r + 1) * rb], out)
             }
         }
     }

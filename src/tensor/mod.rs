@@ -6,6 +6,7 @@
 
 pub mod block;
 mod dtype;
+pub mod ggml;
 mod matrix;
 mod storage;
 
@@ -114,6 +115,11 @@ impl Tensor {
             DType::F32 => Ok(self.as_f32().unwrap_or_default().to_vec()),
             DType::BF16 => Ok(self.as_u16().unwrap_or_default().iter().map(|&b| bf16_to_f32(b)).collect()),
             DType::F16 => Ok(self.as_u16().unwrap_or_default().iter().map(|&b| f16_to_f32(b)).collect()),
+            DType::Ggml(k) => {
+                let mut out = vec![0f32; self.numel()];
+                ggml::dequantize_row(k, self.bytes(), &mut out);
+                Ok(out)
+            }
             other => {
                 Err(Error::unsupported(format!("tensor '{}': dtype {other:?} cannot be read as floats", self.name)))
             }

@@ -60,7 +60,8 @@ SUTRA_ERR_CANCELLED = 7
 SUTRA_ERR_INTERNAL = 8
 
 _FAMILIES = {0: "rwkv", 1: "mamba"}
-_DTYPES = {0: "f32", 1: "f16", 2: "bf16", 3: "i8", 4: "u8", 5: "i64", 6: "q8", 7: "q4"}
+_DTYPES = {0: "f32", 1: "f16", 2: "bf16", 3: "i8", 4: "u8", 5: "i64", 6: "q8", 7: "q4",
+           8: "Q4_0", 9: "Q4_1", 10: "Q5_0", 11: "Q5_1", 12: "Q8_0", 13: "Q4_K", 14: "Q5_K", 15: "Q6_K"}
 _STOP_REASONS = {0: "max_tokens", 1: "stop_token", 2: "stop_string", 3: "callback"}
 
 

@@ -1,0 +1,306 @@
+//! Products over llama.cpp's block-quantized rows (`tensor::ggml`) on int8 activations.
+//!
+//! A block is unpacked once into signed 8-bit levels, a scale per 16 weights and an offset
+//! per 32 (`w = s·q + m`), then dotted with activations quantized per block of 32
+//! (`qdot::QActs`): `Σ_16 s·d_x·Σ q·x_q + Σ_32 m·d_x·Σ x_q`, integer sums inside. This is the
+//! product llama.cpp computes (its CPU kernels also quantize the activations to 8 bits per
+//! block of 32) and it reads the mapped file's blocks in place. Prefill unpacks each block
+//! once for all of its tokens.
+
+use crate::tensor::f16_to_f32;
+use crate::tensor::ggml::{k_scale_min, GgmlType};
+
+/// One block unpacked: levels, scales per 16 weights, offsets per 32.
+pub struct Unpacked {
+    /// Signed levels (the first `n` are used).
+    pub q: [i8; 256],
+    /// Scale of each 16 levels.
+    pub s: [f32; 16],
+    /// Offset added to each weight, per 32 (zero for the symmetric types).
+    pub m: [f32; 8],
+    /// Weights in the block (32 or 256).
+    pub n: usize,
+    /// Whether any offset is non-zero.
+    pub has_m: bool,
+}
+
+impl Default for Unpacked {
+    fn default() -> Self {
+        Unpacked { q: [0; 256], s: [0.0; 16], m: [0.0; 8], n: 0, has_m: false }
+    }
+}
+
+#[inline]
+fn f16_at(b: &[u8], i: usize) -> f32 {
+    f16_to_f32(u16::from_le_bytes([b[i], b[i + 1]]))
+}
+
+/// Unpacks one block of `kind` into `u`.
+pub fn unpack_block(kind: GgmlType, b: &[u8], u: &mut Unpacked) {
+    u.n = kind.block_elems();
+    u.has_m = false;
+    match kind {
+        GgmlType::Q8_0 => {
+            let d = f16_at(b, 0);
+            for (q, &v) in u.q[..32].iter_mut().zip(&b[2..34]) {
+                *q = v as i8;
+            }
+            u.s[..2].fill(d);
+        }
+        GgmlType::Q4_0 | GgmlType::Q4_1 => {
+            let d = f16_at(b, 0);
+            let (qs, off) = if kind == GgmlType::Q4_1 {
+                u.m[0] = f16_at(b, 2);
+                u.has_m = true;
+                (&b[4..20], 0)
+            } else {
+                (&b[2..18], 8)
+            };
+            for (j, &v) in qs.iter().enumerate() {
+                u.q[j] = (v & 0x0f) as i8 - off;
+                u.q[j + 16] = (v >> 4) as i8 - off;
+            }
+            u.s[..2].fill(d);
+        }
+        GgmlType::Q5_0 | GgmlType::Q5_1 => {
+            let d = f16_at(b, 0);
+            let (rest, off) = if kind == GgmlType::Q5_1 {
+                u.m[0] = f16_at(b, 2);
+                u.has_m = true;
+                (&b[4..24], 0)
+            } else {
+                (&b[2..22], 16)
+            };
+            let qh = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
+            let qs = &rest[4..];
+            for (j, &v) in qs.iter().enumerate() {
+                u.q[j] = ((v & 0x0f) | ((((qh >> j) & 1) as u8) << 4)) as i8 - off;
+                u.q[j + 16] = ((v >> 4) | ((((qh >> (j + 16)) & 1) as u8) << 4)) as i8 - off;
+            }
+            u.s[..2].fill(d);
+        }
+        GgmlType::Q4_K | GgmlType::Q5_K => {
+            let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
+            let scales = &b[4..16];
+            let five = kind == GgmlType::Q5_K;
+            let (qh, ql) = if five { (&b[16..48], &b[48..176]) } else { (&b[..0], &b[16..144]) };
+            for j in 0..8 {
+                let (sc, mn) = k_scale_min(scales, j);
+                u.s[2 * j] = d * sc as f32;
+                u.s[2 * j + 1] = d * sc as f32;
+                u.m[j] = -dmin * mn as f32;
+                let bytes = &ql[32 * (j / 2)..32 * (j / 2) + 32];
+                let shift = 4 * (j % 2) as u32;
+                for l in 0..32 {
+                    let mut q = (bytes[l] >> shift) & 0x0f;
+                    if five {
+                        q |= ((qh[l] >> j) & 1) << 4;
+                    }
+                    u.q[32 * j + l] = q as i8;
+                }
+            }
+            u.has_m = true;
+        }
+        GgmlType::Q6_K => {
+            let (ql, qh, sc) = (&b[..128], &b[128..192], &b[192..208]);
+            let d = f16_at(b, 208);
+            for (s, &c) in u.s.iter_mut().zip(sc) {
+                *s = d * (c as i8) as f32;
+            }
+            // Weight 128h + 32k + l: the low nibble of ql[64h + 32(k&1) + l] (its high nibble
+            // for k ≥ 2) and bits 2k..2k+1 of qh[32h + l].
+            for h in 0..2 {
+                for k in 0..4 {
+                    for l in 0..32 {
+                        let lo = ql[64 * h + 32 * (k & 1) + l] >> (4 * (k / 2));
+                        let hi = (qh[32 * h + l] >> (2 * k)) & 3;
+                        u.q[128 * h + 32 * k + l] = ((lo & 0x0f) | (hi << 4)) as i8 - 32;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// An unpacked block · the activations of its weights (`q.len() == u.n`, one scale per 32).
+#[inline]
+pub fn dot_unpacked(u: &Unpacked, q: &[i8], d: &[f32]) -> f32 {
+    let mut total = 0f32;
+    for (b, (qb, &db)) in q[..u.n].chunks_exact(32).zip(d).enumerate() {
+        let w = &u.q[32 * b..32 * b + 32];
+        let lo: i32 = w[..16].iter().zip(&qb[..16]).map(|(&a, &x)| a as i32 * x as i32).sum();
+        let hi: i32 = w[16..].iter().zip(&qb[16..]).map(|(&a, &x)| a as i32 * x as i32).sum();
+        let mut acc = u.s[2 * b] * lo as f32 + u.s[2 * b + 1] * hi as f32;
+        if u.has_m {
+            let sx: i32 = qb.iter().map(|&x| x as i32).sum();
+            acc += u.m[b] * sx as f32;
+        }
+        total += db * acc;
+    }
+    total
+}
+
+/// A row of whole `kind` blocks · int8 activations (`q` its values, `d` a scale per 32).
+pub fn dot_i8(kind: GgmlType, row: &[u8], q: &[i8], d: &[f32]) -> f32 {
+    let (be, bb) = (kind.block_elems(), kind.block_bytes());
+    let mut u = Unpacked::default();
+    let mut total = 0f32;
+    for (i, blk) in row.chunks_exact(bb).enumerate() {
+        unpack_block(kind, blk, &mut u);
+        total += dot_unpacked(&u, &q[i * be..(i + 1) * be], &d[i * be / 32..(i + 1) * be / 32]);
+    }
+    total
+}
+
+/// A row of whole `kind` blocks · f32 activations: each block dequantized, then dotted.
+pub fn dot_f32(kind: GgmlType, row: &[u8], x: &[f32]) -> f32 {
+    let (be, bb) = (kind.block_elems(), kind.block_bytes());
+    let mut w = [0f32; 256];
+    let mut total = 0f32;
+    for (blk, xs) in row.chunks_exact(bb).zip(x.chunks_exact(be)) {
+        crate::tensor::ggml::dequantize_block(kind, blk, &mut w[..be]);
+        total += super::dot_f32(&w[..be], xs);
+    }
+    total
+}
+
+/// Rows `r0..` of a `[rows, cols]` matrix of `kind` blocks times `t` tokens of int8
+/// activations (`q` `[t, cols]`, `d` `[t, cols/32]`) into `out` `[n_rows, t]`: each block is
+/// unpacked once for all tokens.
+pub fn rows_times_tokens(kind: GgmlType, bytes: &[u8], cols: usize, r0: usize, q: &[i8], d: &[f32], out: &mut [f32]) {
+    let (be, bb) = (kind.block_elems(), kind.block_bytes());
+    let row_bytes = kind.size_of(cols);
+    let t = q.len() / cols;
+    let nb = cols / 32;
+    let mut u = Unpacked::default();
+    for (j, ys) in out.chunks_exact_mut(t).enumerate() {
+        ys.fill(0.0);
+        let row = &bytes[(r0 + j) * row_bytes..(r0 + j + 1) * row_bytes];
+        for (b, blk) in row.chunks_exact(bb).enumerate() {
+            unpack_block(kind, blk, &mut u);
+            for (i, y) in ys.iter_mut().enumerate() {
+                let qs = &q[i * cols + b * be..i * cols + (b + 1) * be];
+                *y += dot_unpacked(&u, qs, &d[i * nb + b * be / 32..]);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::qdot::quantize_acts;
+    use crate::tensor::ggml::dequantize_row;
+
+    /// Random blocks whose f16 scales are finite and moderate.
+    fn random_row(kind: GgmlType, n_blocks: usize, seed: &mut u64) -> Vec<u8> {
+        let mut next = || {
+            *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (*seed >> 33) as u8
+        };
+        let mut row: Vec<u8> = (0..n_blocks * kind.block_bytes()).map(|_| next()).collect();
+        let h = crate::tensor::f32_to_f16;
+        for blk in row.chunks_exact_mut(kind.block_bytes()) {
+            let at = if kind == GgmlType::Q6_K { 208 } else { 0 };
+            let v = h(0.01 + blk[at] as f32 / 4096.0).to_le_bytes();
+            blk[at..at + 2].copy_from_slice(&v);
+            if matches!(kind, GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K) {
+                let v = h(blk[3] as f32 / 8192.0 - 0.01).to_le_bytes();
+                blk[2..4].copy_from_slice(&v);
+            }
+        }
+        row
+    }
+
+    /// Unpacking gives back the reference dequantizer's weights, and both products equal an
+    /// f64 dot of the dequantized row with the (quantized, resp. exact) activations.
+    #[test]
+    fn products_match_dequantized_reference() {
+        let mut seed = 5;
+        for kind in GgmlType::ALL {
+            let cols = 2 * kind.block_elems();
+            let row = random_row(kind, 2, &mut seed);
+            let mut w = vec![0f32; cols];
+            dequantize_row(kind, &row, &mut w);
+            let mut u = Unpacked::default();
+            for (b, blk) in row.chunks_exact(kind.block_bytes()).enumerate() {
+                unpack_block(kind, blk, &mut u);
+                for e in 0..u.n {
+                    let got = u.s[e / 16] * u.q[e] as f32 + u.m[e / 32];
+                    let want = w[b * u.n + e];
+                    assert!((got - want).abs() <= 1e-6 * (1.0 + want.abs()), "{kind:?} weight {e}: {got} vs {want}");
+                }
+            }
+            let x: Vec<f32> = (0..cols).map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0).collect();
+            let a = quantize_acts(&x);
+            let xq: Vec<f64> = a.q.iter().enumerate().map(|(i, &q)| q as f64 * a.d[i / 32] as f64).collect();
+            let want_q: f64 = w.iter().zip(&xq).map(|(&w, &x)| w as f64 * x).sum();
+            let want_f: f64 = w.iter().zip(&x).map(|(&w, &x)| w as f64 * x as f64).sum();
+            let scale: f64 = w.iter().zip(&x).map(|(&w, &x)| (w as f64 * x as f64).abs()).sum::<f64>() + 1e-3;
+            let got_q = dot_i8(kind, &row, &a.q, &a.d) as f64;
+            let got_f = dot_f32(kind, &row, &x) as f64;
+            assert!((got_q - want_q).abs() <= 1e-5 * scale, "{kind:?} int8: {got_q} vs {want_q}");
+            assert!((got_f - want_f).abs() <= 1e-5 * scale, "{kind:?} f32: {got_f} vs {want_f}");
+            let mut two = vec![0f32; 3];
+            let x3: Vec<f32> = x.iter().chain(&x).chain(&x).copied().collect();
+            let a3 = quantize_acts(&x3);
+            rows_times_tokens(kind, &row, cols, 0, &a3.q, &a3.d, &mut two);
+            for g in two {
+                assert!((g as f64 - got_q).abs() <= 1e-6 * scale, "{kind:?} tokens: {g} vs {got_q}");
+            }
+        }
+    }
+
+    /// The products a model calls: prefill (`matmul`, blocks unpacked once for all tokens)
+    /// gives exactly what decode (`matvec`, one token at a time) gives, on one thread and on
+    /// three, and both equal the dequantized rows times the int8 activations.
+    #[test]
+    fn matmul_equals_matvec_per_token() {
+        use crate::kernels::{matmul, matvec};
+        use crate::tensor::{DType, Matrix, Storage, Tensor};
+        use std::sync::Arc;
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+        let mut seed = 9;
+        for kind in GgmlType::ALL {
+            for &(rows, nb, t) in &[(1usize, 1usize, 3usize), (7, 3, 17), (33, 2, 1), (130, 1, 5)] {
+                let cols = nb * kind.block_elems();
+                let bytes = random_row(kind, rows * nb, &mut seed);
+                let st = Arc::new(Storage::from_bytes(&bytes));
+                let n = st.len();
+                let m =
+                    Matrix::new(Tensor::new("w", DType::Ggml(kind), vec![rows, cols], st, 0..n).unwrap(), rows, cols);
+                let x: Vec<f32> = (0..t * cols).map(|i| ((i * 53 % 97) as f32 - 48.0) / 23.0).collect();
+                let mut w = vec![0f32; cols];
+                for threads in [1, 3] {
+                    let mut got = vec![0f32; t * rows];
+                    pool.install(|| {
+                        if threads == 1 {
+                            rayon::ThreadPoolBuilder::new()
+                                .num_threads(1)
+                                .build()
+                                .unwrap()
+                                .install(|| matmul(&m, &x, t, &mut got))
+                        } else {
+                            matmul(&m, &x, t, &mut got)
+                        }
+                    });
+                    for i in 0..t {
+                        let xi = &x[i * cols..(i + 1) * cols];
+                        let mut y = vec![0f32; rows];
+                        pool.install(|| matvec(&m, xi, &mut y));
+                        let a = quantize_acts(xi);
+                        for r in 0..rows {
+                            assert_eq!(got[i * rows + r], y[r], "{kind:?} {rows}x{cols} t={t} token {i} row {r}");
+                            m.stored_row_to_f32(r, &mut w);
+                            let want: f64 =
+                                w.iter().enumerate().map(|(c, &w)| w as f64 * a.q[c] as f64 * a.d[c / 32] as f64).sum();
+                            let scale: f64 =
+                                w.iter().zip(xi).map(|(&w, &x)| (w as f64 * x as f64).abs()).sum::<f64>() + 1e-3;
+                            assert!((y[r] as f64 - want).abs() <= 1e-5 * scale, "{kind:?} row {r}: {} vs {want}", y[r]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
