@@ -5,46 +5,11 @@
 
 mod common;
 use common::*;
-use std::ffi::{CStr, CString};
-use std::path::{Path, PathBuf};
-use sutra::ffi::*;
+use std::path::PathBuf;
 use sutra::{Error, Model, ModelParams, Status, Tokenizer};
 
 fn formats(file: &str) -> PathBuf {
     fixture(&format!("formats/{file}"))
-}
-
-/// Logits of every token, one `sutra_session_eval` per token from the fresh state, through the C API.
-fn c_logits(path: &Path, tokens: &[u32], threads: i32) -> Vec<f32> {
-    let c_path = CString::new(path.to_str().unwrap()).unwrap();
-    // SAFETY: valid out-pointers and a NUL-terminated path; handles freed below.
-    unsafe {
-        let mut params = sutra_model_default_params();
-        params.n_threads = threads;
-        let mut model = std::ptr::null_mut();
-        let st = sutra_model_load(c_path.as_ptr(), &params, &mut model);
-        assert_eq!(
-            st,
-            Status::SUTRA_OK,
-            "{}: {}",
-            path.display(),
-            CStr::from_ptr(sutra_last_error()).to_string_lossy()
-        );
-        let mut info = std::mem::zeroed();
-        assert_eq!(sutra_model_get_info(model, &mut info), Status::SUTRA_OK);
-        let v = info.n_vocab as usize;
-        let mut session = std::ptr::null_mut();
-        assert_eq!(sutra_session_new(model, &mut session), Status::SUTRA_OK);
-        let mut out = vec![0f32; tokens.len() * v];
-        for (i, t) in tokens.iter().enumerate() {
-            let t = *t as i32;
-            let st = sutra_session_eval(session, &t, 1, out[i * v..].as_mut_ptr());
-            assert_eq!(st, Status::SUTRA_OK);
-        }
-        sutra_session_free(session);
-        sutra_model_free(model);
-        out
-    }
 }
 
 #[test]

@@ -72,6 +72,8 @@ enum Cmd {
     Perplexity(PerplexityArgs),
     /// Quantize a checkpoint to q8 or q4
     Quantize(QuantizeArgs),
+    /// Write any checkpoint libsutra reads (.pth, GGUF, a folder) as one safetensors file
+    Convert(ConvertArgs),
     /// Train, benchmark or merge LoRA adapters (and tuned initial states)
     #[command(subcommand)]
     Lora(LoraCmd),
@@ -397,6 +399,16 @@ enum QType {
 enum QMethod {
     Rtn,
     Awq,
+}
+
+#[derive(Args, Debug)]
+struct ConvertArgs {
+    /// The checkpoint to read
+    #[arg(value_name = "IN")]
+    input: PathBuf,
+    /// The safetensors file to write
+    #[arg(value_name = "OUT")]
+    output: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -1469,6 +1481,22 @@ fn cmd_quantize(a: &QuantizeArgs) -> Result<()> {
     Ok(())
 }
 
+fn cmd_convert(a: &ConvertArgs) -> Result<()> {
+    let t0 = Instant::now();
+    let n = sutra::format::convert(&a.input, &a.output)?;
+    // What was written loads as the same model.
+    let m = Model::load(&a.output, &ModelParams::default())?;
+    let size = std::fs::metadata(&a.output).map_err(|e| Error::io(&a.output, e))?.len();
+    println!(
+        "wrote {} ({n} tensors, {}, {}) in {:.2} s",
+        a.output.display(),
+        human(size),
+        m.info().arch_name,
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 /// The command line with `--temperature` (the earlier spelling) as `--temp`. It is rewritten
 /// here rather than made a clap alias so that a misspelling such as `--temprature` is told
 /// the flag's name, `--temp`, and not the alias nearest to it. Nothing after `--` changes.
@@ -1502,6 +1530,7 @@ fn main() -> ExitCode {
         Cmd::Chat(a) => cmd_chat(a),
         Cmd::Perplexity(a) => cmd_perplexity(a),
         Cmd::Quantize(a) => cmd_quantize(a),
+        Cmd::Convert(a) => cmd_convert(a),
         Cmd::Lora(LoraCmd::Train(a)) => cmd_lora_train(a),
         Cmd::Lora(LoraCmd::Bench(a)) => cmd_lora_bench(a),
         Cmd::Lora(LoraCmd::Merge(a)) => cmd_lora_merge(a),

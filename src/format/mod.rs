@@ -7,6 +7,7 @@
 pub mod config;
 pub mod gguf;
 pub mod gguf_map;
+pub mod pth;
 pub mod quantized;
 pub mod safetensors;
 pub mod synth;
@@ -23,6 +24,8 @@ pub enum Format {
     Safetensors,
     /// A GGUF file (llama.cpp), its tensors renamed by [`gguf_map`].
     Gguf,
+    /// A PyTorch `.pth` archive (`torch.save` of a state dict), read by [`pth`].
+    Pth,
 }
 
 impl Format {
@@ -31,6 +34,7 @@ impl Format {
         match self {
             Format::Safetensors => "safetensors",
             Format::Gguf => "gguf",
+            Format::Pth => "pth",
         }
     }
 }
@@ -48,14 +52,48 @@ pub(crate) fn magic(path: &std::path::Path) -> Result<[u8; 4]> {
     Ok(m)
 }
 
+/// The `__metadata__` key under which [`convert`] keeps the source's configuration (a GGUF's
+/// hyper-parameters, a folder's `config.json`), so that the written file needs nothing
+/// beside it.
+pub const CONFIG_KEY: &str = "sutra.config";
+
 /// Opens the checkpoint at `path`, whatever its container, as one record of tensors under
-/// libsutra's names, with the `config.json` beside it when there is one.
+/// libsutra's names, with its configuration: the one the file carries (GGUF metadata, a
+/// converted file's [`CONFIG_KEY`]) or the `config.json` beside it.
 pub fn open(path: &std::path::Path, use_mmap: bool) -> Result<(SafetensorsFile, Option<HfConfig>)> {
-    if magic(path)? == *gguf::MAGIC {
+    let m = magic(path)?;
+    if m == *gguf::MAGIC {
         return gguf_map::to_checkpoint(&gguf::GgufFile::open(path, use_mmap)?);
     }
-    let file = SafetensorsFile::open(path, use_mmap)?;
+    let file = if m == *pth::MAGIC { pth::open(path, use_mmap)? } else { SafetensorsFile::open(path, use_mmap)? };
+    if let Some(text) = file.metadata.get(CONFIG_KEY) {
+        let config = HfConfig::parse(text, &format!("{} ({CONFIG_KEY})", file.name))?;
+        return Ok((file, Some(config)));
+    }
     Ok((file, HfConfig::beside(path.parent().unwrap_or(std::path::Path::new(".")))?))
+}
+
+/// Writes the checkpoint at `input` (any format [`open`] reads) as a safetensors file at
+/// `output` (atomically): every tensor under the name libsutra reads it by, in its stored
+/// type (llama.cpp's blocks dequantized to f32, which safetensors has no type for), with the
+/// source's metadata and configuration. Returns the number of tensors written.
+pub fn convert(input: &std::path::Path, output: &std::path::Path) -> Result<usize> {
+    safetensors::check_not_input(input, output)?;
+    let (file, config) = open(input, true)?;
+    let mut tensors = Vec::with_capacity(file.tensors.len());
+    for (name, t) in &file.tensors {
+        let (dtype, bytes) = match t.dtype {
+            DType::Ggml(_) => (DType::F32, bytemuck::cast_slice(&t.to_f32_vec()?).to_vec()),
+            d => (d, t.bytes().to_vec()),
+        };
+        tensors.push((name.clone(), dtype, t.shape.clone(), bytes));
+    }
+    let mut meta: std::collections::HashMap<String, String> = file.metadata.clone();
+    if let Some(c) = config {
+        meta.insert(CONFIG_KEY.to_string(), c.json.to_string());
+    }
+    safetensors::write_atomic(output, &tensors, Some(meta), || Ok(()))?;
+    Ok(tensors.len())
 }
 
 /// Largest side file read whole (a tokenizer.json, a config, an adapter_config.json): the

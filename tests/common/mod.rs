@@ -90,3 +90,36 @@ pub fn mean_nll(s: &mut sutra::Session, tokens: &[u32], targets: &[i32]) -> f64 
     }
     sum / tokens.len() as f64
 }
+
+/// Logits of every token, one `sutra_session_eval` per token from the fresh state, through the C API.
+pub fn c_logits(path: &Path, tokens: &[u32], threads: i32) -> Vec<f32> {
+    let c_path = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: valid out-pointers and a NUL-terminated path; handles freed below.
+    unsafe {
+        let mut params = sutra::ffi::sutra_model_default_params();
+        params.n_threads = threads;
+        let mut model = std::ptr::null_mut();
+        let st = sutra::ffi::sutra_model_load(c_path.as_ptr(), &params, &mut model);
+        assert_eq!(
+            st,
+            sutra::Status::SUTRA_OK,
+            "{}: {}",
+            path.display(),
+            std::ffi::CStr::from_ptr(sutra::ffi::sutra_last_error()).to_string_lossy()
+        );
+        let mut info = std::mem::zeroed();
+        assert_eq!(sutra::ffi::sutra_model_get_info(model, &mut info), sutra::Status::SUTRA_OK);
+        let v = info.n_vocab as usize;
+        let mut session = std::ptr::null_mut();
+        assert_eq!(sutra::ffi::sutra_session_new(model, &mut session), sutra::Status::SUTRA_OK);
+        let mut out = vec![0f32; tokens.len() * v];
+        for (i, t) in tokens.iter().enumerate() {
+            let t = *t as i32;
+            let st = sutra::ffi::sutra_session_eval(session, &t, 1, out[i * v..].as_mut_ptr());
+            assert_eq!(st, sutra::Status::SUTRA_OK);
+        }
+        sutra::ffi::sutra_session_free(session);
+        sutra::ffi::sutra_model_free(model);
+        out
+    }
+}
