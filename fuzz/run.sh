@@ -19,17 +19,17 @@ case $seconds in '' | *[!0-9]*) echo "usage: fuzz/run.sh [SECONDS_PER_TARGET] [T
 # The largest input of each target (bytes), sized to its seeds, and its dictionary.
 declare -A max_len=(
     [model]=131072 [model_shapes]=65 [model_config]=131072 [tokenizer_json]=131072 [world_vocab]=65536
-    [state]=4096 [state_fixed]=70000 [adapter]=100000 [tokenize]=4096
+    [state]=4096 [state_fixed]=70000 [adapter]=100000 [tokenize]=4096 [gguf]=200000 [pth]=65536
 )
 declare -A dict=(
     [model]=safetensors [model_config]=model_config [tokenizer_json]=tokenizer_json
-    [world_vocab]=world_vocab [adapter]=adapter
+    [world_vocab]=world_vocab [adapter]=adapter [gguf]=gguf [pth]=pth
 )
 # Extra flags: model_shapes inputs are short edit lists, worth trying at full length at once.
 declare -A extra=([model_shapes]=-len_control=0)
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(model model_shapes model_config tokenizer_json world_vocab state state_fixed adapter tokenize)
+    targets=(model model_shapes model_config tokenizer_json world_vocab state state_fixed adapter tokenize gguf pth)
 fi
 for t in "${targets[@]}"; do
     [ -n "${max_len[$t]:-}" ] || { echo "unknown target '$t' (known: ${!max_len[*]})" >&2; exit 2; }

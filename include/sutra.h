@@ -100,6 +100,16 @@ typedef enum sutra_family {
   SUTRA_FAMILY_MAMBA = 1,
 } sutra_family;
 
+// The container a model was loaded from.
+typedef enum sutra_format {
+  // A safetensors file or a Hugging Face folder of safetensors shards (or a buffer).
+  SUTRA_FORMAT_SAFETENSORS = 0,
+  // A llama.cpp GGUF file.
+  SUTRA_FORMAT_GGUF = 1,
+  // A PyTorch `.pth` archive (`torch.save` of a state dict).
+  SUTRA_FORMAT_PTH = 2,
+} sutra_format;
+
 // How `sutra_quantize_model` chooses scales.
 typedef enum sutra_quant_method {
   // Plain round to nearest.
@@ -260,6 +270,8 @@ typedef struct sutra_model_info {
   enum sutra_dtype weight_dtype;
   // Weight bytes read to decode one token.
   uint64_t bytes_per_token;
+  // The container the weights were read from.
+  enum sutra_format format;
 } sutra_model_info;
 
 // Parameters of `sutra_quantize_model`. Start from `sutra_quantize_default_params()`.

@@ -25,18 +25,18 @@
 //! - [`models`]: one file per architecture version, each a [`models::stack::Stack`] of its own blocks.
 //! - [`exec`]: the execution context every forward pass runs in (scratch, the products' entry
 //!   point where adapters and observers plug in, rows of several sequences).
-//! - [`format`]: safetensors and GGUF reading (llama.cpp's names undone in `format::gguf_map`), the
-//!   prefix-scoped shape-checking weight reader, quantized files, `config.json`, and
+//! - [`format`]: safetensors, GGUF (llama.cpp's names undone in `format::gguf_map`) and PyTorch
+//!   `.pth` reading (`format::pth`, a restricted pickle reader), `format::convert`, the prefix-scoped shape-checking weight reader, quantized files, `config.json`, and
 //!   [`format::synth`], random checkpoints at any shape for tests and benches.
 //! - [`tokenizer`]: Hugging Face tokenizer.json (BPE, WordPiece, Unigram), the RWKV world vocabulary,
 //!   and the tokenizer inside a GGUF file.
 //! - [`train`]: the training kernels, forward + hand-written backward (products, norms, WKV, scans,
 //!   loss, AdamW) and the trainable LoRA pairs; its `trainer` module sits with [`lora`] above.
 //! - [`kernels`]: products (matrix–vector, matrix–matrix, the int8-activation tiles of
-//!   [`kernels::qgemm`] for q8/q4 rows over many tokens, and the accumulating `C += A·B` of
+//!   [`kernels::qgemm`] for q8/q4 rows over many tokens, [`kernels::ggml`] over llama.cpp's blocks, and the accumulating `C += A·B` of
 //!   [`kernels::gemm`] for input gradients), norms, scans and activations (scalar reference +
 //!   SIMD chosen at run time); they know tensors only, nothing of models, formats or quantizers.
-//! - [`tensor`]: dtypes, storage, matrices and the q8/q4 block layouts.
+//! - [`tensor`]: dtypes, storage, matrices, the q8/q4 block layouts and llama.cpp's (`tensor::ggml`).
 //! - [`rng`], [`error`]: the deterministic generator and the one error type with the C status codes.
 //! - `src/bin/sutra.rs`: the command line, over the public API.
 //!
@@ -71,7 +71,7 @@ pub mod train;
 pub use error::{Error, Result, Status};
 pub use generate::{generate, GenerateParams, Generation, StopReason};
 pub use lora::Adapter;
-pub use model::{Model, ModelParams};
+pub use model::{CheckpointInfo, Model, ModelParams};
 pub use models::{Architecture, Family, ModelInfo};
 pub use sample::{Sampler, Stage};
 pub use session::Session;

@@ -401,7 +401,9 @@ pub fn merge(model_path: &Path, adapters: &[(PathBuf, f32)], out: &Path, quantiz
         tensors.push((name.clone(), dtype, shape, bytes));
     }
     // A quantized file's embedded config.json is kept; its quantization record is not.
-    let metadata =
-        file.metadata.get("sutra.hf_config").map(|c| HashMap::from([("sutra.hf_config".to_string(), c.clone())]));
+    let metadata = file
+        .metadata
+        .get(crate::format::CONFIG_KEY)
+        .map(|c| HashMap::from([(crate::format::CONFIG_KEY.to_string(), c.clone())]));
     format::safetensors::write_atomic(out, &tensors, metadata, || Ok(()))
 }

@@ -77,6 +77,18 @@ pub struct Model {
     fingerprint: u64,
     storage_id: usize,
     source: String,
+    checkpoint: CheckpointInfo,
+}
+
+/// What the checkpoint file held, as `sutra info` shows it.
+#[derive(Debug, Clone)]
+pub struct CheckpointInfo {
+    /// The container it was read from.
+    pub format: format::Format,
+    /// Its free-form metadata (safetensors `__metadata__`, GGUF key/values as text).
+    pub metadata: std::collections::BTreeMap<String, String>,
+    /// Every tensor, under the name libsutra reads it by: name, storage type, shape.
+    pub tensors: Vec<(String, tensor::DType, Vec<usize>)>,
 }
 
 /// Per model: which of its pool and a single thread ran the recent decode steps faster.
@@ -165,8 +177,9 @@ impl Model {
                 return Err(Error::invalid("an empty buffer (0 bytes) is not a model"));
             }
             let storage = Arc::new(tensor::Storage::from_bytes(bytes));
-            let file = SafetensorsFile::parse(storage, "<memory>")?;
-            Ok((file, config.map(|c| format::HfConfig::parse(c, "<memory config>")).transpose()?))
+            let (file, carried) = format::parse(storage, "<memory>")?;
+            let config = config.map(|c| format::HfConfig::parse(c, "<memory config>")).transpose()?;
+            Ok((file, config.or(carried)))
         })
     }
 
@@ -179,13 +192,18 @@ impl Model {
         let storage_id = largest.map_or(0, |t| t.storage_id());
         let storage = largest.map(|t| t.storage().clone());
         // A quantized file carries its source's config.json in its metadata.
-        let embedded = match (config, file.metadata.get("sutra.hf_config")) {
+        let embedded = match (config, file.metadata.get(crate::format::CONFIG_KEY)) {
             (None, Some(text)) => Some(format::HfConfig::parse(text, &format!("{source} (sutra.hf_config)"))?),
             _ => None,
         };
         if params.check_finite {
             check_finite(&file)?;
         }
+        let checkpoint = CheckpointInfo {
+            format: file.format,
+            metadata: file.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            tensors: file.tensors.iter().map(|(n, t)| (n.clone(), t.dtype, t.shape.clone())).collect(),
+        };
         let arch = models::load(&file, config.or(embedded.as_ref()))?;
         let pool = shared_pool(params.n_threads, "n_threads")?;
         let i = arch.info();
@@ -203,7 +221,13 @@ impl Model {
             fingerprint: fp,
             storage_id,
             source,
+            checkpoint,
         })
+    }
+
+    /// The container, metadata and tensors of the checkpoint the model was loaded from.
+    pub fn checkpoint(&self) -> &CheckpointInfo {
+        &self.checkpoint
     }
 
     /// Architecture and sizes.

@@ -244,6 +244,12 @@ fn rwkv_step_and_prefill_agree_on_odd_shapes() {
     paths_agree(&synth("rwkv6", 3, 192, 64, 1000, DType::F32, d()), 40, "rwkv6 3 heads x 64");
     paths_agree(&synth("rwkv6", 2, 160, 32, 333, DType::BF16, d()), 33, "rwkv6 5 heads x 32 bf16");
     paths_agree(&synth("rwkv6", 1, 96, 16, 77, DType::F32, d()), 300, "rwkv6 300 tokens");
+    // One head: its `[1, N]` per-head tensors squeeze to `[N]`.
+    for arch in ["rwkv5", "rwkv6", "rwkv7"] {
+        let m = synth(arch, 2, 64, 64, 100, DType::F32, d());
+        assert_eq!((m.info().n_head, m.info().head_size), (1, 64), "{arch}");
+        paths_agree(&m, 20, &format!("{arch} one head"));
+    }
 }
 
 #[test]

@@ -201,3 +201,48 @@ fn malicious_pth_files_are_format_errors_naming_the_problem() {
     assert_eq!(e.status(), Status::SUTRA_ERR_UNSUPPORTED, "{e}");
     assert!(e.to_string().contains("compressed"), "{e}");
 }
+
+/// A buffer handed over by an application loads whatever its container: a `.pth` and a GGUF
+/// from memory give what the files give, and a GGUF's tokenizer loads from its bytes.
+#[test]
+fn every_format_loads_from_memory() {
+    for file in ["rwkv7.pth", "rwkv7-Q4_0.gguf", "mamba2-Q8_0.gguf"] {
+        let bytes = std::fs::read(formats(file)).unwrap();
+        let from_file = load(&formats(file), 1);
+        let from_mem = Model::load_from_memory(&bytes, &ModelParams { n_threads: 1, ..Default::default() }).unwrap();
+        let toks = [1u32, 7, 3, 200, 5];
+        let v = from_file.info().n_vocab;
+        let (mut a, mut b) = (vec![0f32; toks.len() * v], vec![0f32; toks.len() * v]);
+        sutra::Session::new(&from_file).eval_all_logits(&toks, &mut a).unwrap();
+        sutra::Session::new(&std::sync::Arc::new(from_mem)).eval_all_logits(&toks, &mut b).unwrap();
+        assert_eq!(a, b, "{file}");
+    }
+    let bytes = std::fs::read(formats("rwkv7-F32.gguf")).unwrap();
+    let mem = sutra::Tokenizer::from_bytes(&bytes, "rwkv7-F32.gguf").unwrap();
+    let file = sutra::Tokenizer::from_file(&formats("rwkv7-F32.gguf")).unwrap();
+    let text = "abc, the quick fox";
+    assert_eq!(mem.encode(text, false).unwrap(), file.encode(text, false).unwrap());
+    assert!(!mem.encode(text, false).unwrap().is_empty());
+}
+
+/// `sutra_model_get_info` names the container each file was read from.
+#[test]
+fn model_info_reports_the_format() {
+    use sutra::ffi::*;
+    for (path, want) in [
+        (formats("rwkv7.pth"), sutra_format::Pth),
+        (formats("rwkv7-Q8_0.gguf"), sutra_format::Gguf),
+        (fixture("golden/rwkv7/model.safetensors"), sutra_format::Safetensors),
+    ] {
+        let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+        // SAFETY: valid pointers; the handle is freed below.
+        unsafe {
+            let mut m = std::ptr::null_mut();
+            assert_eq!(sutra_model_load(c.as_ptr(), std::ptr::null(), &mut m), Status::SUTRA_OK);
+            let mut info = std::mem::zeroed::<sutra_model_info>();
+            assert_eq!(sutra_model_get_info(m, &mut info), Status::SUTRA_OK);
+            assert_eq!(info.format, want, "{}", path.display());
+            sutra_model_free(m);
+        }
+    }
+}

@@ -199,6 +199,9 @@ struct InfoArgs {
     /// The CPU features found and the kernels chosen, instead of a model
     #[arg(long)]
     system: bool,
+    /// Every tensor (name, type, shape), not just the count of each type
+    #[arg(long)]
+    tensors: bool,
     #[command(flatten)]
     load: LoadArgs,
 }
@@ -723,6 +726,26 @@ fn cmd_info(a: &InfoArgs) -> Result<()> {
     println!("state:           {} floats ({})", m.arch().state_len(), human(4 * m.arch().state_len() as u64));
     println!("threads:         {}", m.n_threads());
     println!("kernels:         {:?}", sutra::kernels::isa());
+    let c = m.checkpoint();
+    println!("format:          {}", c.format.name());
+    let mut types = std::collections::BTreeMap::<&str, usize>::new();
+    for (_, dtype, _) in &c.tensors {
+        *types.entry(dtype.name()).or_default() += 1;
+    }
+    let types: Vec<String> = types.iter().map(|(t, n)| format!("{t} x{n}")).collect();
+    println!("tensor types:    {}", types.join(", "));
+    if a.tensors {
+        for (name, dtype, shape) in &c.tensors {
+            println!("  {name:<48} {:<6} {shape:?}", dtype.name());
+        }
+    }
+    // Metadata: one line per key, long values (vocabularies, templates, embedded configs) cut.
+    for (k, v) in &c.metadata {
+        let v = v.replace('\n', "\\n");
+        let shown: String = v.chars().take(96).collect();
+        let more = if shown.len() < v.len() { format!("… ({} bytes)", v.len()) } else { String::new() };
+        println!("meta {k}: {shown}{more}");
+    }
     Ok(())
 }
 

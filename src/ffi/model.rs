@@ -5,6 +5,7 @@ use super::{
 };
 use crate::error::Status;
 use crate::error::{Error, Result};
+use crate::format::Format;
 use crate::models::Family;
 use crate::tensor::{ggml::GgmlType, DType};
 use crate::{Model, ModelParams};
@@ -44,6 +45,20 @@ pub enum sutra_family {
     Rwkv = 0,
     /// Mamba 1 and 2.
     Mamba = 1,
+}
+
+/// The container a model was loaded from.
+/// cbindgen:prefix-with-name
+/// cbindgen:rename-all=ScreamingSnakeCase
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum sutra_format {
+    /// A safetensors file or a Hugging Face folder of safetensors shards (or a buffer).
+    Safetensors = 0,
+    /// A llama.cpp GGUF file.
+    Gguf = 1,
+    /// A PyTorch `.pth` archive (`torch.save` of a state dict).
+    Pth = 2,
 }
 
 /// Storage type of a model's weights.
@@ -112,6 +127,8 @@ pub struct sutra_model_info {
     pub weight_dtype: sutra_dtype,
     /// Weight bytes read to decode one token.
     pub bytes_per_token: u64,
+    /// The container the weights were read from.
+    pub format: sutra_format,
 }
 
 /// Default load parameters: all cores, mmap on, no progress callback.
@@ -205,7 +222,8 @@ pub unsafe extern "C" fn sutra_model_get_info(model: *const sutra_model, out_inf
     guard(|| {
         non_null(out_info, "out_info")?;
         // SAFETY: handle per the C contract.
-        let i = unsafe { get(model, "model") }?.model.info();
+        let m = &unsafe { get(model, "model") }?.model;
+        let i = m.info();
         let arch: &'static std::ffi::CStr = match i.arch_name {
             "rwkv4" => c"rwkv4",
             "rwkv5" => c"rwkv5",
@@ -249,6 +267,11 @@ pub unsafe extern "C" fn sutra_model_get_info(model: *const sutra_model, out_inf
                 },
             },
             bytes_per_token: i.bytes_per_token,
+            format: match m.checkpoint().format {
+                Format::Safetensors => sutra_format::Safetensors,
+                Format::Gguf => sutra_format::Gguf,
+                Format::Pth => sutra_format::Pth,
+            },
         };
         // SAFETY: out-parameter per the C contract.
         unsafe { write_out(out_info, info, "out_info") }

@@ -52,25 +52,34 @@ pub(crate) fn magic(path: &std::path::Path) -> Result<[u8; 4]> {
     Ok(m)
 }
 
-/// The `__metadata__` key under which [`convert`] keeps the source's configuration (a GGUF's
-/// hyper-parameters, a folder's `config.json`), so that the written file needs nothing
-/// beside it.
-pub const CONFIG_KEY: &str = "sutra.config";
+/// The `__metadata__` key under which files libsutra writes (quantized, converted, merged)
+/// keep their source's configuration (a `config.json`, a GGUF's hyper-parameters), so that
+/// they need nothing beside them; [`Model::from_file`](crate::Model::from_file) reads it.
+pub const CONFIG_KEY: &str = "sutra.hf_config";
 
 /// Opens the checkpoint at `path`, whatever its container, as one record of tensors under
-/// libsutra's names, with its configuration: the one the file carries (GGUF metadata, a
-/// converted file's [`CONFIG_KEY`]) or the `config.json` beside it.
+/// libsutra's names, with the configuration a GGUF carries or the `config.json` beside it.
 pub fn open(path: &std::path::Path, use_mmap: bool) -> Result<(SafetensorsFile, Option<HfConfig>)> {
     let m = magic(path)?;
     if m == *gguf::MAGIC {
         return gguf_map::to_checkpoint(&gguf::GgufFile::open(path, use_mmap)?);
     }
     let file = if m == *pth::MAGIC { pth::open(path, use_mmap)? } else { SafetensorsFile::open(path, use_mmap)? };
-    if let Some(text) = file.metadata.get(CONFIG_KEY) {
-        let config = HfConfig::parse(text, &format!("{} ({CONFIG_KEY})", file.name))?;
-        return Ok((file, Some(config)));
-    }
     Ok((file, HfConfig::beside(path.parent().unwrap_or(std::path::Path::new(".")))?))
+}
+
+/// Parses a checkpoint held in `storage` (a buffer handed over by an application), whatever
+/// its container; `name` is used in messages. A GGUF brings its configuration.
+pub fn parse(
+    storage: std::sync::Arc<crate::tensor::Storage>,
+    name: &str,
+) -> Result<(SafetensorsFile, Option<HfConfig>)> {
+    let m = storage.bytes().get(..4).unwrap_or_default();
+    if m == gguf::MAGIC {
+        return gguf_map::to_checkpoint(&gguf::GgufFile::parse(storage, name)?);
+    }
+    let file = if m == pth::MAGIC { pth::parse(storage, name)? } else { SafetensorsFile::parse(storage, name)? };
+    Ok((file, None))
 }
 
 /// Writes the checkpoint at `input` (any format [`open`] reads) as a safetensors file at

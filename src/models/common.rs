@@ -164,10 +164,15 @@ pub struct HeadConfig {
 
 impl HeadConfig {
     /// Reads C from `emb.weight` and H, N from the `[H, N]` tensor `heads` (which must have
-    /// H·N = C); returns the sizes and the vocabulary.
+    /// H·N = C; a single head's `[1, N]` reads as `[N]` once squeezed); returns the sizes and
+    /// the vocabulary.
     pub(crate) fn read(rd: &WeightReader, heads: &str) -> Result<(HeadConfig, usize)> {
         let (n_vocab, c) = rd.shape2("emb.weight")?;
-        match rd.shape2(heads)? {
+        let shape = match rd.shape(heads)?[..] {
+            [n] if n == c => (1, n),
+            _ => rd.shape2(heads)?,
+        };
+        match shape {
             (h, n) if h * n == c => Ok((HeadConfig { n_embd: c, n_head: h, head_size: n }, n_vocab)),
             s => {
                 Err(rd.error(heads, format!("has shape {s:?}, expected [heads, head_size] with heads*head_size = {c}")))

@@ -194,7 +194,7 @@ pub struct TrainRow<'a> {
 /// |---|---|
 /// | `blocks.0.att.r_k` or `blocks.0.att.x_r` | `rwkv7` |
 /// | `blocks.0.att.time_maa_x` | `rwkv6` |
-/// | `blocks.0.att.ln_x.weight` with a 2-D `time_decay` `[H, N>1]` | `rwkv5` (5.2) |
+/// | `blocks.0.att.ln_x.weight` with a 2-D `time_decay` `[H, N>1]` (as stored) | `rwkv5` (5.2) |
 /// | `blocks.0.att.time_first` (no `ln_x`) | `rwkv4` (official layout) |
 /// | `rwkv.blocks.0.attention.time_first` | `rwkv4` (transformers `RwkvForCausalLM` layout) |
 /// | `backbone.layers.0.mixer.x_proj.weight` | `mamba1` (transformers `MambaForCausalLM`) |
@@ -208,7 +208,8 @@ pub fn detect(file: &SafetensorsFile) -> Result<ArchKind> {
         return Ok(ArchKind::Rwkv6);
     }
     if has("blocks.0.att.ln_x.weight") {
-        let td = file.get("blocks.0.att.time_decay")?.squeezed_shape();
+        // 5.2: [H, N] (a single head's [1, N] too); 5.0/5.1: one decay per head, [H, 1, 1].
+        let td = file.get("blocks.0.att.time_decay")?.shape.clone();
         if td.len() == 2 && td[1] > 1 && has("blocks.0.att.gate.weight") {
             return Ok(ArchKind::Rwkv5);
         }

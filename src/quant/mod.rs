@@ -330,9 +330,9 @@ pub fn quantize_model(
     let config_path = in_path.parent().unwrap_or(Path::new(".")).join("config.json");
     if config_path.is_file() {
         let text = crate::format::read_text(&config_path, "config.json", crate::format::MAX_SIDE_FILE)?;
-        meta.insert("sutra.hf_config".to_string(), text);
-    } else if let Some(text) = file.metadata.get("sutra.hf_config") {
-        meta.insert("sutra.hf_config".to_string(), text.clone());
+        meta.insert(crate::format::CONFIG_KEY.to_string(), text);
+    } else if let Some(text) = file.metadata.get(crate::format::CONFIG_KEY) {
+        meta.insert(crate::format::CONFIG_KEY.to_string(), text.clone());
     }
     crate::format::safetensors::write_atomic(out_path, &out, Some(meta), || cancelled(1.0, progress))
 }

@@ -63,8 +63,13 @@ impl Tokenizer {
         Ok(Tokenizer { inner: gguf::from_gguf(g).map_err(|e| e.context(&g.name))? })
     }
 
-    /// Same from bytes already in memory; `name` is used in error messages.
+    /// Same from bytes already in memory (a tokenizer.json, a world vocabulary or a GGUF
+    /// file); `name` is used in error messages.
     pub fn from_bytes(bytes: &[u8], name: &str) -> Result<Tokenizer> {
+        if bytes.starts_with(crate::format::gguf::MAGIC) {
+            let storage = std::sync::Arc::new(crate::tensor::Storage::from_bytes(bytes));
+            return Self::from_gguf(&crate::format::gguf::GgufFile::parse(storage, name)?);
+        }
         let first = bytes.iter().copied().find(|b| !b.is_ascii_whitespace());
         let inner = match first {
             Some(b'{') => Inner::Hf(Box::new(hf::HfTokenizer::from_json_bytes(bytes).map_err(|e| e.context(name))?)),

@@ -62,6 +62,7 @@ SUTRA_ERR_INTERNAL = 8
 _FAMILIES = {0: "rwkv", 1: "mamba"}
 _DTYPES = {0: "f32", 1: "f16", 2: "bf16", 3: "i8", 4: "u8", 5: "i64", 6: "q8", 7: "q4",
            8: "Q4_0", 9: "Q4_1", 10: "Q5_0", 11: "Q5_1", 12: "Q8_0", 13: "Q4_K", 14: "Q5_K", 15: "Q6_K"}
+_FORMATS = {0: "safetensors", 1: "gguf", 2: "pth"}
 _STOP_REASONS = {0: "max_tokens", 1: "stop_token", 2: "stop_string", 3: "callback"}
 
 
@@ -109,6 +110,7 @@ class _ModelInfo(C.Structure):
         ("n_params", C.c_uint64),
         ("weight_dtype", C.c_int),
         ("bytes_per_token", C.c_uint64),
+        ("format", C.c_int),
     ]
 
 
@@ -407,6 +409,7 @@ class ModelInfo:
     n_params: int
     weight_dtype: str
     bytes_per_token: int
+    format: str
 
 
 def _model_params(lib, n_threads, use_mmap, check_finite, progress):
@@ -480,6 +483,7 @@ class Model(_Handle):
             n_params=i.n_params,
             weight_dtype=_DTYPES.get(i.weight_dtype, str(i.weight_dtype)),
             bytes_per_token=i.bytes_per_token,
+            format=_FORMATS.get(i.format, str(i.format)),
         )
 
 

@@ -14,6 +14,8 @@ public struct ModelInfo: Sendable, Equatable {
     /// Raw `sutra_dtype` of the large matrices (0 f32, 1 f16, 2 bf16, 6 q8, 7 q4, ...).
     public let weightDtype: Int32
     public let bytesPerToken: UInt64
+    /// Raw `sutra_format` of the file (0 safetensors, 1 GGUF, 2 .pth).
+    public let format: Int32
 }
 
 /// A loaded checkpoint. Immutable once loaded, so it may be shared by any number of threads
@@ -64,7 +66,8 @@ public final class Model: @unchecked Sendable {
             headSize: Int(i.head_size),
             nParams: i.n_params,
             weightDtype: Int32(truncatingIfNeeded: i.weight_dtype.rawValue),
-            bytesPerToken: i.bytes_per_token
+            bytesPerToken: i.bytes_per_token,
+            format: Int32(truncatingIfNeeded: i.format.rawValue)
         )
     }
 }
