@@ -185,3 +185,45 @@ fn gguf_gpt2_tokenizer_encodes_and_decodes() {
     assert_eq!(t.decode(&ids, false).unwrap(), text);
     assert_eq!(t.token_to_id("<|endoftext|>"), Some(0));
 }
+
+/// Every block type's reference dequantizer gives gguf-py's values on the same bytes
+/// (rows written by gguf-py's port of llama.cpp's quantizers; random K-quant blocks), and
+/// the products over them (decode and prefill) equal the dequantized rows times the
+/// activations.
+#[test]
+fn block_types_dequantize_as_gguf_py_does() {
+    use sutra::tensor::ggml::{dequantize_row, GgmlType};
+    let f = sutra::format::SafetensorsFile::open(&formats("ggml-blocks.safetensors"), false).unwrap();
+    for kind in GgmlType::ALL {
+        let bytes = f.get(&format!("{}.bytes", kind.name())).unwrap();
+        let want = f.get(&format!("{}.values", kind.name())).unwrap().to_f32_vec().unwrap();
+        let (rows, cols) = (bytes.shape[0], want.len() / bytes.shape[0]);
+        let rb = kind.size_of(cols);
+        assert_eq!(bytes.shape[1], rb, "{kind:?} row bytes");
+        let mut got = vec![0f32; rows * cols];
+        for r in 0..rows {
+            dequantize_row(kind, &bytes.bytes()[r * rb..(r + 1) * rb], &mut got[r * cols..(r + 1) * cols]);
+        }
+        // gguf-py computes in float32 as the C reference does; products of an f16 scale and
+        // small integers are exact, so the values agree to the last bit but for the
+        // `d·sc·q − dmin·m` of the K-quants (one rounding apart).
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!((g - w).abs() <= 1e-6 * w.abs().max(1e-3), "{kind:?} [{i}]: {g} vs gguf-py {w}");
+        }
+        let st = std::sync::Arc::new(sutra::tensor::Storage::from_bytes(bytes.bytes()));
+        let n = st.len();
+        let t = sutra::tensor::Tensor::new("w", sutra::tensor::DType::Ggml(kind), vec![rows, cols], st, 0..n).unwrap();
+        let m = sutra::tensor::Matrix::new(t, rows, cols);
+        let x: Vec<f32> = (0..3 * cols).map(|i| ((i * 29 % 61) as f32 - 30.0) / 9.0).collect();
+        let mut y = vec![0f32; 3 * rows];
+        sutra::kernels::matmul(&m, &x, 3, &mut y);
+        for i in 0..3 {
+            for r in 0..rows {
+                let exact: f64 = (0..cols).map(|c| want[r * cols + c] as f64 * x[i * cols + c] as f64).sum();
+                let scale: f64 = (0..cols).map(|c| (want[r * cols + c] as f64 * x[i * cols + c] as f64).abs()).sum();
+                // int8 activations: ~1/254 of each block's largest value.
+                assert!((y[i * rows + r] as f64 - exact).abs() <= 0.01 * scale + 1e-4, "{kind:?} token {i} row {r}");
+            }
+        }
+    }
+}
