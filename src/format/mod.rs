@@ -7,6 +7,7 @@
 pub mod config;
 pub mod gguf;
 pub mod gguf_map;
+pub mod hf_map;
 pub mod quantized;
 pub mod safetensors;
 pub mod synth;
@@ -51,11 +52,14 @@ pub(crate) fn magic(path: &std::path::Path) -> Result<[u8; 4]> {
 /// Opens the checkpoint at `path`, whatever its container, as one record of tensors under
 /// libsutra's names, with the `config.json` beside it when there is one.
 pub fn open(path: &std::path::Path, use_mmap: bool) -> Result<(SafetensorsFile, Option<HfConfig>)> {
+    if path.is_dir() {
+        return hf_map::open_dir(path, use_mmap);
+    }
     if magic(path)? == *gguf::MAGIC {
         return gguf_map::to_checkpoint(&gguf::GgufFile::open(path, use_mmap)?);
     }
     let file = SafetensorsFile::open(path, use_mmap)?;
-    Ok((file, HfConfig::beside(path.parent().unwrap_or(std::path::Path::new(".")))?))
+    hf_map::map(file, HfConfig::beside(path.parent().unwrap_or(std::path::Path::new(".")))?)
 }
 
 /// Largest side file read whole (a tokenizer.json, a config, an adapter_config.json): the
