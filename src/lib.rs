@@ -25,7 +25,8 @@
 //! - [`models`]: one file per architecture version, each a [`models::stack::Stack`] of its own blocks.
 //! - [`exec`]: the execution context every forward pass runs in (scratch, the products' entry
 //!   point where adapters and observers plug in, rows of several sequences).
-//! - [`format`]: safetensors and GGUF reading (llama.cpp's names undone in `format::gguf_map`), the
+//! - [`format`]: safetensors and GGUF reading (llama.cpp's names undone in `format::gguf_map`),
+//!   Hugging Face folders, sharded or not (`RWKV7ForCausalLM` names undone in `format::hf_map`), the
 //!   prefix-scoped shape-checking weight reader, quantized files, `config.json`, and
 //!   [`format::synth`], random checkpoints at any shape for tests and benches.
 //! - [`tokenizer`]: Hugging Face tokenizer.json (BPE, WordPiece, Unigram), the RWKV world vocabulary,

@@ -106,6 +106,8 @@ impl std::fmt::Debug for Model {
 
 impl Model {
     /// Loads the checkpoint at `path`; its architecture is detected from tensor names.
+    /// `path` is a safetensors or GGUF file, or a Hugging Face model folder (`config.json`
+    /// with `model.safetensors` or the shards its `model.safetensors.index.json` lists).
     ///
     /// A `config.json` in the same directory, when present, supplies what shapes cannot
     /// tell (Mamba-2 `n_groups`, epsilons, RWKV-4 HF `rescale_every`); it must be valid JSON

@@ -384,3 +384,14 @@ fn a_config_that_disagrees_with_the_weights_is_refused() {
     assert!(msg.contains("num_hidden_layers") && msg.contains("config.json"), "{msg}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn transformers_mamba_folders_load_by_folder_name() {
+    for arch in ["mamba1", "mamba2"] {
+        let dir = fixture(&format!("golden/{arch}"));
+        let (toks, want, _) = expected(&dir.join("expected.safetensors"), "logits");
+        let got = c_logits(&dir, &toks, 2);
+        assert_close(&got, &want, 1e-4, 1e-3, &format!("{arch} folder"));
+        assert_eq!(Model::load(&dir, &ModelParams::default()).unwrap().info().arch_name, arch);
+    }
+}
