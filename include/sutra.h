@@ -439,6 +439,8 @@ SUTRA_API enum sutra_status sutra_trainer_set_state(struct sutra_trainer *traine
 SUTRA_API struct sutra_model_params sutra_model_default_params(void);
 
 // Loads a checkpoint (safetensors; architecture detected from tensor names and shapes).
+// `path` may also name a GGUF file or a Hugging Face model folder (config.json with
+// model.safetensors or the shards listed in model.safetensors.index.json).
 // `params` may be NULL for defaults. On success `*out_model` receives a new model.
 // The file must not be modified while the model is alive when it is memory-mapped.
 SUTRA_API enum sutra_status sutra_model_load(const char *path, const struct sutra_model_params *params, struct sutra_model **out_model);

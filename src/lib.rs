@@ -25,8 +25,10 @@
 //! - [`models`]: one file per architecture version, each a [`models::stack::Stack`] of its own blocks.
 //! - [`exec`]: the execution context every forward pass runs in (scratch, the products' entry
 //!   point where adapters and observers plug in, rows of several sequences).
-//! - [`format`]: safetensors, GGUF (llama.cpp's names undone in `format::gguf_map`) and PyTorch
-//!   `.pth` reading (`format::pth`, a restricted pickle reader), `format::convert`, the prefix-scoped shape-checking weight reader, quantized files, `config.json`, and
+//! - [`format`]: safetensors, GGUF (llama.cpp's names undone in `format::gguf_map`), PyTorch
+//!   `.pth` (`format::pth`, a restricted pickle reader) and Hugging Face folders, sharded or not
+//!   (`RWKV7ForCausalLM` names undone in `format::hf_map`) reading, `format::convert`, the
+//!   prefix-scoped shape-checking weight reader, quantized files, `config.json`, and
 //!   [`format::synth`], random checkpoints at any shape for tests and benches.
 //! - [`tokenizer`]: Hugging Face tokenizer.json (BPE, WordPiece, Unigram), the RWKV world vocabulary,
 //!   and the tokenizer inside a GGUF file.

@@ -67,8 +67,9 @@ impl Default for ModelParams {
 /// A loaded model: immutable, shareable by any number of threads and sessions.
 pub struct Model {
     arch: Box<dyn Architecture>,
-    /// The file's bytes (checked before each evaluation when mapped).
-    storage: Option<Arc<tensor::Storage>>,
+    /// Every distinct mapped storage the weights view (one per file or shard), checked
+    /// before each evaluation.
+    storages: Vec<Arc<tensor::Storage>>,
     pool: Arc<rayon::ThreadPool>,
     /// One worker, for decode steps when [`ThreadGovernor`] finds one thread faster (`None`
     /// when `pool` has one thread).
@@ -117,6 +118,8 @@ impl std::fmt::Debug for Model {
 
 impl Model {
     /// Loads the checkpoint at `path`; its architecture is detected from tensor names.
+    /// `path` is a safetensors or GGUF file, or a Hugging Face model folder (`config.json`
+    /// with `model.safetensors` or the shards its `model.safetensors.index.json` lists).
     ///
     /// A `config.json` in the same directory, when present, supplies what shapes cannot
     /// tell (Mamba-2 `n_groups`, epsilons, RWKV-4 HF `rescale_every`); it must be valid JSON
@@ -190,7 +193,14 @@ impl Model {
         // split or transposed vectors, a misaligned copy).
         let largest = file.tensors.values().max_by_key(|t| t.bytes().len());
         let storage_id = largest.map_or(0, |t| t.storage_id());
-        let storage = largest.map(|t| t.storage().clone());
+        // A sharded folder maps one file per shard: each is checked for truncation.
+        let mut seen = std::collections::HashSet::new();
+        let storages: Vec<Arc<tensor::Storage>> = file
+            .tensors
+            .values()
+            .filter(|t| matches!(**t.storage(), tensor::Storage::Mapped { .. }) && seen.insert(t.storage_id()))
+            .map(|t| t.storage().clone())
+            .collect();
         // A quantized file carries its source's config.json in its metadata.
         let embedded = match (config, file.metadata.get(crate::format::CONFIG_KEY)) {
             (None, Some(text)) => Some(format::HfConfig::parse(text, &format!("{source} (sutra.hf_config)"))?),
@@ -214,7 +224,7 @@ impl Model {
         let narrow = if pool.current_num_threads() > 1 { Some(shared_pool(1, "n_threads")?) } else { None };
         Ok(Model {
             arch,
-            storage,
+            storages,
             pool,
             narrow,
             governor: ThreadGovernor::default(),
@@ -263,7 +273,7 @@ impl Model {
     /// An I/O error if the mapped file was truncated since the load (see
     /// `tensor::Storage::check_intact`); evaluations call this first.
     pub fn check_intact(&self) -> Result<()> {
-        self.storage.as_ref().map_or(Ok(()), |s| s.check_intact())
+        self.storages.iter().try_for_each(|s| s.check_intact())
     }
 
     /// Runs `f` on this model's thread pool.

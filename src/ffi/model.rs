@@ -159,6 +159,8 @@ fn params_of(p: *const sutra_model_params) -> Result<(ModelParams, impl FnMut(f3
 }
 
 /// Loads a checkpoint (safetensors; architecture detected from tensor names and shapes).
+/// `path` may also name a GGUF file or a Hugging Face model folder (config.json with
+/// model.safetensors or the shards listed in model.safetensors.index.json).
 /// `params` may be NULL for defaults. On success `*out_model` receives a new model.
 /// The file must not be modified while the model is alive when it is memory-mapped.
 #[no_mangle]

@@ -7,6 +7,7 @@
 pub mod config;
 pub mod gguf;
 pub mod gguf_map;
+pub mod hf_map;
 pub mod pth;
 pub mod quantized;
 pub mod safetensors;
@@ -60,12 +61,15 @@ pub const CONFIG_KEY: &str = "sutra.hf_config";
 /// Opens the checkpoint at `path`, whatever its container, as one record of tensors under
 /// libsutra's names, with the configuration a GGUF carries or the `config.json` beside it.
 pub fn open(path: &std::path::Path, use_mmap: bool) -> Result<(SafetensorsFile, Option<HfConfig>)> {
+    if path.is_dir() {
+        return hf_map::open_dir(path, use_mmap);
+    }
     let m = magic(path)?;
     if m == *gguf::MAGIC {
         return gguf_map::to_checkpoint(&gguf::GgufFile::open(path, use_mmap)?);
     }
     let file = if m == *pth::MAGIC { pth::open(path, use_mmap)? } else { SafetensorsFile::open(path, use_mmap)? };
-    Ok((file, HfConfig::beside(path.parent().unwrap_or(std::path::Path::new(".")))?))
+    hf_map::map(file, HfConfig::beside(path.parent().unwrap_or(std::path::Path::new(".")))?)
 }
 
 /// Parses a checkpoint held in `storage` (a buffer handed over by an application), whatever
@@ -79,7 +83,7 @@ pub fn parse(
         return gguf_map::to_checkpoint(&gguf::GgufFile::parse(storage, name)?);
     }
     let file = if m == pth::MAGIC { pth::parse(storage, name)? } else { SafetensorsFile::parse(storage, name)? };
-    Ok((file, None))
+    hf_map::map(file, None)
 }
 
 /// Writes the checkpoint at `input` (any format [`open`] reads) as a safetensors file at
