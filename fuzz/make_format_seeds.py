@@ -108,11 +108,20 @@ def small_pth(safetensors_path, folder, out):
     buf = io.BytesIO()
     Pickler(buf, protocol=2).dump(state)
     with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as z:
-        z.writestr(f"{folder}/data.pkl", buf.getvalue())
-        z.writestr(f"{folder}/byteorder", "little")
+
+        def put(name, data):
+            # As torch's writer does: a padding extra field ("FB") puts every entry's data
+            # on a 64-byte boundary, so that storages map in place.
+            at = z.fp.tell() + 30 + len(name.encode()) + 4
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.extra = b"FB" + ((-at) % 64).to_bytes(2, "little") + bytes((-at) % 64)
+            z.writestr(info, data)
+
+        put(f"{folder}/data.pkl", buf.getvalue())
+        put(f"{folder}/byteorder", "little")
         for key, data in blobs.items():
-            z.writestr(f"{folder}/data/{key}", data)
-        z.writestr(f"{folder}/version", "3\n")
+            put(f"{folder}/data/{key}", data)
+        put(f"{folder}/version", "3\n")
 
 
 (root / "seeds" / "gguf").mkdir(parents=True, exist_ok=True)
