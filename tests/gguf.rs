@@ -116,21 +116,22 @@ fn unknown_gguf_architecture_is_unsupported_naming_it() {
 }
 
 /// Quantized GGUF files as llama.cpp's quantizer wrote them (Q8_0, Q4_0, Q5_0, Q4_K blocks,
-/// F16 fallbacks) give llama.cpp's logits on the same file: within the set's tolerance (0.2
-/// elementwise, argmax agreeing on ≥ 95% of positions counting near-ties within 0.05) and,
-/// since the products quantize activations per block of 32 as llama.cpp's do, much closer
-/// than that. Prefill (all tokens in one eval) gives what stepping gives.
+/// F16 fallbacks) give llama.cpp's logits on the same file within the set's tolerance (0.2
+/// elementwise, argmax agreeing on ≥ 95% of positions counting near-ties within 0.05), both
+/// stepping token by token (through the C API) and in one prefill.
+///
+/// Prefill and steps agree closely but not to the last bit: their float parts (norms, the
+/// recurrence, f32 products) round differently at the 1e-7 level, and the int8 activations of
+/// the block products turn that into an occasional one-level rounding flip of one activation,
+/// which moves a logit by about d_x·|w| (≈ 1e-3 here); any layout or scale error moves it by
+/// O(1).
 #[test]
 fn quantized_gguf_gives_llama_cpps_logits() {
-    for file in ["rwkv7-Q8_0", "rwkv7-Q4_0", "rwkv7-Q4_K_M", "mamba1-Q8_0", "mamba1-Q4_0", "mamba2-Q8_0", "mamba2-Q4_0"]
-    {
-        let (toks, want, v) = expected(&formats(&format!("{file}-gguf-expected.safetensors")), "logits");
-        let path = formats(&format!("{file}.gguf"));
-        let got = c_logits(&path, &toks, 2);
-        let worst = got.iter().zip(&want).map(|(g, w)| (g - w).abs()).fold(0f32, f32::max);
-        eprintln!("{file}: max |sutra - llama.cpp| = {worst:.2e}");
-        assert!(worst <= 0.2, "{file}: max |diff| {worst} > 0.2");
-        let argmax = |r: &[f32]| (0..r.len()).fold(0, |b, i| if r[i] > r[b] { i } else { b });
+    let argmax = |r: &[f32]| (0..r.len()).fold(0, |b, i| if r[i] > r[b] { i } else { b });
+    let check = |got: &[f32], want: &[f32], v: usize, what: &str| {
+        let worst = got.iter().zip(want).map(|(g, w)| (g - w).abs()).fold(0f32, f32::max);
+        eprintln!("{what}: max |sutra - llama.cpp| = {worst:.2e}");
+        assert!(worst <= 0.2, "{what}: max |diff| {worst} > 0.2");
         let agree = got
             .chunks_exact(v)
             .zip(want.chunks_exact(v))
@@ -139,11 +140,20 @@ fn quantized_gguf_gives_llama_cpps_logits() {
                 a == b || w[b] - w[a] <= 0.05
             })
             .count();
-        assert!(agree as f64 >= 0.95 * toks.len() as f64, "{file}: argmax agrees on {agree}/{}", toks.len());
+        let n = got.len() / v;
+        assert!(agree as f64 >= 0.95 * n as f64, "{what}: argmax agrees on {agree}/{n}");
+    };
+    for file in ["rwkv7-Q8_0", "rwkv7-Q4_0", "rwkv7-Q4_K_M", "mamba1-Q8_0", "mamba1-Q4_0", "mamba2-Q8_0", "mamba2-Q4_0"]
+    {
+        let (toks, want, v) = expected(&formats(&format!("{file}-gguf-expected.safetensors")), "logits");
+        let path = formats(&format!("{file}.gguf"));
+        let got = c_logits(&path, &toks, 2);
+        check(&got, &want, v, &format!("{file} steps"));
         let m = load(&path, 2);
         let mut prefill = vec![0f32; toks.len() * v];
         sutra::Session::new(&m).eval_all_logits(&toks, &mut prefill).unwrap();
-        assert_close(&prefill, &got, 1e-5, 1e-5, &format!("{file}: prefill vs steps"));
+        check(&prefill, &want, v, &format!("{file} prefill"));
+        assert_close(&prefill, &got, 2e-2, 0.0, &format!("{file}: prefill vs steps"));
     }
 }
 

@@ -7,6 +7,7 @@
 //! block of 32) and it reads the mapped file's blocks in place. Prefill unpacks each block
 //! once for all of its tokens.
 
+use super::{isa, Isa};
 use crate::tensor::f16_to_f32;
 use crate::tensor::ggml::{k_scale_min, GgmlType};
 
@@ -140,14 +141,147 @@ pub fn dot_unpacked(u: &Unpacked, q: &[i8], d: &[f32]) -> f32 {
     total
 }
 
-/// A row of whole `kind` blocks · int8 activations (`q` its values, `d` a scale per 32).
+/// A row of whole `kind` blocks · int8 activations (`q` its values, `d` a scale per 32),
+/// with the widest integer instructions the CPU has: the block loops below are plain code
+/// that the compiler vectorizes, compiled once per instruction set. Every path computes the
+/// same integer sums and the same float operations in the same order, so all agree exactly.
 pub fn dot_i8(kind: GgmlType, row: &[u8], q: &[i8], d: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if isa() != Isa::Scalar {
+        // SAFETY: AVX2 and FMA were detected at run time (any Isa but Scalar on x86-64).
+        return unsafe { dot_i8_avx2(kind, row, q, d) };
+    }
+    #[cfg(target_arch = "aarch64")]
+    if isa() == Isa::NeonDotprod {
+        // SAFETY: the dot-product extension was detected at run time.
+        return unsafe { dot_i8_dotprod(kind, row, q, d) };
+    }
+    dot_i8_body(kind, row, q, d)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_i8_avx2(kind: GgmlType, row: &[u8], q: &[i8], d: &[f32]) -> f32 {
+    dot_i8_body(kind, row, q, d)
+}
+
+#[cfg(target_arch = "aarch64")]
+#[target_feature(enable = "dotprod")]
+unsafe fn dot_i8_dotprod(kind: GgmlType, row: &[u8], q: &[i8], d: &[f32]) -> f32 {
+    dot_i8_body(kind, row, q, d)
+}
+
+/// Σ w·x over 32 levels `w` (unsigned, 0..64) and activations `x`.
+#[inline(always)]
+fn sum_u(w: &[u8; 32], x: &[i8]) -> i32 {
+    let x: &[i8; 32] = x.try_into().unwrap_or(&[0; 32]);
+    let mut s = 0i32;
+    for i in 0..32 {
+        s += w[i] as i32 * x[i] as i32;
+    }
+    s
+}
+
+/// Σ x over 32 activations.
+#[inline(always)]
+fn sum_x(x: &[i8]) -> i32 {
+    x.iter().map(|&v| v as i32).sum()
+}
+
+/// The reference loop of [`dot_i8`]: per block, integer sums of levels times activations,
+/// then `d_x·(d_w·Σqx) + d_x·(m·Σx)` (offsets where the type has them).
+#[inline(always)]
+fn dot_i8_body(kind: GgmlType, row: &[u8], q: &[i8], d: &[f32]) -> f32 {
     let (be, bb) = (kind.block_elems(), kind.block_bytes());
-    let mut u = Unpacked::default();
     let mut total = 0f32;
-    for (i, blk) in row.chunks_exact(bb).enumerate() {
-        unpack_block(kind, blk, &mut u);
-        total += dot_unpacked(&u, &q[i * be..(i + 1) * be], &d[i * be / 32..(i + 1) * be / 32]);
+    let mut w = [0u8; 32];
+    for (i, b) in row.chunks_exact(bb).enumerate() {
+        let (x, dx) = (&q[i * be..(i + 1) * be], &d[i * be / 32..(i + 1) * be / 32]);
+        match kind {
+            GgmlType::Q8_0 => {
+                let xs: &[i8; 32] = x.try_into().unwrap_or(&[0; 32]);
+                let mut s = 0i32;
+                for j in 0..32 {
+                    s += b[2 + j] as i8 as i32 * xs[j] as i32;
+                }
+                total += dx[0] * (f16_at(b, 0) * s as f32);
+            }
+            GgmlType::Q4_0 | GgmlType::Q4_1 => {
+                let qs = if kind == GgmlType::Q4_1 { &b[4..20] } else { &b[2..18] };
+                for j in 0..16 {
+                    w[j] = qs[j] & 0x0f;
+                    w[j + 16] = qs[j] >> 4;
+                }
+                let (s, sx) = (sum_u(&w, x), sum_x(x));
+                let acc = if kind == GgmlType::Q4_1 {
+                    f16_at(b, 0) * s as f32 + f16_at(b, 2) * sx as f32
+                } else {
+                    f16_at(b, 0) * (s - 8 * sx) as f32
+                };
+                total += dx[0] * acc;
+            }
+            GgmlType::Q5_0 | GgmlType::Q5_1 => {
+                let rest = if kind == GgmlType::Q5_1 { &b[4..24] } else { &b[2..22] };
+                let qh = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
+                let qs = &rest[4..20];
+                for j in 0..16 {
+                    w[j] = (qs[j] & 0x0f) | ((((qh >> j) & 1) as u8) << 4);
+                    w[j + 16] = (qs[j] >> 4) | ((((qh >> (j + 16)) & 1) as u8) << 4);
+                }
+                let (s, sx) = (sum_u(&w, x), sum_x(x));
+                let acc = if kind == GgmlType::Q5_1 {
+                    f16_at(b, 0) * s as f32 + f16_at(b, 2) * sx as f32
+                } else {
+                    f16_at(b, 0) * (s - 16 * sx) as f32
+                };
+                total += dx[0] * acc;
+            }
+            GgmlType::Q4_K | GgmlType::Q5_K => {
+                let (dd, dmin) = (f16_at(b, 0), f16_at(b, 2));
+                let scales = &b[4..16];
+                let five = kind == GgmlType::Q5_K;
+                let (qh, ql) = if five { (&b[16..48], &b[48..176]) } else { (&b[..0], &b[16..144]) };
+                for j in 0..8 {
+                    let (sc, mn) = k_scale_min(scales, j);
+                    let bytes = &ql[32 * (j / 2)..32 * (j / 2) + 32];
+                    let shift = 4 * (j % 2) as u32;
+                    for l in 0..32 {
+                        w[l] = (bytes[l] >> shift) & 0x0f;
+                    }
+                    if five {
+                        for l in 0..32 {
+                            w[l] |= ((qh[l] >> j) & 1) << 4;
+                        }
+                    }
+                    let xs = &x[32 * j..32 * j + 32];
+                    let (s, sx) = (sum_u(&w, xs), sum_x(xs));
+                    total += dx[j] * ((dd * sc as f32) * s as f32 - (dmin * mn as f32) * sx as f32);
+                }
+            }
+            GgmlType::Q6_K => {
+                let (ql, qh, sc) = (&b[..128], &b[128..192], &b[192..208]);
+                let dd = f16_at(b, 208);
+                for h in 0..2 {
+                    for k in 0..4 {
+                        let lo = &ql[64 * h + 32 * (k & 1)..64 * h + 32 * (k & 1) + 32];
+                        let hi = &qh[32 * h..32 * h + 32];
+                        for l in 0..32 {
+                            w[l] = ((lo[l] >> (4 * (k / 2))) & 0x0f) | (((hi[l] >> (2 * k)) & 3) << 4);
+                        }
+                        let c = 4 * h + k;
+                        let xs = &x[32 * c..32 * c + 32];
+                        let (mut s0, mut s1) = (0i32, 0i32);
+                        for l in 0..16 {
+                            s0 += w[l] as i32 * xs[l] as i32;
+                            s1 += w[l + 16] as i32 * xs[l + 16] as i32;
+                        }
+                        let (x0, x1) = (sum_x(&xs[..16]), sum_x(&xs[16..]));
+                        let (c0, c1) = (sc[2 * c] as i8 as f32, sc[2 * c + 1] as i8 as f32);
+                        total += dx[c] * (dd * (c0 * (s0 - 32 * x0) as f32 + c1 * (s1 - 32 * x1) as f32));
+                    }
+                }
+            }
+        }
     }
     total
 }
@@ -165,23 +299,17 @@ pub fn dot_f32(kind: GgmlType, row: &[u8], x: &[f32]) -> f32 {
 }
 
 /// Rows `r0..` of a `[rows, cols]` matrix of `kind` blocks times `t` tokens of int8
-/// activations (`q` `[t, cols]`, `d` `[t, cols/32]`) into `out` `[n_rows, t]`: each block is
-/// unpacked once for all tokens.
+/// activations (`q` `[t, cols]`, `d` `[t, cols/32]`) into `out` `[n_rows, t]`: each row,
+/// read once and kept in cache, is dotted with every token by [`dot_i8`], so prefill gives
+/// exactly what decode gives.
 pub fn rows_times_tokens(kind: GgmlType, bytes: &[u8], cols: usize, r0: usize, q: &[i8], d: &[f32], out: &mut [f32]) {
-    let (be, bb) = (kind.block_elems(), kind.block_bytes());
     let row_bytes = kind.size_of(cols);
     let t = q.len() / cols;
     let nb = cols / 32;
-    let mut u = Unpacked::default();
     for (j, ys) in out.chunks_exact_mut(t).enumerate() {
-        ys.fill(0.0);
         let row = &bytes[(r0 + j) * row_bytes..(r0 + j + 1) * row_bytes];
-        for (b, blk) in row.chunks_exact(bb).enumerate() {
-            unpack_block(kind, blk, &mut u);
-            for (i, y) in ys.iter_mut().enumerate() {
-                let qs = &q[i * cols + b * be..i * cols + (b + 1) * be];
-                *y += dot_unpacked(&u, qs, &d[i * nb + b * be / 32..]);
-            }
+        for (i, y) in ys.iter_mut().enumerate() {
+            *y = dot_i8(kind, row, &q[i * cols..(i + 1) * cols], &d[i * nb..(i + 1) * nb]);
         }
     }
 }
