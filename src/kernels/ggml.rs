@@ -156,6 +156,11 @@ pub fn dot_i8(kind: GgmlType, row: &[u8], q: &[i8], d: &[f32]) -> f32 {
         // SAFETY: the dot-product extension was detected at run time.
         return unsafe { dot_i8_dotprod(kind, row, q, d) };
     }
+    #[cfg(target_arch = "aarch64")]
+    if isa() == Isa::Neon {
+        // SAFETY: NEON is baseline on AArch64; lengths are checked by `neon::dot`.
+        return unsafe { neon::dot::<false>(kind, row, q, d) };
+    }
     dot_i8_body(kind, row, q, d)
 }
 
@@ -167,9 +172,170 @@ unsafe fn dot_i8_avx2(kind: GgmlType, row: &[u8], q: &[i8], d: &[f32]) -> f32 {
 }
 
 #[cfg(target_arch = "aarch64")]
-#[target_feature(enable = "dotprod")]
+#[target_feature(enable = "neon,dotprod")]
 unsafe fn dot_i8_dotprod(kind: GgmlType, row: &[u8], q: &[i8], d: &[f32]) -> f32 {
-    dot_i8_body(kind, row, q, d)
+    // SAFETY: the caller checked the CPU has `dotprod`; lengths are checked by `neon::dot`.
+    unsafe { neon::dot::<true>(kind, row, q, d) }
+}
+
+/// NEON: per block of 32, signed levels built in two registers (nibbles split, high bits
+/// spread by bit tests, offsets subtracted or carried through Σx), dotted with the
+/// activations by `SDOT` (or widening multiplies without the extension), the 4 integer lanes
+/// scaled and accumulated in f32. Agrees with the portable loop to rounding.
+#[cfg(target_arch = "aarch64")]
+mod neon {
+    use super::{f16_at, k_scale_min, GgmlType};
+    use crate::kernels::qdot::neon::{mull, sdot};
+    use std::arch::aarch64::*;
+
+    /// 4 lanes of `acc + Σ a·b` (groups of 4 bytes).
+    #[inline(always)]
+    unsafe fn dot4<const SDOT: bool>(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+        if SDOT {
+            // SAFETY: SDOT is only chosen when the CPU has `dotprod`.
+            unsafe { sdot(acc, a, b) }
+        } else {
+            // SAFETY: NEON is baseline on AArch64.
+            unsafe { vaddq_s32(acc, mull(a, b)) }
+        }
+    }
+
+    /// Bits `bits >> 0 .. bits >> 15` as 16 in bytes 0..15.
+    #[inline(always)]
+    unsafe fn bits_to_16(bits: u32) -> uint8x16_t {
+        // SAFETY: register-only NEON operations.
+        unsafe {
+            let mask = vcombine_u8(vcreate_u8(0x8040_2010_0804_0201), vcreate_u8(0x8040_2010_0804_0201));
+            let b = vcombine_u8(vdup_n_u8(bits as u8), vdup_n_u8((bits >> 8) as u8));
+            vandq_u8(vtstq_u8(b, mask), vdupq_n_u8(16))
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn load16(p: &[u8]) -> uint8x16_t {
+        // SAFETY: `p` holds at least 16 bytes.
+        unsafe { vld1q_u8(p[..16].as_ptr()) }
+    }
+
+    /// The row · activations (see [`super::dot_i8`]).
+    ///
+    /// # Safety
+    /// The CPU has `dotprod` when `SDOT`.
+    #[inline(always)]
+    pub unsafe fn dot<const SDOT: bool>(kind: GgmlType, row: &[u8], q: &[i8], d: &[f32]) -> f32 {
+        let (be, bb) = (kind.block_elems(), kind.block_bytes());
+        let n = row.len() / bb;
+        assert!(q.len() >= n * be && d.len() >= n * be / 32, "ggml dot: activations too short");
+        let xq: &[u8] = bytemuck::cast_slice(q);
+        // SAFETY: register-only NEON operations, and loads of 16 bytes inside the slices
+        // (`load16` checks them).
+        unsafe {
+            let ones = vdupq_n_s8(1);
+            let z = vdupq_n_s32(0);
+            let m4 = vdupq_n_u8(0x0f);
+            let mut acc = vdupq_n_f32(0.0);
+            let s8 = |v: uint8x16_t| vreinterpretq_s8_u8(v);
+            for (i, b) in row.chunks_exact(bb).enumerate() {
+                let x = &xq[i * be..(i + 1) * be];
+                let dx = &d[i * be / 32..(i + 1) * be / 32];
+                match kind {
+                    GgmlType::Q8_0 => {
+                        let l = dot4::<SDOT>(z, s8(load16(&b[2..])), s8(load16(x)));
+                        let l = dot4::<SDOT>(l, s8(load16(&b[18..])), s8(load16(&x[16..])));
+                        acc = vfmaq_n_f32(acc, vcvtq_f32_s32(l), dx[0] * f16_at(b, 0));
+                    }
+                    GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 => {
+                        let (qs, hb) = match kind {
+                            GgmlType::Q4_0 => (&b[2..18], None),
+                            GgmlType::Q4_1 => (&b[4..20], None),
+                            GgmlType::Q5_0 => (&b[6..22], Some(u32::from_le_bytes([b[2], b[3], b[4], b[5]]))),
+                            _ => (&b[8..24], Some(u32::from_le_bytes([b[4], b[5], b[6], b[7]]))),
+                        };
+                        let v = load16(qs);
+                        let (mut lo, mut hi) = (vandq_u8(v, m4), vshrq_n_u8::<4>(v));
+                        if let Some(h) = hb {
+                            lo = vorrq_u8(lo, bits_to_16(h));
+                            hi = vorrq_u8(hi, bits_to_16(h >> 16));
+                        }
+                        let (x0, x1) = (s8(load16(x)), s8(load16(&x[16..])));
+                        let dw = f16_at(b, 0);
+                        match kind {
+                            GgmlType::Q4_0 | GgmlType::Q5_0 => {
+                                let off = vdupq_n_s8(if kind == GgmlType::Q4_0 { 8 } else { 16 });
+                                let l = dot4::<SDOT>(z, vsubq_s8(s8(lo), off), x0);
+                                let l = dot4::<SDOT>(l, vsubq_s8(s8(hi), off), x1);
+                                acc = vfmaq_n_f32(acc, vcvtq_f32_s32(l), dx[0] * dw);
+                            }
+                            _ => {
+                                let l = dot4::<SDOT>(dot4::<SDOT>(z, s8(lo), x0), s8(hi), x1);
+                                let sx = dot4::<SDOT>(dot4::<SDOT>(z, ones, x0), ones, x1);
+                                acc = vfmaq_n_f32(acc, vcvtq_f32_s32(l), dx[0] * dw);
+                                acc = vfmaq_n_f32(acc, vcvtq_f32_s32(sx), dx[0] * f16_at(b, 2));
+                            }
+                        }
+                    }
+                    GgmlType::Q4_K | GgmlType::Q5_K => {
+                        let (dd, dmin) = (f16_at(b, 0), f16_at(b, 2));
+                        let scales = &b[4..16];
+                        let five = kind == GgmlType::Q5_K;
+                        let (qh, ql) = if five { (&b[16..48], &b[48..176]) } else { (&b[..0], &b[16..144]) };
+                        let one_u = vdupq_n_u8(1);
+                        for j in 0..8 {
+                            let c = j / 2;
+                            let (v0, v1) = (load16(&ql[32 * c..]), load16(&ql[32 * c + 16..]));
+                            let (mut u0, mut u1) = if j % 2 == 0 {
+                                (vandq_u8(v0, m4), vandq_u8(v1, m4))
+                            } else {
+                                (vshrq_n_u8::<4>(v0), vshrq_n_u8::<4>(v1))
+                            };
+                            if five {
+                                let sh = vdupq_n_s8(-(j as i8));
+                                let h0 = vandq_u8(vshlq_u8(load16(qh), sh), one_u);
+                                let h1 = vandq_u8(vshlq_u8(load16(&qh[16..]), sh), one_u);
+                                u0 = vorrq_u8(u0, vshlq_n_u8::<4>(h0));
+                                u1 = vorrq_u8(u1, vshlq_n_u8::<4>(h1));
+                            }
+                            let (x0, x1) = (s8(load16(&x[32 * j..])), s8(load16(&x[32 * j + 16..])));
+                            let l = dot4::<SDOT>(dot4::<SDOT>(z, s8(u0), x0), s8(u1), x1);
+                            let sx = dot4::<SDOT>(dot4::<SDOT>(z, ones, x0), ones, x1);
+                            let (sc, mn) = k_scale_min(scales, j);
+                            acc = vfmaq_n_f32(acc, vcvtq_f32_s32(l), dx[j] * (dd * sc as f32));
+                            acc = vfmaq_n_f32(acc, vcvtq_f32_s32(sx), -dx[j] * (dmin * mn as f32));
+                        }
+                    }
+                    GgmlType::Q6_K => {
+                        let (ql, qh, sc) = (&b[..128], &b[128..192], &b[192..208]);
+                        let dd = f16_at(b, 208);
+                        let (m3, off) = (vdupq_n_u8(3), vdupq_n_s8(32));
+                        for h in 0..2 {
+                            for k in 0..4 {
+                                let base = 64 * h + 32 * (k & 1);
+                                let (v0, v1) = (load16(&ql[base..]), load16(&ql[base + 16..]));
+                                let (lo0, lo1) = if k < 2 {
+                                    (vandq_u8(v0, m4), vandq_u8(v1, m4))
+                                } else {
+                                    (vshrq_n_u8::<4>(v0), vshrq_n_u8::<4>(v1))
+                                };
+                                let sh = vdupq_n_s8(-2 * k as i8);
+                                let hi0 = vandq_u8(vshlq_u8(load16(&qh[32 * h..]), sh), m3);
+                                let hi1 = vandq_u8(vshlq_u8(load16(&qh[32 * h + 16..]), sh), m3);
+                                let w0 = vsubq_s8(s8(vorrq_u8(lo0, vshlq_n_u8::<4>(hi0))), off);
+                                let w1 = vsubq_s8(s8(vorrq_u8(lo1, vshlq_n_u8::<4>(hi1))), off);
+                                let c = 4 * h + k;
+                                let (x0, x1) = (s8(load16(&x[32 * c..])), s8(load16(&x[32 * c + 16..])));
+                                let f = dx[c] * dd;
+                                let l0 = vcvtq_f32_s32(dot4::<SDOT>(z, w0, x0));
+                                let l1 = vcvtq_f32_s32(dot4::<SDOT>(z, w1, x1));
+                                acc = vfmaq_n_f32(acc, l0, f * sc[2 * c] as i8 as f32);
+                                acc = vfmaq_n_f32(acc, l1, f * sc[2 * c + 1] as i8 as f32);
+                            }
+                        }
+                    }
+                }
+            }
+            vaddvq_f32(acc)
+        }
+    }
 }
 
 /// AVX2: per block of 32, levels built in a register (nibbles split, high bits spread from

@@ -309,7 +309,7 @@ pub(crate) mod neon {
     /// The CPU has the `dotprod` extension.
     #[inline]
     #[target_feature(enable = "neon,dotprod")]
-    unsafe fn sdot(mut acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+    pub(crate) unsafe fn sdot(mut acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
         // SAFETY: a register-only instruction the caller checked the CPU has.
         unsafe {
             asm!(
@@ -327,7 +327,7 @@ pub(crate) mod neon {
     /// twice so that lane k holds bytes 4k..4k+3 (no overflow: |i8·i8| ≤ 2¹⁴).
     #[inline]
     #[target_feature(enable = "neon")]
-    fn mull(a: int8x16_t, b: int8x16_t) -> int32x4_t {
+    pub(crate) fn mull(a: int8x16_t, b: int8x16_t) -> int32x4_t {
         let lo = vpaddlq_s16(vmull_s8(vget_low_s8(a), vget_low_s8(b)));
         let hi = vpaddlq_s16(vmull_high_s8(a, b));
         vpaddq_s32(lo, hi)
