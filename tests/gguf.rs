@@ -6,7 +6,7 @@
 mod common;
 use common::*;
 use std::path::PathBuf;
-use sutra::{Error, Model, ModelParams, Status, Tokenizer};
+use sutra::{Error, Status, Tokenizer};
 
 fn formats(file: &str) -> PathBuf {
     fixture(&format!("formats/{file}"))
@@ -26,18 +26,11 @@ fn f32_gguf_gives_the_golden_logits() {
 }
 
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("sutra-gguf-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d.join(name)
+    tmp_path("gguf", name)
 }
 
 fn load_err(bytes: &[u8], name: &str) -> Error {
-    let p = tmp(name);
-    std::fs::write(&p, bytes).unwrap();
-    match Model::load(&p, &ModelParams::default()) {
-        Ok(_) => panic!("{name} loaded"),
-        Err(e) => e,
-    }
+    load_err_at(&tmp(name), bytes)
 }
 
 /// Offset of the first tensor info in a GGUF file (the end of its metadata), found by walking it.

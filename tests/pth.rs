@@ -14,18 +14,11 @@ fn formats(file: &str) -> PathBuf {
 }
 
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("sutra-pth-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d.join(name)
+    tmp_path("pth", name)
 }
 
 fn load_err(bytes: &[u8], name: &str) -> Error {
-    let p = tmp(name);
-    std::fs::write(&p, bytes).unwrap();
-    match Model::load(&p, &ModelParams::default()) {
-        Ok(_) => panic!("{name} loaded"),
-        Err(e) => e,
-    }
+    load_err_at(&tmp(name), bytes)
 }
 
 fn assert_format_error(bytes: &[u8], name: &str, needle: &str) {

@@ -15,10 +15,10 @@
 //! low-rank matrices are rewritten, into owned f32.
 
 use super::gguf::{GgufFile, GgufTensor};
-use super::{Format, HfConfig, SafetensorsFile};
+use super::{Format, HfConfig, Renamed, SafetensorsFile};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 /// The record of `g`'s tensors under libsutra's names, the config its metadata stands for,
 /// and its scalar metadata (`general.name`, …) as strings.
@@ -26,7 +26,7 @@ pub fn to_checkpoint(g: &GgufFile) -> Result<(SafetensorsFile, Option<HfConfig>)
     let arch = g
         .str("general.architecture")?
         .ok_or_else(|| Error::format(format!("{}: GGUF without general.architecture", g.name)))?;
-    let mut out = Out { file: &g.name, tensors: BTreeMap::new() };
+    let mut out = Renamed::new(&g.name, "GGUF");
     let config = match arch {
         "rwkv7" => rwkv7(g, &mut out)?,
         "mamba" | "mamba2" => mamba(g, arch, &mut out)?,
@@ -56,21 +56,7 @@ pub fn to_checkpoint(g: &GgufFile) -> Result<(SafetensorsFile, Option<HfConfig>)
     Ok((file, config))
 }
 
-/// The renamed tensors being collected.
-struct Out<'a> {
-    file: &'a str,
-    tensors: BTreeMap<String, Tensor>,
-}
-
-impl Out<'_> {
-    fn put(&mut self, name: String, mut t: Tensor) -> Result<()> {
-        t.name = name.clone();
-        if self.tensors.insert(name.clone(), t).is_some() {
-            return Err(Error::format(format!("{}: two GGUF tensors map onto '{name}'", self.file)));
-        }
-        Ok(())
-    }
-
+impl Renamed<'_> {
     /// `t` under `name` with `shape` (same element count, same bytes).
     fn reshaped(&mut self, name: String, t: &GgufTensor, shape: Vec<usize>) -> Result<()> {
         if shape.iter().product::<usize>() != t.tensor.numel() {
@@ -112,7 +98,7 @@ fn split_block(name: &str) -> Option<(usize, &str)> {
     Some((n.parse().ok()?, rest))
 }
 
-fn rwkv7(g: &GgufFile, out: &mut Out) -> Result<Option<serde_json::Value>> {
+fn rwkv7(g: &GgufFile, out: &mut Renamed) -> Result<Option<serde_json::Value>> {
     let head_size = g
         .uint("rwkv7.wkv.head_size")?
         .ok_or_else(|| Error::format(format!("{}: GGUF rwkv7 without rwkv7.wkv.head_size", g.name)))?
@@ -217,7 +203,7 @@ fn rwkv7(g: &GgufFile, out: &mut Out) -> Result<Option<serde_json::Value>> {
     Ok(None)
 }
 
-fn mamba(g: &GgufFile, arch: &str, out: &mut Out) -> Result<Option<serde_json::Value>> {
+fn mamba(g: &GgufFile, arch: &str, out: &mut Renamed) -> Result<Option<serde_json::Value>> {
     let v2 = arch == "mamba2";
     if g.get(&format!("{arch}.ssm.dt_b_c_rms")) == Some(&super::gguf::Value::Bool(true)) {
         return Err(Error::unsupported(format!(

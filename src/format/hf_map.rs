@@ -14,7 +14,7 @@
 //!
 //! Everything else (embedding, projections, head) stays a view of its shard's storage.
 
-use super::{Format, HfConfig, SafetensorsFile};
+use super::{Format, HfConfig, Renamed, SafetensorsFile};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 use std::collections::{BTreeMap, HashMap};
@@ -145,7 +145,7 @@ pub fn map(file: SafetensorsFile, config: Option<HfConfig>) -> Result<(Safetenso
             "{name}: a libsutra quantized file in the RWKV7ForCausalLM layout; quantize the official layout"
         )));
     }
-    let mut out = Out { file: &name, tensors: BTreeMap::new() };
+    let mut out = Renamed::new(&name, "RWKV7ForCausalLM");
     for (key, t) in tensors {
         rename(&mut out, &key, t)?;
     }
@@ -180,22 +180,6 @@ pub fn map(file: SafetensorsFile, config: Option<HfConfig>) -> Result<(Safetenso
     Ok((SafetensorsFile { name, tensors, metadata, n_bytes, quant: None, format }, config))
 }
 
-/// The renamed tensors being collected.
-struct Out<'a> {
-    file: &'a str,
-    tensors: BTreeMap<String, Tensor>,
-}
-
-impl Out<'_> {
-    fn put(&mut self, name: String, mut t: Tensor) -> Result<()> {
-        t.name = name.clone();
-        if self.tensors.insert(name.clone(), t).is_some() {
-            return Err(Error::format(format!("{}: two RWKV7ForCausalLM tensors map onto '{name}'", self.file)));
-        }
-        Ok(())
-    }
-}
-
 fn unknown(file: &str, key: &str) -> Error {
     Error::unsupported(format!("{file}: tensor '{key}' is not part of the RWKV7ForCausalLM layout libsutra reads"))
 }
@@ -216,7 +200,7 @@ fn transposed(file: &str, key: &str, t: &Tensor) -> Result<Tensor> {
 }
 
 /// Files `t` (called `key` in the checkpoint) under its official name.
-fn rename(out: &mut Out, key: &str, t: Tensor) -> Result<()> {
+fn rename(out: &mut Renamed, key: &str, t: Tensor) -> Result<()> {
     let top = match key {
         "model.embeddings.weight" => Some("emb.weight"),
         "lm_head.weight" => Some("head.weight"),

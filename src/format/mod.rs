@@ -40,6 +40,33 @@ impl Format {
     }
 }
 
+/// Tensors being collected under libsutra's names by a layout mapping (`gguf_map`,
+/// `hf_map`): two source tensors mapping onto one name is a format error naming it.
+pub(crate) struct Renamed<'a> {
+    /// The file read, for messages.
+    pub file: &'a str,
+    /// The source layout, for messages ("GGUF", "RWKV7ForCausalLM").
+    pub layout: &'static str,
+    /// The tensors collected so far.
+    pub tensors: std::collections::BTreeMap<String, Tensor>,
+}
+
+impl<'a> Renamed<'a> {
+    /// An empty collection for `file` in `layout`.
+    pub fn new(file: &'a str, layout: &'static str) -> Self {
+        Renamed { file, layout, tensors: Default::default() }
+    }
+
+    /// Adds `t` under `name`.
+    pub fn put(&mut self, name: String, mut t: Tensor) -> Result<()> {
+        t.name = name.clone();
+        if self.tensors.insert(name.clone(), t).is_some() {
+            return Err(Error::format(format!("{}: two {} tensors map onto '{name}'", self.file, self.layout)));
+        }
+        Ok(())
+    }
+}
+
 /// The first four bytes of the file at `path` (fewer when it is shorter: zeros after them).
 /// A missing file is left to the reader that follows, which names it.
 pub(crate) fn magic(path: &std::path::Path) -> Result<[u8; 4]> {

@@ -123,3 +123,19 @@ pub fn c_logits(path: &Path, tokens: &[u32], threads: i32) -> Vec<f32> {
         out
     }
 }
+
+/// `name` in a temporary folder of this test binary (`prefix` keeps binaries apart).
+pub fn tmp_path(prefix: &str, name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("sutra-{prefix}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d.join(name)
+}
+
+/// The error of loading `bytes` written as `path` (which must not load).
+pub fn load_err_at(path: &Path, bytes: &[u8]) -> sutra::Error {
+    std::fs::write(path, bytes).unwrap();
+    match Model::load(path, &ModelParams::default()) {
+        Ok(_) => panic!("{} loaded", path.display()),
+        Err(e) => e,
+    }
+}
