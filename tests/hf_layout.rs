@@ -280,7 +280,7 @@ fn bad_indexes_are_errors_naming_the_file_and_tensor() {
     let empty = tmp("empty");
     std::fs::copy(hf_dir().join("config.json"), empty.join("config.json")).unwrap();
     let (st, msg) = load_err(&empty);
-    assert_eq!(st, Status::SUTRA_ERR_FORMAT, "{msg}");
+    assert_eq!(st, Status::SUTRA_ERR_IO, "{msg}");
     assert!(msg.contains("model.safetensors.index.json"), "{msg}");
     std::fs::remove_dir_all(&dir).unwrap();
     std::fs::remove_dir_all(&empty).unwrap();

@@ -37,10 +37,11 @@ pub fn open_dir(dir: &Path, use_mmap: bool) -> Result<(SafetensorsFile, Option<H
     } else if index.exists() {
         open_sharded(dir, &index, use_mmap)?
     } else {
-        return Err(Error::format(format!(
-            "{}: a folder without {SINGLE} or {INDEX} (a Hugging Face model folder holds one of them)",
-            dir.display()
-        )));
+        // The file a model folder needs is not there: an I/O error, as for a missing file.
+        return Err(Error::io_msg(
+            dir,
+            &format!("a folder without {SINGLE} or {INDEX} (a Hugging Face model folder holds one of them)"),
+        ));
     };
     map(file, config)
 }
