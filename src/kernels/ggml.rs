@@ -7,6 +7,7 @@
 //! block of 32) and it reads the mapped file's blocks in place. Prefill unpacks each block
 //! once for all of its tokens.
 
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 use super::{isa, Isa};
 use crate::tensor::f16_to_f32;
 use crate::tensor::ggml::{k_scale_min, GgmlType};
