@@ -1,151 +1,25 @@
 //! Products over llama.cpp's block-quantized rows (`tensor::ggml`) on int8 activations.
 //!
-//! A block is unpacked once into signed 8-bit levels, a scale per 16 weights and an offset
-//! per 32 (`w = s·q + m`), then dotted with activations quantized per block of 32
-//! (`qdot::QActs`): `Σ_16 s·d_x·Σ q·x_q + Σ_32 m·d_x·Σ x_q`, integer sums inside. This is the
-//! product llama.cpp computes (its CPU kernels also quantize the activations to 8 bits per
-//! block of 32) and it reads the mapped file's blocks in place. Prefill unpacks each block
-//! once for all of its tokens.
+//! Each block's levels are dotted with activations quantized per block of 32
+//! (`qdot::QActs`): integer sums of levels times activations, then the block's scales (and
+//! offsets, through Σx) in f32. llama.cpp's CPU kernels also quantize the activations to 8
+//! bits; the blocks are read in place from the mapped file.
 
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 use super::{isa, Isa};
 use crate::tensor::f16_to_f32;
 use crate::tensor::ggml::{k_scale_min, GgmlType};
 
-/// One block unpacked: levels, scales per 16 weights, offsets per 32.
-pub struct Unpacked {
-    /// Signed levels (the first `n` are used).
-    pub q: [i8; 256],
-    /// Scale of each 16 levels.
-    pub s: [f32; 16],
-    /// Offset added to each weight, per 32 (zero for the symmetric types).
-    pub m: [f32; 8],
-    /// Weights in the block (32 or 256).
-    pub n: usize,
-    /// Whether any offset is non-zero.
-    pub has_m: bool,
-}
-
-impl Default for Unpacked {
-    fn default() -> Self {
-        Unpacked { q: [0; 256], s: [0.0; 16], m: [0.0; 8], n: 0, has_m: false }
-    }
-}
-
 #[inline]
 fn f16_at(b: &[u8], i: usize) -> f32 {
     f16_to_f32(u16::from_le_bytes([b[i], b[i + 1]]))
 }
 
-/// Unpacks one block of `kind` into `u`.
-pub fn unpack_block(kind: GgmlType, b: &[u8], u: &mut Unpacked) {
-    u.n = kind.block_elems();
-    u.has_m = false;
-    match kind {
-        GgmlType::Q8_0 => {
-            let d = f16_at(b, 0);
-            for (q, &v) in u.q[..32].iter_mut().zip(&b[2..34]) {
-                *q = v as i8;
-            }
-            u.s[..2].fill(d);
-        }
-        GgmlType::Q4_0 | GgmlType::Q4_1 => {
-            let d = f16_at(b, 0);
-            let (qs, off) = if kind == GgmlType::Q4_1 {
-                u.m[0] = f16_at(b, 2);
-                u.has_m = true;
-                (&b[4..20], 0)
-            } else {
-                (&b[2..18], 8)
-            };
-            for (j, &v) in qs.iter().enumerate() {
-                u.q[j] = (v & 0x0f) as i8 - off;
-                u.q[j + 16] = (v >> 4) as i8 - off;
-            }
-            u.s[..2].fill(d);
-        }
-        GgmlType::Q5_0 | GgmlType::Q5_1 => {
-            let d = f16_at(b, 0);
-            let (rest, off) = if kind == GgmlType::Q5_1 {
-                u.m[0] = f16_at(b, 2);
-                u.has_m = true;
-                (&b[4..24], 0)
-            } else {
-                (&b[2..22], 16)
-            };
-            let qh = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
-            let qs = &rest[4..];
-            for (j, &v) in qs.iter().enumerate() {
-                u.q[j] = ((v & 0x0f) | ((((qh >> j) & 1) as u8) << 4)) as i8 - off;
-                u.q[j + 16] = ((v >> 4) | ((((qh >> (j + 16)) & 1) as u8) << 4)) as i8 - off;
-            }
-            u.s[..2].fill(d);
-        }
-        GgmlType::Q4_K | GgmlType::Q5_K => {
-            let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
-            let scales = &b[4..16];
-            let five = kind == GgmlType::Q5_K;
-            let (qh, ql) = if five { (&b[16..48], &b[48..176]) } else { (&b[..0], &b[16..144]) };
-            for j in 0..8 {
-                let (sc, mn) = k_scale_min(scales, j);
-                u.s[2 * j] = d * sc as f32;
-                u.s[2 * j + 1] = d * sc as f32;
-                u.m[j] = -dmin * mn as f32;
-                let bytes = &ql[32 * (j / 2)..32 * (j / 2) + 32];
-                let shift = 4 * (j % 2) as u32;
-                for l in 0..32 {
-                    let mut q = (bytes[l] >> shift) & 0x0f;
-                    if five {
-                        q |= ((qh[l] >> j) & 1) << 4;
-                    }
-                    u.q[32 * j + l] = q as i8;
-                }
-            }
-            u.has_m = true;
-        }
-        GgmlType::Q6_K => {
-            let (ql, qh, sc) = (&b[..128], &b[128..192], &b[192..208]);
-            let d = f16_at(b, 208);
-            for (s, &c) in u.s.iter_mut().zip(sc) {
-                *s = d * (c as i8) as f32;
-            }
-            // Weight 128h + 32k + l: the low nibble of ql[64h + 32(k&1) + l] (its high nibble
-            // for k ≥ 2) and bits 2k..2k+1 of qh[32h + l].
-            for h in 0..2 {
-                for k in 0..4 {
-                    for l in 0..32 {
-                        let lo = ql[64 * h + 32 * (k & 1) + l] >> (4 * (k / 2));
-                        let hi = (qh[32 * h + l] >> (2 * k)) & 3;
-                        u.q[128 * h + 32 * k + l] = ((lo & 0x0f) | (hi << 4)) as i8 - 32;
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// An unpacked block · the activations of its weights (`q.len() == u.n`, one scale per 32).
-#[inline]
-pub fn dot_unpacked(u: &Unpacked, q: &[i8], d: &[f32]) -> f32 {
-    let mut total = 0f32;
-    for (b, (qb, &db)) in q[..u.n].chunks_exact(32).zip(d).enumerate() {
-        let w = &u.q[32 * b..32 * b + 32];
-        let lo: i32 = w[..16].iter().zip(&qb[..16]).map(|(&a, &x)| a as i32 * x as i32).sum();
-        let hi: i32 = w[16..].iter().zip(&qb[16..]).map(|(&a, &x)| a as i32 * x as i32).sum();
-        let mut acc = u.s[2 * b] * lo as f32 + u.s[2 * b + 1] * hi as f32;
-        if u.has_m {
-            let sx: i32 = qb.iter().map(|&x| x as i32).sum();
-            acc += u.m[b] * sx as f32;
-        }
-        total += db * acc;
-    }
-    total
-}
-
 /// A row of whole `kind` blocks · int8 activations (`q` its values, `d` a scale per 32),
-/// with the widest integer instructions the CPU has: the block loops below are plain code
-/// that the compiler vectorizes, compiled once per instruction set. Every path computes the
-/// same integer sums and the same float operations in the same order, so all agree exactly.
+/// with the widest integer instructions the CPU has (AVX2, NEON with or without `SDOT`; the
+/// portable loop elsewhere). The integer sums are exact on every path; the float sums of the
+/// SIMD paths run in another order, so the paths agree to rounding. Decode and prefill call
+/// this same function, so on one machine a prefill row equals its decode row exactly.
 pub fn dot_i8(kind: GgmlType, row: &[u8], q: &[i8], d: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if isa() != Isa::Scalar {
@@ -671,8 +545,8 @@ mod tests {
         row
     }
 
-    /// Unpacking gives back the reference dequantizer's weights, and both products equal an
-    /// f64 dot of the dequantized row with the (quantized, resp. exact) activations.
+    /// Both products equal an f64 dot of the reference dequantizer's row with the (quantized,
+    /// resp. exact) activations.
     #[test]
     fn products_match_dequantized_reference() {
         let mut seed = 5;
@@ -681,15 +555,6 @@ mod tests {
             let row = random_row(kind, 2, &mut seed);
             let mut w = vec![0f32; cols];
             dequantize_row(kind, &row, &mut w);
-            let mut u = Unpacked::default();
-            for (b, blk) in row.chunks_exact(kind.block_bytes()).enumerate() {
-                unpack_block(kind, blk, &mut u);
-                for e in 0..u.n {
-                    let got = u.s[e / 16] * u.q[e] as f32 + u.m[e / 32];
-                    let want = w[b * u.n + e];
-                    assert!((got - want).abs() <= 1e-6 * (1.0 + want.abs()), "{kind:?} weight {e}: {got} vs {want}");
-                }
-            }
             let x: Vec<f32> = (0..cols).map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0).collect();
             let a = quantize_acts(&x);
             let xq: Vec<f64> = a.q.iter().enumerate().map(|(i, &q)| q as f64 * a.d[i / 32] as f64).collect();
@@ -710,7 +575,7 @@ mod tests {
         }
     }
 
-    /// The products a model calls: prefill (`matmul`, blocks unpacked once for all tokens)
+    /// The products a model calls: prefill (`matmul`, each row kept in cache for all tokens)
     /// gives exactly what decode (`matvec`, one token at a time) gives, on one thread and on
     /// three, and both equal the dequantized rows times the int8 activations.
     #[test]
