@@ -395,3 +395,54 @@ fn transformers_mamba_folders_load_by_folder_name() {
         assert_eq!(Model::load(&dir, &ModelParams::default()).unwrap().info().arch_name, arch);
     }
 }
+
+/// The transformers RWKV-5.2 / RWKV-6 folders (tests/fixtures/formats/rwkv{5,6}-hf, written by
+/// scripts/hf_rwkv56.py from the golden cases with transformers' converter renames; llama.cpp's
+/// convert_hf_to_gguf.py reads the rwkv6 one) give the golden logits, as the folder and as its
+/// model.safetensors named directly. The rwkv6 config's `rescale_every` 1 is not applied in
+/// f32, as transformers does not apply it to f32 weights.
+#[test]
+fn transformers_rwkv5_and_rwkv6_folders_give_the_golden_logits() {
+    for arch in ["rwkv5", "rwkv6"] {
+        let dir = fixture(&format!("formats/{arch}-hf"));
+        let (toks, want, _) = expected(&fixture(&format!("golden/{arch}/expected.safetensors")), "logits");
+        for threads in [1, 2] {
+            let got = c_logits(&dir, &toks, threads);
+            assert_close(&got, &want, 1e-4, 1e-3, &format!("{arch}-hf folder, {threads} threads"));
+        }
+        let got = c_logits(&dir.join("model.safetensors"), &toks, 1);
+        assert_close(&got, &want, 1e-4, 1e-3, &format!("{arch}-hf/model.safetensors"));
+        let m = Model::load(&dir, &ModelParams::default()).unwrap();
+        assert_eq!(m.info().arch_name, arch);
+        assert_eq!((m.info().n_layer, m.info().n_embd, m.info().n_vocab), (2, 128, 256));
+    }
+}
+
+/// A tensor outside the transformers RWKV-5/6 layout is unsupported, naming it and the layout;
+/// a config that disagrees with the weights is a format error naming the key.
+#[test]
+fn transformers_rwkv56_errors_name_the_tensor_and_key() {
+    let src = fixture("formats/rwkv6-hf");
+    let f = SafetensorsFile::open(&src.join("model.safetensors"), false).unwrap();
+    let mut t: Vec<TensorBytes> =
+        f.tensors.iter().map(|(k, t)| (k.clone(), t.dtype, t.shape.clone(), t.bytes().to_vec())).collect();
+    let dir = tmp("rwkv56-unknown");
+    std::fs::copy(src.join("config.json"), dir.join("config.json")).unwrap();
+    t.push(("rwkv.blocks.1.attention.mystery".into(), DType::F32, vec![2], vec![0; 8]));
+    write(&dir.join("model.safetensors"), &t, None).unwrap();
+    let (st, msg) = load_err(&dir);
+    assert_eq!(st, Status::SUTRA_ERR_UNSUPPORTED, "{msg}");
+    assert!(msg.contains("rwkv.blocks.1.attention.mystery") && msg.contains("Rwkv6ForCausalLM"), "{msg}");
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    let dir = tmp("rwkv56-config");
+    std::fs::copy(src.join("model.safetensors"), dir.join("model.safetensors")).unwrap();
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    cfg["hidden_size"] = 256.into();
+    std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
+    let (st, msg) = load_err(&dir);
+    assert_eq!(st, Status::SUTRA_ERR_FORMAT, "{msg}");
+    assert!(msg.contains("hidden_size") && msg.contains("rwkv.embeddings.weight"), "{msg}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -13,6 +13,16 @@
 //!   official `w0`/`a0`/`v0`, a fused `attn.x_x` `[6, C]` is split (order r w k v a g).
 //!
 //! Everything else (embedding, projections, head) stays a view of its shard's storage.
+//!
+//! The transformers RWKV-5.2 / RWKV-6 layouts (`Rwkv5ForCausalLM`, `Rwkv6ForCausalLM`, the
+//! remote-code models of the RWKV/rwkv-5-world-* and RWKV/v6-Finch-*-HF repositories, which
+//! llama.cpp's converter reads for `rwkv6`) are the official tensors under transformers'
+//! names — `rwkv.embeddings`, `rwkv.blocks.0.pre_ln`, `rwkv.blocks.N.{ln1,ln2}`,
+//! `rwkv.blocks.N.attention.*` (RWKV-5's `time_mix_key/value/receptance/gate` for
+//! `time_mix_k/v/r/g`), `rwkv.blocks.N.feed_forward.*`, `rwkv.ln_out`, `head` — with the same
+//! values and shapes, so every tensor is renamed in place. Their `rescale_every` is not
+//! applied: transformers rescales only 16-bit weights, and libsutra computes in f32.
+//! (RWKV-4's transformers layout, `RwkvForCausalLM`, is read by [`crate::models`] itself.)
 
 use super::{Format, HfConfig, Renamed, SafetensorsFile};
 use crate::error::{Error, Result};
@@ -134,21 +144,61 @@ pub fn is_rwkv7_hf(file: &SafetensorsFile, config: Option<&HfConfig>) -> bool {
     has("model.embeddings.weight") && (says || has("model.layers.0.attention.r_k") || has("model.layers.0.attn.r_k"))
 }
 
-/// `file` with a `RWKV7ForCausalLM` layout renamed onto the official RWKV-7 names (see the
-/// module documentation); any other layout is returned as it is.
+/// Whether `file` is in the transformers RWKV-5.2 / RWKV-6 layout: `rwkv.embeddings.weight`
+/// and a layer-0 `rwkv.blocks.0.attention.time_faaaa` (RWKV-4's has `time_first` instead).
+pub fn is_rwkv56_hf(file: &SafetensorsFile) -> bool {
+    let has = |k: &str| file.tensors.contains_key(k);
+    has("rwkv.embeddings.weight") && has("rwkv.blocks.0.attention.time_faaaa")
+}
+
+/// The names one Hugging Face layout uses, for its messages.
+struct Layout {
+    /// Its class name.
+    arch: &'static str,
+    /// Its embedding, head and layer names.
+    emb: &'static str,
+    head: &'static str,
+    layers: &'static str,
+    /// Its renaming onto the official names.
+    rename: fn(&mut Renamed, &str, Tensor) -> Result<()>,
+}
+
+const RWKV7: Layout = Layout {
+    arch: "RWKV7ForCausalLM",
+    emb: "model.embeddings.weight",
+    head: "lm_head.weight",
+    layers: "model.layers.N",
+    rename,
+};
+
+const RWKV56: Layout = Layout {
+    arch: "Rwkv5ForCausalLM/Rwkv6ForCausalLM",
+    emb: "rwkv.embeddings.weight",
+    head: "head.weight",
+    layers: "rwkv.blocks.N",
+    rename: rename_rwkv56,
+};
+
+/// `file` with a `RWKV7ForCausalLM` or transformers RWKV-5/6 layout renamed onto the official
+/// names (see the module documentation); any other layout is returned as it is.
 pub fn map(file: SafetensorsFile, config: Option<HfConfig>) -> Result<(SafetensorsFile, Option<HfConfig>)> {
-    if !is_rwkv7_hf(&file, config.as_ref()) {
+    let layout = if is_rwkv7_hf(&file, config.as_ref()) {
+        &RWKV7
+    } else if is_rwkv56_hf(&file) {
+        &RWKV56
+    } else {
         return Ok((file, config));
-    }
+    };
     let SafetensorsFile { name, tensors, metadata, n_bytes, quant, format } = file;
     if quant.is_some() {
         return Err(Error::unsupported(format!(
-            "{name}: a libsutra quantized file in the RWKV7ForCausalLM layout; quantize the official layout"
+            "{name}: a libsutra quantized file in the {} layout; quantize the official layout",
+            layout.arch
         )));
     }
-    let mut out = Renamed::new(&name, "RWKV7ForCausalLM");
+    let mut out = Renamed::new(&name, layout.arch);
     for (key, t) in tensors {
-        rename(&mut out, &key, t)?;
+        (layout.rename)(&mut out, &key, t)?;
     }
     if !out.tensors.contains_key("head.weight") {
         let tied = config.as_ref().and_then(|c| c.bool("tie_word_embeddings")).unwrap_or(false);
@@ -159,8 +209,8 @@ pub fn map(file: SafetensorsFile, config: Option<HfConfig>) -> Result<(Safetenso
             }
             _ => {
                 return Err(Error::format(format!(
-                    "{name}: RWKV7ForCausalLM without 'lm_head.weight' (and config.json does not set \
-                     tie_word_embeddings)"
+                    "{name}: {} without '{}' (and config.json does not set tie_word_embeddings)",
+                    layout.arch, layout.head
                 )))
             }
         }
@@ -168,21 +218,21 @@ pub fn map(file: SafetensorsFile, config: Option<HfConfig>) -> Result<(Safetenso
     let tensors = out.tensors;
     if let (Some(c), Some(e)) = (config.as_ref(), tensors.get("emb.weight")) {
         if let [v, d] = e.squeezed_shape()[..] {
-            c.expect("hidden_size", d, &name, "model.embeddings.weight")?;
-            c.expect("vocab_size", v, &name, "model.embeddings.weight")?;
+            c.expect("hidden_size", d, &name, layout.emb)?;
+            c.expect("vocab_size", v, &name, layout.emb)?;
         }
         let layers = tensors
             .keys()
             .filter_map(|k| k.strip_prefix("blocks.")?.split('.').next()?.parse::<usize>().ok())
             .max()
             .map_or(0, |m| m + 1);
-        c.expect("num_hidden_layers", layers, &name, "model.layers.N")?;
+        c.expect("num_hidden_layers", layers, &name, layout.layers)?;
     }
     Ok((SafetensorsFile { name, tensors, metadata, n_bytes, quant: None, format }, config))
 }
 
-fn unknown(file: &str, key: &str) -> Error {
-    Error::unsupported(format!("{file}: tensor '{key}' is not part of the RWKV7ForCausalLM layout libsutra reads"))
+fn unknown(out: &Renamed, key: &str) -> Error {
+    Error::unsupported(format!("{}: tensor '{key}' is not part of the {} layout libsutra reads", out.file, out.layout))
 }
 
 /// An owned f32 `[cols, rows]` copy of the 2-D `t` (`[rows, cols]`), or a format error naming `key`.
@@ -216,7 +266,7 @@ fn rename(out: &mut Renamed, key: &str, t: Tensor) -> Result<()> {
         .strip_prefix("model.layers.")
         .and_then(|r| r.split_once('.'))
         .and_then(|(n, rest)| Some((n.parse::<usize>().ok()?, rest)))
-        .ok_or_else(|| unknown(out.file, key))?;
+        .ok_or_else(|| unknown(out, key))?;
     let p = format!("blocks.{n}.");
     // Layer norms, under either spelling.
     for (from, to) in [("ln1.", "ln1."), ("attn_norm.", "ln1."), ("ln2.", "ln2."), ("ffn_norm.", "ln2.")] {
@@ -226,7 +276,7 @@ fn rename(out: &mut Renamed, key: &str, t: Tensor) -> Result<()> {
     }
     if let Some(tail) = rest.strip_prefix("pre_norm.") {
         if n != 0 {
-            return Err(unknown(out.file, key));
+            return Err(unknown(out, key));
         }
         return out.put(format!("blocks.0.ln0.{tail}"), t);
     }
@@ -238,7 +288,7 @@ fn rename(out: &mut Renamed, key: &str, t: Tensor) -> Result<()> {
         return out.put(format!("{p}ffn.{tail}"), t);
     }
     // flash-linear-attention's names.
-    let Some(tail) = rest.strip_prefix("attn.") else { return Err(unknown(out.file, key)) };
+    let Some(tail) = rest.strip_prefix("attn.") else { return Err(unknown(out, key)) };
     let proj = match tail {
         "r_proj.weight" => Some("receptance.weight"),
         "k_proj.weight" => Some("key.weight"),
@@ -272,8 +322,58 @@ fn rename(out: &mut Renamed, key: &str, t: Tensor) -> Result<()> {
             "0.weight" => out.put(format!("{p}att.{l}1"), transposed(out.file, key, &t)?),
             "2.weight" => out.put(format!("{p}att.{l}2"), transposed(out.file, key, &t)?),
             "2.bias" if l != "g" => out.put(format!("{p}att.{l}0"), t),
-            _ => Err(unknown(out.file, key)),
+            _ => Err(unknown(out, key)),
         };
     }
-    Err(unknown(out.file, key))
+    Err(unknown(out, key))
+}
+
+/// Files `t` (called `key` in a transformers RWKV-5/6 checkpoint) under its official name.
+fn rename_rwkv56(out: &mut Renamed, key: &str, t: Tensor) -> Result<()> {
+    let top = match key {
+        "rwkv.embeddings.weight" => Some("emb.weight"),
+        "head.weight" => Some("head.weight"),
+        "rwkv.ln_out.weight" => Some("ln_out.weight"),
+        "rwkv.ln_out.bias" => Some("ln_out.bias"),
+        _ => None,
+    };
+    if let Some(n) = top {
+        return out.put(n.to_string(), t);
+    }
+    let (n, rest) = key
+        .strip_prefix("rwkv.blocks.")
+        .and_then(|r| r.split_once('.'))
+        .and_then(|(n, rest)| Some((n.parse::<usize>().ok()?, rest)))
+        .ok_or_else(|| unknown(out, key))?;
+    let p = format!("blocks.{n}.");
+    if let Some(tail) = rest.strip_prefix("pre_ln.") {
+        if n != 0 {
+            return Err(unknown(out, key));
+        }
+        return out.put(format!("blocks.0.ln0.{tail}"), t);
+    }
+    if rest.starts_with("ln1.") || rest.starts_with("ln2.") {
+        return out.put(format!("{p}{rest}"), t);
+    }
+    let (part, tail) = if let Some(tail) = rest.strip_prefix("attention.") {
+        ("att", tail)
+    } else if let Some(tail) = rest.strip_prefix("feed_forward.") {
+        ("ffn", tail)
+    } else {
+        return Err(unknown(out, key));
+    };
+    // RWKV-5's token-shift mixes under their long names; every other name is the official one.
+    let official = match (part, tail) {
+        (_, "time_mix_key") => "time_mix_k",
+        (_, "time_mix_receptance") => "time_mix_r",
+        ("att", "time_mix_value") => "time_mix_v",
+        ("att", "time_mix_gate") => "time_mix_g",
+        ("att", "time_decay" | "time_faaaa" | "time_decay_w1" | "time_decay_w2" | "time_maa_w1" | "time_maa_w2")
+        | ("att", "time_maa_x" | "time_maa_w" | "time_maa_k" | "time_maa_v" | "time_maa_r" | "time_maa_g")
+        | ("att", "key.weight" | "value.weight" | "receptance.weight" | "gate.weight" | "output.weight")
+        | ("att", "ln_x.weight" | "ln_x.bias")
+        | ("ffn", "time_maa_k" | "time_maa_r" | "key.weight" | "value.weight" | "receptance.weight") => tail,
+        _ => return Err(unknown(out, key)),
+    };
+    out.put(format!("{p}{part}.{official}"), t)
 }
