@@ -27,7 +27,7 @@
 //!   point where adapters and observers plug in, rows of several sequences).
 //! - [`format`]: safetensors, GGUF (llama.cpp's names undone in `format::gguf_map`), PyTorch
 //!   `.pth` (`format::pth`, a restricted pickle reader) and Hugging Face folders, sharded or not
-//!   (`RWKV7ForCausalLM` names undone in `format::hf_map`) reading, `format::convert`, the
+//!   (`RWKV7ForCausalLM`, `Rwkv5/6ForCausalLM` names undone in `format::hf_map`) reading, `format::convert`, the
 //!   prefix-scoped shape-checking weight reader, quantized files, `config.json`, and
 //!   [`format::synth`], random checkpoints at any shape for tests and benches.
 //! - [`tokenizer`]: Hugging Face tokenizer.json (BPE, WordPiece, Unigram), the RWKV world vocabulary,

@@ -14,7 +14,7 @@ fn formats(file: &str) -> PathBuf {
 
 #[test]
 fn f32_gguf_gives_the_golden_logits() {
-    for (arch, name) in [("rwkv7", "rwkv7"), ("mamba1", "mamba1"), ("mamba2", "mamba2")] {
+    for (arch, name) in [("rwkv6", "rwkv6"), ("rwkv7", "rwkv7"), ("mamba1", "mamba1"), ("mamba2", "mamba2")] {
         let (toks, want, _) = expected(&formats(&format!("{arch}-F32-gguf-expected.safetensors")), "logits");
         for threads in [1, 2] {
             let got = c_logits(&formats(&format!("{arch}-F32.gguf")), &toks, threads);
@@ -23,6 +23,29 @@ fn f32_gguf_gives_the_golden_logits() {
         let m = load(&formats(&format!("{arch}-F32.gguf")), 2);
         assert_eq!(m.info().arch_name, name);
     }
+}
+
+/// llama.cpp's RWKV-6 GGUF (tests/fixtures/formats/rwkv6-F32.gguf: the golden rwkv6 case
+/// with `rescale_every` 1, so the converter divided block 1's output matrices by 2 and the
+/// residual is halved after each block) gives the official logits up to what the halving does
+/// to the LayerNorm epsilons, and loses them without the halving: the rescaling is undone.
+#[test]
+fn rwkv6_gguf_rescaling_is_undone() {
+    let (toks, golden, _) = expected(&fixture("golden/rwkv6/expected.safetensors"), "logits");
+    let path = formats("rwkv6-F32.gguf");
+    let got = c_logits(&path, &toks, 1);
+    assert_close(&got, &golden, 1e-3, 1e-3, "rwkv6-F32.gguf vs the official logits");
+    // The same file with its rescale_every_n_layers key renamed away: block 1's divided
+    // matrices are then taken at face value.
+    let mut b = std::fs::read(&path).unwrap();
+    let key = b"rwkv6.rescale_every_n_layers";
+    let at = b.windows(key.len()).position(|w| w == key).unwrap();
+    b[at..at + 5].copy_from_slice(b"xwkv6");
+    let m = std::sync::Arc::new(sutra::Model::load_from_memory(&b, &sutra::ModelParams::default()).unwrap());
+    let mut plain = vec![0f32; got.len()];
+    sutra::Session::new(&m).eval_all_logits(&toks, &mut plain).unwrap();
+    let worst = plain.iter().zip(&golden).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(worst > 1e-2, "without the halving the logits still match ({worst})");
 }
 
 fn tmp(name: &str) -> PathBuf {
@@ -136,8 +159,17 @@ fn quantized_gguf_gives_llama_cpps_logits() {
         let n = got.len() / v;
         assert!(agree as f64 >= 0.95 * n as f64, "{what}: argmax agrees on {agree}/{n}");
     };
-    for file in ["rwkv7-Q8_0", "rwkv7-Q4_0", "rwkv7-Q4_K_M", "mamba1-Q8_0", "mamba1-Q4_0", "mamba2-Q8_0", "mamba2-Q4_0"]
-    {
+    for file in [
+        "rwkv6-Q8_0",
+        "rwkv6-Q4_0",
+        "rwkv7-Q8_0",
+        "rwkv7-Q4_0",
+        "rwkv7-Q4_K_M",
+        "mamba1-Q8_0",
+        "mamba1-Q4_0",
+        "mamba2-Q8_0",
+        "mamba2-Q4_0",
+    ] {
         let (toks, want, v) = expected(&formats(&format!("{file}-gguf-expected.safetensors")), "logits");
         let path = formats(&format!("{file}.gguf"));
         let got = c_logits(&path, &toks, 2);

@@ -591,10 +591,16 @@ fn rwkv_gradients_match_central_differences_tensor_by_tensor() {
     use sutra::train::{TrainParams, Trainer, Tune};
     type Pairs = Vec<(String, Vec<f32>, Vec<f32>, f32)>;
     let dir = std::env::temp_dir().join(format!("sutra-train-fd-parts-{}", std::process::id()));
-    for arch in ["rwkv5", "rwkv6", "rwkv7"] {
-        let d = dir.join(arch);
+    // "rwkv6-halved": RWKV-6 with a GGUF file's residual halving after every block (handed
+    // over in the config beside the file), so that its backward is checked too.
+    for case in ["rwkv5", "rwkv6", "rwkv6-halved", "rwkv7"] {
+        let arch = case.strip_suffix("-halved").unwrap_or(case);
+        let d = dir.join(case);
         std::fs::create_dir_all(&d).unwrap();
         let p = d.join("model.safetensors");
+        if case != arch {
+            std::fs::write(d.join("config.json"), r#"{"gguf_rescale_every": 1}"#).unwrap();
+        }
         let spec = SynthSpec {
             arch: arch.into(),
             n_layer: 2,
@@ -653,8 +659,8 @@ fn rwkv_gradients_match_central_differences_tensor_by_tensor() {
         let h = 1e-2f64;
         let check = |what: &str, gd: f64, lp: f64, lm: f64| {
             let fd = (lp - lm) / (2.0 * h);
-            eprintln!("{arch} {what}: g·d {gd:.6} central difference {fd:.6}");
-            assert!((fd - gd).abs() <= 2e-3 * (gd.abs() + 0.05), "{arch} {what}: g·d {gd} vs {fd}");
+            eprintln!("{case} {what}: g·d {gd:.6} central difference {fd:.6}");
+            assert!((fd - gd).abs() <= 2e-3 * (gd.abs() + 0.05), "{case} {what}: g·d {gd} vs {fd}");
         };
         for (pi, (module, a, b, _)) in pairs.iter().enumerate() {
             let ga = tr.gradient(&format!("base_model.model.{module}.lora_A.weight")).unwrap();

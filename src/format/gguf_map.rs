@@ -1,11 +1,17 @@
 //! llama.cpp's GGUF tensor names and layout conventions, undone onto the layouts libsutra's
-//! models read: BlinkDL's official RWKV-7 names, transformers' Mamba-1/Mamba-2 names.
+//! models read: BlinkDL's official RWKV-6/RWKV-7 names, transformers' Mamba-1/Mamba-2 names.
 //!
 //! What llama.cpp's converter changed and this module changes back:
 //! - names: `token_embd`, `blk.N.time_mix_*`, `blk.N.ssm_*`, `output`, `output_norm`, …;
 //! - RWKV-7: the six token-shift mixes fused into one `time_mix_lerp_fused` `[6, C]` (split
 //!   again, order r w k v a g), the low-rank matrices stored as `nn.Linear` weights (transposed
 //!   back to the official `x @ W` layout), `r_k` flattened (reshaped to `[heads, head_size]`);
+//! - RWKV-6: the five data-dependent mixes fused into `time_mix_lerp_fused` `[5, 1, 1, C]`
+//!   (split again, order w k v r g; older files store them apart), the token-shift LoRA
+//!   `time_mix_w1` `[5D, C]` and `time_mix_w2` `[5, C, D]` and the decay LoRA transposed back
+//!   (`time_maa_w1 [C, 5D]`, `time_maa_w2 [5, D, C]`, `time_decay_w1 [C, Dd]`,
+//!   `time_decay_w2 [Dd, C]`), and `rwkv6.rescale_every_n_layers` handed to the model, whose
+//!   output matrices the converter divided (see [`crate::models::rwkv6`]);
 //! - Mamba: `A` stored as `−exp(A_log)` (turned back into `A_log`), `conv1d` as `[D, K]`
 //!   (the `[D, 1, K]` shape restored), Mamba-2 `D`, `A` and the grouped norm as `[1, H]`/`[G, D/G]`;
 //! - hyper-parameters that shapes do not tell (Mamba-2 groups, epsilons) come from the
@@ -29,10 +35,11 @@ pub fn to_checkpoint(g: &GgufFile) -> Result<(SafetensorsFile, Option<HfConfig>)
     let mut out = Renamed::new(&g.name, "GGUF");
     let config = match arch {
         "rwkv7" => rwkv7(g, &mut out)?,
+        "rwkv6" => rwkv6(g, &mut out)?,
         "mamba" | "mamba2" => mamba(g, arch, &mut out)?,
         other => {
             return Err(Error::unsupported(format!(
-                "{}: GGUF architecture '{other}'; libsutra reads rwkv7, mamba and mamba2 GGUF files",
+                "{}: GGUF architecture '{other}'; libsutra reads rwkv6, rwkv7, mamba and mamba2 GGUF files",
                 g.name
             )))
         }
@@ -98,6 +105,138 @@ fn split_block(name: &str) -> Option<(usize, &str)> {
     Some((n.parse().ok()?, rest))
 }
 
+/// The top-level RWKV tensors (embedding, ln0, ln_out, head) under their official names.
+fn rwkv_top(name: &str) -> Option<&'static str> {
+    match name {
+        "token_embd.weight" => Some("emb.weight"),
+        "output.weight" => Some("head.weight"),
+        "output_norm.weight" => Some("ln_out.weight"),
+        "output_norm.bias" => Some("ln_out.bias"),
+        "token_embd_norm.weight" => Some("blocks.0.ln0.weight"),
+        "token_embd_norm.bias" => Some("blocks.0.ln0.bias"),
+        _ => None,
+    }
+}
+
+/// Tied embeddings: without `output.weight` the head is the embedding matrix.
+fn tie_head(out: &mut Renamed) -> Result<()> {
+    if !out.tensors.contains_key("head.weight") {
+        if let Some(e) = out.tensors.get("emb.weight").cloned() {
+            out.put("head.weight".into(), e)?;
+        }
+    }
+    Ok(())
+}
+
+/// The 2-D `t` as its `[rows, cols]`, or a format error naming it.
+fn dims2(g: &GgufFile, t: &GgufTensor) -> Result<[usize; 2]> {
+    match t.tensor.shape[..] {
+        [rows, cols] => Ok([rows, cols]),
+        _ => Err(Error::format(format!("{}: GGUF tensor '{}' has dimensions {:?}, 2 expected", g.name, t.name, t.ne))),
+    }
+}
+
+fn rwkv6(g: &GgufFile, out: &mut Renamed) -> Result<Option<serde_json::Value>> {
+    if let Some(eps) = g.float("rwkv6.attention.layer_norm_epsilon")? {
+        if (eps - 1e-5).abs() > 1e-9 {
+            return Err(Error::unsupported(format!(
+                "{}: rwkv6.attention.layer_norm_epsilon is {eps}; libsutra's RWKV-6 LayerNorms use 1e-5",
+                g.name
+            )));
+        }
+    }
+    for t in &g.tensors {
+        if let Some(n) = rwkv_top(&t.name) {
+            out.put(n.to_string(), t.tensor.clone())?;
+            continue;
+        }
+        let (b, rest) = split_block(&t.name).ok_or_else(|| unknown(&g.name, "rwkv6", &t.name))?;
+        let p = format!("blocks.{b}.");
+        let same = match rest {
+            "attn_norm.weight" => Some("ln1.weight"),
+            "attn_norm.bias" => Some("ln1.bias"),
+            "attn_norm_2.weight" => Some("ln2.weight"),
+            "attn_norm_2.bias" => Some("ln2.bias"),
+            "time_mix_key.weight" => Some("att.key.weight"),
+            "time_mix_value.weight" => Some("att.value.weight"),
+            "time_mix_receptance.weight" => Some("att.receptance.weight"),
+            "time_mix_gate.weight" => Some("att.gate.weight"),
+            "time_mix_output.weight" => Some("att.output.weight"),
+            "time_mix_ln.weight" => Some("att.ln_x.weight"),
+            "time_mix_ln.bias" => Some("att.ln_x.bias"),
+            "time_mix_first.weight" => Some("att.time_faaaa"),
+            "time_mix_decay.weight" => Some("att.time_decay"),
+            "time_mix_lerp_x.weight" => Some("att.time_maa_x"),
+            "time_mix_lerp_w.weight" => Some("att.time_maa_w"),
+            "time_mix_lerp_k.weight" => Some("att.time_maa_k"),
+            "time_mix_lerp_v.weight" => Some("att.time_maa_v"),
+            "time_mix_lerp_r.weight" => Some("att.time_maa_r"),
+            "time_mix_lerp_g.weight" => Some("att.time_maa_g"),
+            "channel_mix_lerp_k.weight" => Some("ffn.time_maa_k"),
+            "channel_mix_lerp_r.weight" => Some("ffn.time_maa_r"),
+            "channel_mix_key.weight" => Some("ffn.key.weight"),
+            "channel_mix_value.weight" => Some("ffn.value.weight"),
+            "channel_mix_receptance.weight" => Some("ffn.receptance.weight"),
+            _ => None,
+        };
+        if let Some(n) = same {
+            out.put(format!("{p}{n}"), t.tensor.clone())?;
+            continue;
+        }
+        let official = match rest {
+            "time_mix_w1.weight" => "att.time_maa_w1",
+            "time_mix_decay_w1.weight" => "att.time_decay_w1",
+            "time_mix_decay_w2.weight" => "att.time_decay_w2",
+            "time_mix_w2.weight" => "att.time_maa_w2",
+            "time_mix_lerp_fused.weight" => "",
+            _ => return Err(unknown(&g.name, "rwkv6", &t.name)),
+        };
+        let name = format!("{p}{official}");
+        match rest {
+            // [5, C, D] → [5, D, C]: each of the five matrices transposed.
+            "time_mix_w2.weight" => {
+                let [five, c, d] = t.tensor.shape[..] else {
+                    return Err(Error::format(format!(
+                        "{}: GGUF tensor '{}' has dimensions {:?}, [D, C, 5] expected",
+                        g.name, t.name, t.ne
+                    )));
+                };
+                let v = floats(t)?;
+                let mut dst = Vec::with_capacity(v.len());
+                for m in v.chunks_exact(c * d) {
+                    dst.extend(transposed(&name, m, c, d).to_f32_vec()?);
+                }
+                out.put(name.clone(), Tensor::from_f32(&name, vec![five, d, c], &dst))?;
+            }
+            "time_mix_lerp_fused.weight" => {
+                let v = floats(t)?;
+                if v.len() % 5 != 0 || t.tensor.shape.first() != Some(&5) {
+                    return Err(Error::format(format!(
+                        "{}: GGUF tensor '{}' has dimensions {:?}: five mixes of C expected",
+                        g.name, t.name, t.ne
+                    )));
+                }
+                let c = v.len() / 5;
+                for (i, k) in ["w", "k", "v", "r", "g"].iter().enumerate() {
+                    let name = format!("{p}att.time_maa_{k}");
+                    out.put(name.clone(), Tensor::from_f32(&name, vec![1, 1, c], &v[i * c..(i + 1) * c]))?;
+                }
+            }
+            // Stored as nn.Linear weights; the official layout multiplies `x @ W`.
+            _ => {
+                let [rows, cols] = dims2(g, t)?;
+                out.put(name.clone(), transposed(&name, &floats(t)?, rows, cols))?;
+            }
+        }
+    }
+    tie_head(out)?;
+    let mut cfg = serde_json::Map::new();
+    if let Some(r) = g.uint("rwkv6.rescale_every_n_layers")? {
+        cfg.insert(crate::models::rwkv6::GGUF_RESCALE_EVERY.into(), r.into());
+    }
+    Ok(Some(serde_json::Value::Object(cfg)))
+}
+
 fn rwkv7(g: &GgufFile, out: &mut Renamed) -> Result<Option<serde_json::Value>> {
     let head_size = g
         .uint("rwkv7.wkv.head_size")?
@@ -106,19 +245,8 @@ fn rwkv7(g: &GgufFile, out: &mut Renamed) -> Result<Option<serde_json::Value>> {
     if head_size == 0 {
         return Err(Error::format(format!("{}: rwkv7.wkv.head_size is 0", g.name)));
     }
-    let mut has_head = false;
     for t in &g.tensors {
-        let top = match t.name.as_str() {
-            "token_embd.weight" => Some("emb.weight"),
-            "output.weight" => Some("head.weight"),
-            "output_norm.weight" => Some("ln_out.weight"),
-            "output_norm.bias" => Some("ln_out.bias"),
-            "token_embd_norm.weight" => Some("blocks.0.ln0.weight"),
-            "token_embd_norm.bias" => Some("blocks.0.ln0.bias"),
-            _ => None,
-        };
-        if let Some(n) = top {
-            has_head |= n == "head.weight";
+        if let Some(n) = rwkv_top(&t.name) {
             out.put(n.to_string(), t.tensor.clone())?;
             continue;
         }
@@ -164,12 +292,7 @@ fn rwkv7(g: &GgufFile, out: &mut Renamed) -> Result<Option<serde_json::Value>> {
             // layout multiplies `x @ W`, the transposes.
             "time_mix_w1.weight" | "time_mix_a1.weight" | "time_mix_v1.weight" | "time_mix_g1.weight"
             | "time_mix_w2.weight" | "time_mix_a2.weight" | "time_mix_v2.weight" | "time_mix_g2.weight" => {
-                let [rows, cols] = t.tensor.shape[..] else {
-                    return Err(Error::format(format!(
-                        "{}: GGUF tensor '{}' has dimensions {:?}, 2 expected",
-                        g.name, t.name, t.ne
-                    )));
-                };
+                let [rows, cols] = dims2(g, t)?;
                 let key = &rest["time_mix_".len().."time_mix_".len() + 2];
                 let name = format!("{p}att.{key}");
                 let v = transposed(&name, &floats(t)?, rows, cols);
@@ -193,13 +316,7 @@ fn rwkv7(g: &GgufFile, out: &mut Renamed) -> Result<Option<serde_json::Value>> {
             _ => return Err(unknown(&g.name, "rwkv7", &t.name)),
         }
     }
-    if !has_head {
-        // Tied embeddings: the head is the embedding matrix.
-        let emb = out.tensors.get("emb.weight").cloned();
-        if let Some(e) = emb {
-            out.put("head.weight".into(), e)?;
-        }
-    }
+    tie_head(out)?;
     Ok(None)
 }
 

@@ -160,6 +160,10 @@ pub struct HeadConfig {
     pub n_head: usize,
     /// N: head size; C = H·N.
     pub head_size: usize,
+    /// R > 0: the residual stream is halved after every R-th block (RWKV-6 GGUF files, whose
+    /// converter divided block i's attention-output and FFN-value matrices by 2^(i div R)
+    /// to keep 16-bit activations in range); 0: never.
+    pub halve_every: usize,
 }
 
 impl HeadConfig {
@@ -173,10 +177,20 @@ impl HeadConfig {
             _ => rd.shape2(heads)?,
         };
         match shape {
-            (h, n) if h * n == c => Ok((HeadConfig { n_embd: c, n_head: h, head_size: n }, n_vocab)),
+            (h, n) if h * n == c => Ok((HeadConfig { n_embd: c, n_head: h, head_size: n, halve_every: 0 }, n_vocab)),
             s => {
                 Err(rd.error(heads, format!("has shape {s:?}, expected [heads, head_size] with heads*head_size = {c}")))
             }
+        }
+    }
+
+    /// The residual scale after block `li`: ½ where [`halve_every`](Self::halve_every) says
+    /// so, else 1.
+    pub(crate) fn residual_scale(&self, li: usize) -> f32 {
+        if self.halve_every > 0 && (li + 1).is_multiple_of(self.halve_every) {
+            0.5
+        } else {
+            1.0
         }
     }
 
@@ -453,7 +467,7 @@ pub(crate) fn wkv5_record(
     s: &mut [f32],
 ) -> (Wkv5Rec, Vec<f32>) {
     use crate::train::wkv5::{wkv5_fwd, Wkv5Inputs};
-    let HeadConfig { n_embd: c, n_head: nh, head_size: n } = *cfg;
+    let HeadConfig { n_embd: c, n_head: nh, head_size: n, .. } = *cfg;
     let t = inp.r.len() / c;
     let s0 = s.to_vec();
     // Heads in parallel.
@@ -508,7 +522,7 @@ pub(crate) fn wkv5_backprop(
     d: Wkv5Bwd,
 ) {
     use crate::train::wkv5::{wkv5_bwd, wkv5_scratch_len, Wkv5Grads, Wkv5Inputs};
-    let HeadConfig { n_embd: c, n_head: nh, head_size: n } = *cfg;
+    let HeadConfig { n_embd: c, n_head: nh, head_size: n, .. } = *cfg;
     let t = inp.r.len() / c;
     // y_gated = y_norm ⊙ g,  y_norm = GroupNorm(y).
     let mut d_norm = vec![0f32; t * c];

@@ -253,7 +253,7 @@ pub fn detect(file: &SafetensorsFile) -> Result<ArchKind> {
 pub fn load(file: &SafetensorsFile, config: Option<&HfConfig>) -> Result<Box<dyn Architecture>> {
     Ok(match detect(file)? {
         ArchKind::Rwkv7 => Box::new(rwkv7::load(file)?),
-        ArchKind::Rwkv6 => Box::new(rwkv6::load(file)?),
+        ArchKind::Rwkv6 => Box::new(rwkv6::load(file, config)?),
         ArchKind::Rwkv5 => Box::new(rwkv5::load(file)?),
         ArchKind::Rwkv4 => Box::new(rwkv4::load(file, config)?),
         ArchKind::Mamba1 => Box::new(mamba1::load(file, config)?),

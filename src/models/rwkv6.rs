@@ -7,6 +7,11 @@
 //! `time_decay_w1 [C, Dd]`, `time_decay_w2 [Dd, C]`, `time_faaaa [H, N]`, `gate`, `ln_x`,
 //! `blocks.N.ffn.*` with `time_maa_k/r`, `ln_out`, `head.weight`); every size, the two
 //! LoRA ranks included, is read from tensor shapes (H and N from `time_faaaa`).
+//!
+//! A GGUF file's `rwkv6.rescale_every_n_layers` R arrives as the config key
+//! [`GGUF_RESCALE_EVERY`]: its block i output matrices are already divided by 2^(i div R), so
+//! the residual is halved after every R-th block, as llama.cpp does; LayerNorms make the
+//! result the official one up to their epsilon.
 
 use super::common::{
     wkv5, wkv5_backprop, wkv5_record, ChannelMix, ChannelMixRec, HeadConfig, Wkv5Bwd, Wkv5In, Wkv5Rec,
@@ -15,7 +20,7 @@ use super::stack::{delta_prev, save_last, Block as StackBlock, Norm, Stack, Stat
 use super::{count_params, ArchKind};
 use crate::error::Result;
 use crate::exec::{Exec, Seg};
-use crate::format::{SafetensorsFile, WeightReader};
+use crate::format::{HfConfig, SafetensorsFile, WeightReader};
 use crate::kernels::{add_assign, silu};
 use crate::tensor::Matrix;
 use crate::train::lora::{lin_bwd, lin_fwd, LoraGrads, LoraSet};
@@ -27,6 +32,9 @@ use crate::train::lora::{lin_bwd, lin_fwd, LoraGrads, LoraSet};
 /// Sizes of an RWKV-6 model (C, H, N), all read from tensor shapes (H and N from
 /// `time_faaaa`; the LoRA ranks per block from their own tensors).
 pub type Config = HeadConfig;
+
+/// The config key under which a GGUF file hands over its `rwkv6.rescale_every_n_layers`.
+pub const GGUF_RESCALE_EVERY: &str = "gguf_rescale_every";
 
 // ---------------------------------------------------------------------------------------------
 // Weights
@@ -80,10 +88,11 @@ pub type Rwkv6 = Stack<Block>;
 
 /// Reads an official-layout RWKV-6 checkpoint; every shape is checked against the sizes read
 /// from `emb.weight`, `blocks.0.att.time_faaaa`, and each block's LoRAs (each block may have
-/// its own ranks).
-pub fn load(file: &SafetensorsFile) -> Result<Rwkv6> {
+/// its own ranks); `config` may carry [`GGUF_RESCALE_EVERY`].
+pub fn load(file: &SafetensorsFile, config: Option<&HfConfig>) -> Result<Rwkv6> {
     let rd = WeightReader::new(file);
-    let (cfg, n_vocab) = HeadConfig::read(&rd, "blocks.0.att.time_faaaa")?;
+    let (mut cfg, n_vocab) = HeadConfig::read(&rd, "blocks.0.att.time_faaaa")?;
+    cfg.halve_every = config.and_then(|c| c.usize(GGUF_RESCALE_EVERY)).unwrap_or(0);
     let (c, n_head, head_size) = (cfg.n_embd, cfg.n_head, cfg.head_size);
     let rank = |a: &WeightReader, name: &str, div: usize| -> Result<usize> {
         match a.shape2(name)? {
@@ -226,11 +235,16 @@ impl StackBlock for Block {
         m
     }
 
-    fn forward(&self, cfg: &Config, _li: usize, ex: &mut Exec, segs: &[Seg], st: &mut States, x: &mut [f32]) {
+    fn forward(&self, cfg: &Config, li: usize, ex: &mut Exec, segs: &[Seg], st: &mut States, x: &mut [f32]) {
         self.time_mix(cfg, ex, segs, st, x);
         // 8. Channel mix: kx = xn + (prev − xn) ⊙ maa_k (rx likewise);
         //    x += sigmoid(R·rx) ⊙ (V·relu(K·kx)²).
         self.ffn.forward(&self.ln2, ex, segs, st, cfg.parts()[2].clone(), x, 1.0);
+        // 9. A GGUF file's rescaling (see the module doc).
+        let scale = cfg.residual_scale(li);
+        if scale != 1.0 {
+            x.iter_mut().for_each(|v| *v *= scale);
+        }
     }
 
     super::stack::train_hooks!(Rec);
@@ -278,7 +292,7 @@ impl Block {
     fn record(
         &self,
         cfg: &Config,
-        _li: usize,
+        li: usize,
         set: &LoraSet,
         _carry: &mut TrainCarry,
         st: &mut [f32],
@@ -348,6 +362,11 @@ impl Block {
         x.iter_mut().zip(&out).for_each(|(x, o)| *x += o);
         // 8. Channel mix.
         let ffn = self.ffn.record(&self.ln2, set, &mut st[pf], x);
+        // 9. A GGUF file's rescaling.
+        let scale = cfg.residual_scale(li);
+        if scale != 1.0 {
+            x.iter_mut().for_each(|v| *v *= scale);
+        }
         Rec { x_in, sx, m_pre, p, mixed, r, k, v, g_pre, g, w_pre, w_p, w, ax, wkv, y, ffn }
     }
 
@@ -357,7 +376,7 @@ impl Block {
     fn backprop(
         &self,
         cfg: &Config,
-        _li: usize,
+        li: usize,
         set: &LoraSet,
         rec: &Rec,
         _carry: &mut TrainCarry,
@@ -372,6 +391,11 @@ impl Block {
         let t = dx.len() / c;
         let d = self.maa_w2[0].cols;
         let z = || vec![0f32; t * c];
+        // 9. The rescaling: out = scale · x.
+        let scale = cfg.residual_scale(li);
+        if scale != 1.0 {
+            dx.iter_mut().for_each(|v| *v *= scale);
+        }
         // 8. Channel mix (dx becomes dL/d(its input)).
         self.ffn.backprop(&self.ln2, set, &rec.ffn, grads, &mut dst[pf], dx);
         // 7. x_mid = x_in + O·y.

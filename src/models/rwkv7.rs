@@ -151,7 +151,7 @@ fn lora(lin: &mut Linear, l: &Lora, x: &[f32], t: usize, low: &mut [f32], y: &mu
 impl Block {
     /// The time mix (attention) of block `li` over the rows of `x`; adds its output to `x`.
     fn time_mix(&self, cfg: &Config, li: usize, ex: &mut Exec, segs: &[Seg], st: &mut States, x: &mut [f32]) {
-        let Config { n_embd: c, n_head: nh, head_size: n } = *cfg;
+        let Config { n_embd: c, n_head: nh, head_size: n, .. } = *cfg;
         let [att_x, wkv, _] = cfg.parts();
         let t = x.len() / c;
         let Exec { lin, scratch, carry } = ex;
@@ -371,7 +371,7 @@ impl Block {
         x: &mut [f32],
     ) -> Rec {
         use crate::train::act::{self, Act};
-        let Config { n_embd: c, n_head: nh, head_size: n } = *cfg;
+        let Config { n_embd: c, n_head: nh, head_size: n, .. } = *cfg;
         let [pa, pw, pf] = cfg.parts();
         let t = x.len() / c;
         let z = || vec![0f32; t * c];
@@ -527,7 +527,7 @@ impl Block {
     ) {
         use crate::train::act::{self, Act};
         use crate::train::linear::matrix_bwd_input_par;
-        let Config { n_embd: c, n_head: nh, head_size: n } = *cfg;
+        let Config { n_embd: c, n_head: nh, head_size: n, .. } = *cfg;
         let [pa, pw, pf] = cfg.parts();
         let t = dx.len() / c;
         let z = || vec![0f32; t * c];
