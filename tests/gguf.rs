@@ -132,15 +132,17 @@ fn unknown_gguf_architecture_is_unsupported_naming_it() {
 }
 
 /// Quantized GGUF files as llama.cpp's quantizer wrote them (Q8_0, Q4_0, Q5_0, Q4_K blocks,
-/// F16 fallbacks) give llama.cpp's logits on the same file within the set's tolerance (0.2
-/// elementwise, argmax agreeing on ≥ 95% of positions counting near-ties within 0.05), both
-/// stepping token by token (through the C API) and in one prefill.
-///
-/// Prefill and steps agree closely but not to the last bit: their float parts (norms, the
-/// recurrence, f32 products) round differently at the 1e-7 level, and the int8 activations of
-/// the block products turn that into an occasional one-level rounding flip of one activation,
-/// which moves a logit by about d_x·|w| (≈ 1e-3 here); any layout or scale error moves it by
-/// O(1).
+/// F16 fallbacks) give llama.cpp's logits on the same file, both stepping token by token
+/// (through the C API) and in one prefill: within the set's acceptance rule (0.2 elementwise,
+/// argmax agreeing on ≥ 95% of positions counting near-ties within 0.05), and in fact within
+/// the F32 tolerance, because libsutra quantizes the activations exactly as llama.cpp does
+/// (Q8_0 blocks with f16 scales, Q8_K blocks of 256 for the K-quants): the integer sums are
+/// the same, and float rounding differences (1e-7) are absorbed by the quantization. Measured
+/// on x86-64 (asserted there): 0 with AVX2 (its block sums run in llama.cpp's AVX2 order),
+/// ≤ 1e-6 with the portable loops. Summed in another order, an activation can land on the
+/// other side of a rounding boundary: NEON does so once on these files (rwkv6-Q4_0, token 9,
+/// 1.7e-2 from there on), which the acceptance rule covers. f32 activations (the exact
+/// dequantized product) would be 3e-2 away everywhere.
 #[test]
 fn quantized_gguf_gives_llama_cpps_logits() {
     let argmax = |r: &[f32]| (0..r.len()).fold(0, |b, i| if r[i] > r[b] { i } else { b });
@@ -178,7 +180,10 @@ fn quantized_gguf_gives_llama_cpps_logits() {
         let mut prefill = vec![0f32; toks.len() * v];
         sutra::Session::new(&m).eval_all_logits(&toks, &mut prefill).unwrap();
         check(&prefill, &want, v, &format!("{file} prefill"));
-        assert_close(&prefill, &got, 2e-2, 0.0, &format!("{file}: prefill vs steps"));
+        if cfg!(target_arch = "x86_64") {
+            assert_close(&got, &want, 1e-4, 1e-3, &format!("{file} steps"));
+            assert_close(&prefill, &want, 1e-4, 1e-3, &format!("{file} prefill"));
+        }
     }
 }
 

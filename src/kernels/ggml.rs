@@ -1,14 +1,17 @@
 //! Products over llama.cpp's block-quantized rows (`tensor::ggml`) on int8 activations.
 //!
-//! Each block's levels are dotted with activations quantized per block of 32
-//! (`qdot::QActs`): integer sums of levels times activations, then the block's scales (and
-//! offsets, through Σx) in f32. llama.cpp's CPU kernels also quantize the activations to 8
-//! bits; the blocks are read in place from the mapped file.
+//! Each block's levels are dotted with int8 activations (`qdot::QActs`, a scale per 32):
+//! integer sums of levels times activations, then the block's scales (and offsets, through
+//! Σx) in f32. [`quantize_acts_into`] quantizes the activations exactly as llama.cpp's CPU
+//! backend does for each block type (Q8_0 blocks with f16 scales, Q8_K blocks of 256), so the
+//! integer sums are llama.cpp's and a quantized GGUF gives its logits to float rounding. The
+//! blocks are read in place from the mapped file.
 
+use super::qdot::QActs;
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 use super::{isa, Isa};
-use crate::tensor::f16_to_f32;
 use crate::tensor::ggml::{k_scale_min, GgmlType};
+use crate::tensor::{f16_to_f32, f32_to_f16};
 
 #[inline]
 fn f16_at(b: &[u8], i: usize) -> f32 {
@@ -491,6 +494,51 @@ fn dot_i8_body(kind: GgmlType, row: &[u8], q: &[i8], d: &[f32]) -> f32 {
     total
 }
 
+/// `x` quantized as llama.cpp quantizes the activations a `kind` matrix is dotted with, into
+/// `a` (one scale per 32 activations, repeated where llama.cpp's block is longer):
+/// - Q8_0/Q4_0/Q5_0 (and Q4_1/Q5_1, whose Q8_1 blocks have the same values): blocks of 32,
+///   `q = round(x · 127/amax)` (ties to even), the scale `amax/127` rounded to f16, as its
+///   AVX2 `quantize_row_q8_0` (the reference rounds ties away from zero; ties are measure-zero);
+/// - K-quants (Q8_K): blocks of 256, `q = min(127, round(x · −127/m))` with `m` the value of
+///   largest magnitude, the scale `1/(−127/m)` in f32.
+pub fn quantize_acts_into(kind: GgmlType, x: &[f32], a: &mut QActs) {
+    const ROUND: f32 = 12_582_912.0;
+    let rne = |y: f32| ((y + ROUND) - ROUND) as i32;
+    a.q.resize(x.len(), 0);
+    a.d.clear();
+    if kind.block_elems() == 256 {
+        for (xs, qs) in x.chunks(256).zip(a.q.chunks_mut(256)) {
+            let (mut amax, mut m) = (0f32, 0f32);
+            for &v in xs {
+                if v.abs() > amax {
+                    amax = v.abs();
+                    m = v;
+                }
+            }
+            let d = if amax > 0.0 {
+                let iscale = -127.0 / m;
+                for (q, &v) in qs.iter_mut().zip(xs) {
+                    *q = rne(iscale * v).min(127) as i8;
+                }
+                1.0 / iscale
+            } else {
+                qs.fill(0);
+                0.0
+            };
+            a.d.extend(std::iter::repeat_n(d, xs.len().div_ceil(32)));
+        }
+        return;
+    }
+    for (xs, qs) in x.chunks(32).zip(a.q.chunks_mut(32)) {
+        let amax = xs.iter().fold(0f32, |m, &v| m.max(v.abs()));
+        let id = if amax > 0.0 { 127.0 / amax } else { 0.0 };
+        for (q, &v) in qs.iter_mut().zip(xs) {
+            *q = rne(v * id) as i8;
+        }
+        a.d.push(f16_to_f32(f32_to_f16(amax / 127.0)));
+    }
+}
+
 /// A row of whole `kind` blocks · f32 activations: each block dequantized, then dotted.
 pub fn dot_f32(kind: GgmlType, row: &[u8], x: &[f32]) -> f32 {
     let (be, bb) = (kind.block_elems(), kind.block_bytes());
@@ -524,6 +572,45 @@ mod tests {
     use super::*;
     use crate::kernels::qdot::quantize_acts;
     use crate::tensor::ggml::dequantize_row;
+
+    /// llama.cpp's activation blocks: Q8_0 per 32 with the scale rounded to f16 and the largest
+    /// magnitude at ±127; Q8_K per 256 with one f32 scale (repeated per 32) and the value of
+    /// largest magnitude at −127; every value within half a level of its quantized one.
+    #[test]
+    fn activations_quantize_as_llama_cpp_blocks() {
+        let mut seed = 7u64;
+        let x: Vec<f32> = (0..512)
+            .map(|i| {
+                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * (1.0 + (i / 32) as f32)
+            })
+            .collect();
+        for kind in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q6_K] {
+            let mut a = QActs::default();
+            quantize_acts_into(kind, &x, &mut a);
+            let be = if kind.block_elems() == 256 { 256 } else { 32 };
+            assert_eq!(a.d.len(), x.len() / 32, "{kind:?}");
+            for (b, xs) in x.chunks(be).enumerate() {
+                let qs = &a.q[b * be..(b + 1) * be];
+                let ds = &a.d[b * be / 32..(b + 1) * be / 32];
+                assert!(ds.iter().all(|&d| d == ds[0]), "{kind:?}: one scale per block");
+                let d = ds[0];
+                let top = (0..be).fold(0, |m, i| if xs[i].abs() > xs[m].abs() { i } else { m });
+                if be == 32 {
+                    assert_eq!(d, f16_to_f32(f32_to_f16(d)), "{kind:?}: f16 scale");
+                    assert_eq!(qs[top].unsigned_abs(), 127, "{kind:?}");
+                } else {
+                    assert_eq!(qs[top], -127, "{kind:?}");
+                }
+                for (&v, &q) in xs.iter().zip(qs) {
+                    // Half a level, plus what rounding the scale to f16 moves the top level.
+                    let f16_err = if be == 32 { 127.0 * d.abs() / 2048.0 } else { 0.0 };
+                    let bound = (0.5 * d.abs() + f16_err) * 1.01;
+                    assert!((v - q as f32 * d).abs() <= bound, "{kind:?}: {v} vs {q}·{d}");
+                }
+            }
+        }
+    }
 
     /// Random blocks whose f16 scales are finite and moderate.
     fn random_row(kind: GgmlType, n_blocks: usize, seed: &mut u64) -> Vec<u8> {
@@ -577,7 +664,8 @@ mod tests {
 
     /// The products a model calls: prefill (`matmul`, each row kept in cache for all tokens)
     /// gives exactly what decode (`matvec`, one token at a time) gives, on one thread and on
-    /// three, and both equal the dequantized rows times the int8 activations.
+    /// three, and both equal the dequantized rows times the activations quantized as llama.cpp
+    /// quantizes them for the type.
     #[test]
     fn matmul_equals_matvec_per_token() {
         use crate::kernels::{matmul, matvec};
@@ -612,7 +700,8 @@ mod tests {
                         let xi = &x[i * cols..(i + 1) * cols];
                         let mut y = vec![0f32; rows];
                         pool.install(|| matvec(&m, xi, &mut y));
-                        let a = quantize_acts(xi);
+                        let mut a = QActs::default();
+                        quantize_acts_into(kind, xi, &mut a);
                         for r in 0..rows {
                             assert_eq!(got[i * rows + r], y[r], "{kind:?} {rows}x{cols} t={t} token {i} row {r}");
                             m.stored_row_to_f32(r, &mut w);

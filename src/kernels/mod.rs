@@ -115,8 +115,8 @@ pub fn matvec_ws(m: &Matrix, x: &[f32], y: &mut [f32], ws: &mut Workspace) {
             qdot::quantize_acts_into(x, qa);
             Some(&*qa)
         }
-        MatrixData::Ggml { .. } => {
-            qdot::quantize_acts_into(x, qa);
+        MatrixData::Ggml { kind, .. } => {
+            ggml::quantize_acts_into(kind, x, qa);
             Some(&*qa)
         }
         _ => None,
@@ -156,10 +156,10 @@ pub fn matmul_ws(m: &Matrix, x: &[f32], t: usize, y: &mut [f32], ws: &mut Worksp
     // yt is [rows, t]: rows are split between threads, then transposed into y.
     yt.resize(rows * t, 0.0);
     let yt = &mut yt[..rows * t];
-    // llama.cpp's blocks: every token quantized per block of 32 as decode does, each block
-    // unpacked once for all tokens.
+    // llama.cpp's blocks: every token's activations quantized as decode (and llama.cpp) does
+    // for the type, each row read once for all tokens.
     if let MatrixData::Ggml { kind, bytes } = m.data() {
-        qdot::quantize_acts_into(x, qa);
+        ggml::quantize_acts_into(kind, x, qa);
         let (q, d) = (&qa.q[..], &qa.d[..]);
         if rows * cols * t < PAR_MIN_WORK || rayon::current_num_threads() == 1 {
             ggml::rows_times_tokens(kind, bytes, cols, 0, q, d, yt);
