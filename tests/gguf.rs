@@ -131,12 +131,13 @@ fn unknown_gguf_architecture_is_unsupported_naming_it() {
     assert!(e.to_string().contains("'llama'"), "{e}");
 }
 
-/// Quantized GGUF files as llama.cpp's quantizer wrote them (Q8_0, Q4_0, Q5_0, Q4_K blocks,
-/// F16 fallbacks) give llama.cpp's logits on the same file, both stepping token by token
+/// Quantized GGUF files as llama.cpp's quantizer wrote them (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1,
+/// Q4_K, Q5_K, Q6_K blocks, F16 fallbacks) give llama.cpp's logits on the same file, both stepping token by token
 /// (through the C API) and in one prefill: within the set's acceptance rule (0.2 elementwise,
 /// argmax agreeing on ≥ 95% of positions counting near-ties within 0.05), and in fact within
 /// the F32 tolerance, because libsutra quantizes the activations exactly as llama.cpp does
-/// (Q8_0 blocks with f16 scales, Q8_K blocks of 256 for the K-quants): the integer sums are
+/// (Q8_0 blocks with f16 scales, Q8_1 sums for Q4_1/Q5_1, Q8_K blocks of 256 for the
+/// K-quants): the integer sums are
 /// the same, and float rounding differences (1e-7) are absorbed by the quantization. Measured
 /// on x86-64 (asserted there): 0 with AVX2 (its block sums run in llama.cpp's AVX2 order),
 /// ≤ 1e-6 with the portable loops. Summed in another order, an activation can land on the
@@ -164,6 +165,9 @@ fn quantized_gguf_gives_llama_cpps_logits() {
     for file in [
         "rwkv6-Q8_0",
         "rwkv6-Q4_0",
+        "rwkv6-w256-Q4_1",
+        "rwkv6-w256-Q4_K_M",
+        "rwkv6-w256-Q5_K_M",
         "rwkv7-Q8_0",
         "rwkv7-Q4_0",
         "rwkv7-Q4_K_M",

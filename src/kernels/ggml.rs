@@ -18,12 +18,30 @@ fn f16_at(b: &[u8], i: usize) -> f32 {
     f16_to_f32(u16::from_le_bytes([b[i], b[i + 1]]))
 }
 
-/// A row of whole `kind` blocks · int8 activations (`q` its values, `d` a scale per 32),
-/// with the widest integer instructions the CPU has (AVX2, NEON with or without `SDOT`; the
-/// portable loop elsewhere). The integer sums are exact on every path; the float sums of the
-/// SIMD paths run in another order, so the paths agree to rounding. Decode and prefill call
-/// this same function, so on one machine a prefill row equals its decode row exactly.
-pub fn dot_i8(kind: GgmlType, row: &[u8], q: &[i8], d: &[f32]) -> f32 {
+/// A row of whole `kind` blocks · int8 activations (`q` its values, `d` a scale per 32, `s`
+/// the Q8_1 sums per 32 that Q4_1/Q5_1 need, see [`QActs::s`]), with the widest integer
+/// instructions the CPU has (AVX2, NEON with or without `SDOT`; the portable loop elsewhere).
+/// The integer sums are exact on every path; the float sums of the SIMD paths run in another
+/// order, so the paths agree to rounding. Decode and prefill call this same function, so on
+/// one machine a prefill row equals its decode row exactly.
+///
+/// As llama.cpp's products, a Q4_1/Q5_1 row is the scaled level sums plus, added last,
+/// Σ_blocks m·s (its offsets times the activation sums).
+pub fn dot_i8(kind: GgmlType, row: &[u8], q: &[i8], d: &[f32], s: &[f32]) -> f32 {
+    let levels = dot_levels(kind, row, q, d);
+    if !matches!(kind, GgmlType::Q4_1 | GgmlType::Q5_1) {
+        return levels;
+    }
+    debug_assert_eq!(s.len(), row.len() / kind.block_bytes(), "dot_i8: one Q8_1 sum per block");
+    let mut offsets = 0f32;
+    for (b, &s) in row.chunks_exact(kind.block_bytes()).zip(s) {
+        offsets += f16_at(b, 2) * s;
+    }
+    levels + offsets
+}
+
+/// The level part of [`dot_i8`] (without the Q4_1/Q5_1 offsets), on the best path.
+fn dot_levels(kind: GgmlType, row: &[u8], q: &[i8], d: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if isa() != Isa::Scalar {
         // SAFETY: AVX2 and FMA were detected at run time (any Isa but Scalar on x86-64).
@@ -144,11 +162,10 @@ mod neon {
                                 let l = dot4::<SDOT>(l, vsubq_s8(s8(hi), off), x1);
                                 acc = vfmaq_n_f32(acc, vcvtq_f32_s32(l), dx[0] * dw);
                             }
+                            // Q4_1/Q5_1: unsigned levels; the offsets are added by `dot_i8`.
                             _ => {
                                 let l = dot4::<SDOT>(dot4::<SDOT>(z, s8(lo), x0), s8(hi), x1);
-                                let sx = dot4::<SDOT>(dot4::<SDOT>(z, ones, x0), ones, x1);
                                 acc = vfmaq_n_f32(acc, vcvtq_f32_s32(l), dx[0] * dw);
-                                acc = vfmaq_n_f32(acc, vcvtq_f32_s32(sx), dx[0] * f16_at(b, 2));
                             }
                         }
                     }
@@ -295,16 +312,16 @@ mod x86 {
                     acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(l), sc, acc);
                 }
                 GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 => {
-                    let (qs, m, off) = match kind {
-                        GgmlType::Q4_0 => (nibbles16(&b[2..18]), 0.0, 8),
-                        GgmlType::Q4_1 => (nibbles16(&b[4..20]), f16_at(b, 2), 0),
+                    let (qs, off) = match kind {
+                        GgmlType::Q4_0 => (nibbles16(&b[2..18]), 8),
+                        GgmlType::Q4_1 => (nibbles16(&b[4..20]), 0),
                         GgmlType::Q5_0 => {
                             let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
-                            (_mm256_or_si256(nibbles16(&b[6..22]), bits_to_16(qh)), 0.0, 16)
+                            (_mm256_or_si256(nibbles16(&b[6..22]), bits_to_16(qh)), 16)
                         }
                         _ => {
                             let qh = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
-                            (_mm256_or_si256(nibbles16(&b[8..24]), bits_to_16(qh)), f16_at(b, 2), 0)
+                            (_mm256_or_si256(nibbles16(&b[8..24]), bits_to_16(qh)), 0)
                         }
                     };
                     let xv = load32(x);
@@ -315,9 +332,9 @@ mod x86 {
                         let l = lanes_ux(_mm256_sign_epi8(w, w), _mm256_sign_epi8(xv, w));
                         acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(l), _mm256_set1_ps(dx[0] * dw), acc);
                     } else {
-                        let (lq, lx) = (lanes_ux(qs, xv), lanes_ux(ones, xv));
+                        // Q4_1/Q5_1: unsigned levels; the offsets are added by `dot_i8`.
+                        let lq = lanes_ux(qs, xv);
                         acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lq), _mm256_set1_ps(dx[0] * dw), acc);
-                        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lx), _mm256_set1_ps(dx[0] * m), acc);
                     }
                 }
                 GgmlType::Q4_K | GgmlType::Q5_K => {
@@ -420,13 +437,10 @@ fn dot_i8_body(kind: GgmlType, row: &[u8], q: &[i8], d: &[f32]) -> f32 {
                     w[j] = qs[j] & 0x0f;
                     w[j + 16] = qs[j] >> 4;
                 }
-                let (s, sx) = (sum_u(&w, x), sum_x(x));
-                let acc = if kind == GgmlType::Q4_1 {
-                    f16_at(b, 0) * s as f32 + f16_at(b, 2) * sx as f32
-                } else {
-                    f16_at(b, 0) * (s - 8 * sx) as f32
-                };
-                total += dx[0] * acc;
+                // Q4_1: the offsets are added by `dot_i8`.
+                let s = sum_u(&w, x);
+                let s = if kind == GgmlType::Q4_1 { s } else { s - 8 * sum_x(x) };
+                total += dx[0] * (f16_at(b, 0) * s as f32);
             }
             GgmlType::Q5_0 | GgmlType::Q5_1 => {
                 let rest = if kind == GgmlType::Q5_1 { &b[4..24] } else { &b[2..22] };
@@ -436,13 +450,10 @@ fn dot_i8_body(kind: GgmlType, row: &[u8], q: &[i8], d: &[f32]) -> f32 {
                     w[j] = (qs[j] & 0x0f) | ((((qh >> j) & 1) as u8) << 4);
                     w[j + 16] = (qs[j] >> 4) | ((((qh >> (j + 16)) & 1) as u8) << 4);
                 }
-                let (s, sx) = (sum_u(&w, x), sum_x(x));
-                let acc = if kind == GgmlType::Q5_1 {
-                    f16_at(b, 0) * s as f32 + f16_at(b, 2) * sx as f32
-                } else {
-                    f16_at(b, 0) * (s - 16 * sx) as f32
-                };
-                total += dx[0] * acc;
+                // Q5_1: the offsets are added by `dot_i8`.
+                let s = sum_u(&w, x);
+                let s = if kind == GgmlType::Q5_1 { s } else { s - 16 * sum_x(x) };
+                total += dx[0] * (f16_at(b, 0) * s as f32);
             }
             GgmlType::Q4_K | GgmlType::Q5_K => {
                 let (dd, dmin) = (f16_at(b, 0), f16_at(b, 2));
@@ -496,9 +507,10 @@ fn dot_i8_body(kind: GgmlType, row: &[u8], q: &[i8], d: &[f32]) -> f32 {
 
 /// `x` quantized as llama.cpp quantizes the activations a `kind` matrix is dotted with, into
 /// `a` (one scale per 32 activations, repeated where llama.cpp's block is longer):
-/// - Q8_0/Q4_0/Q5_0 (and Q4_1/Q5_1, whose Q8_1 blocks have the same values): blocks of 32,
-///   `q = round(x · 127/amax)` (ties to even), the scale `amax/127` rounded to f16, as its
-///   AVX2 `quantize_row_q8_0` (the reference rounds ties away from zero; ties are measure-zero);
+/// - Q8_0/Q4_0/Q5_0: blocks of 32, `q = round(x · 127/amax)` (ties to even), the scale
+///   `amax/127` rounded to f16, as its AVX2 `quantize_row_q8_0` (the reference rounds ties
+///   away from zero; ties are measure-zero);
+/// - Q4_1/Q5_1 (Q8_1): the same, and per block `s = f16((amax/127)·Σq)` into `a.s`;
 /// - K-quants (Q8_K): blocks of 256, `q = min(127, round(x · −127/m))` with `m` the value of
 ///   largest magnitude, the scale `1/(−127/m)` in f32.
 pub fn quantize_acts_into(kind: GgmlType, x: &[f32], a: &mut QActs) {
@@ -506,6 +518,7 @@ pub fn quantize_acts_into(kind: GgmlType, x: &[f32], a: &mut QActs) {
     let rne = |y: f32| ((y + ROUND) - ROUND) as i32;
     a.q.resize(x.len(), 0);
     a.d.clear();
+    a.s.clear();
     if kind.block_elems() == 256 {
         for (xs, qs) in x.chunks(256).zip(a.q.chunks_mut(256)) {
             let (mut amax, mut m) = (0f32, 0f32);
@@ -529,13 +542,23 @@ pub fn quantize_acts_into(kind: GgmlType, x: &[f32], a: &mut QActs) {
         }
         return;
     }
+    let q8_1 = matches!(kind, GgmlType::Q4_1 | GgmlType::Q5_1);
+    a.s.clear();
+    let f16r = |v: f32| f16_to_f32(f32_to_f16(v));
     for (xs, qs) in x.chunks(32).zip(a.q.chunks_mut(32)) {
         let amax = xs.iter().fold(0f32, |m, &v| m.max(v.abs()));
         let id = if amax > 0.0 { 127.0 / amax } else { 0.0 };
+        let mut sum = 0i32;
         for (q, &v) in qs.iter_mut().zip(xs) {
-            *q = rne(v * id) as i8;
+            let r = rne(v * id);
+            sum += r;
+            *q = r as i8;
         }
-        a.d.push(f16_to_f32(f32_to_f16(amax / 127.0)));
+        let d = amax / 127.0;
+        a.d.push(f16r(d));
+        if q8_1 {
+            a.s.push(f16r(d * sum as f32));
+        }
     }
 }
 
@@ -552,17 +575,18 @@ pub fn dot_f32(kind: GgmlType, row: &[u8], x: &[f32]) -> f32 {
 }
 
 /// Rows `r0..` of a `[rows, cols]` matrix of `kind` blocks times `t` tokens of int8
-/// activations (`q` `[t, cols]`, `d` `[t, cols/32]`) into `out` `[n_rows, t]`: each row,
+/// activations (`a`: `q` `[t, cols]`, `d` and `s` `[t, cols/32]`) into `out` `[n_rows, t]`: each row,
 /// read once and kept in cache, is dotted with every token by [`dot_i8`], so prefill gives
 /// exactly what decode gives.
-pub fn rows_times_tokens(kind: GgmlType, bytes: &[u8], cols: usize, r0: usize, q: &[i8], d: &[f32], out: &mut [f32]) {
+pub fn rows_times_tokens(kind: GgmlType, bytes: &[u8], cols: usize, r0: usize, a: &QActs, out: &mut [f32]) {
     let row_bytes = kind.size_of(cols);
-    let t = q.len() / cols;
+    let t = a.q.len() / cols;
     let nb = cols / 32;
     for (j, ys) in out.chunks_exact_mut(t).enumerate() {
         let row = &bytes[(r0 + j) * row_bytes..(r0 + j + 1) * row_bytes];
         for (i, y) in ys.iter_mut().enumerate() {
-            *y = dot_i8(kind, row, &q[i * cols..(i + 1) * cols], &d[i * nb..(i + 1) * nb]);
+            let s = a.s.get(i * nb..(i + 1) * nb).unwrap_or_default();
+            *y = dot_i8(kind, row, &a.q[i * cols..(i + 1) * cols], &a.d[i * nb..(i + 1) * nb], s);
         }
     }
 }
@@ -570,7 +594,6 @@ pub fn rows_times_tokens(kind: GgmlType, bytes: &[u8], cols: usize, r0: usize, q
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::qdot::quantize_acts;
     use crate::tensor::ggml::dequantize_row;
 
     /// llama.cpp's activation blocks: Q8_0 per 32 with the scale rounded to f16 and the largest
@@ -612,6 +635,33 @@ mod tests {
         }
     }
 
+    /// `x` quantized as the products of `kind` take it.
+    fn acts(kind: GgmlType, x: &[f32]) -> QActs {
+        let mut a = QActs::default();
+        quantize_acts_into(kind, x, &mut a);
+        a
+    }
+
+    /// The product of the dequantized row `w` (of the blocks `row`) with the quantized
+    /// activations, in f64: Σ w·q·d, except that a Q4_1/Q5_1 block's offset m multiplies
+    /// llama.cpp's Q8_1 sum `s` instead of `d·Σq`.
+    fn reference(kind: GgmlType, row: &[u8], w: &[f32], a: &QActs) -> f64 {
+        let plain: f64 = w.iter().enumerate().map(|(c, &w)| w as f64 * a.q[c] as f64 * a.d[c / 32] as f64).sum();
+        if !matches!(kind, GgmlType::Q4_1 | GgmlType::Q5_1) {
+            return plain;
+        }
+        let fix: f64 = row
+            .chunks_exact(kind.block_bytes())
+            .enumerate()
+            .map(|(i, b)| {
+                let m = f16_at(b, 2) as f64;
+                let sq: f64 = a.q[32 * i..32 * i + 32].iter().map(|&q| q as f64).sum();
+                m * (a.s[i] as f64 - a.d[i] as f64 * sq)
+            })
+            .sum();
+        plain + fix
+    }
+
     /// Random blocks whose f16 scales are finite and moderate.
     fn random_row(kind: GgmlType, n_blocks: usize, seed: &mut u64) -> Vec<u8> {
         let mut next = || {
@@ -643,19 +693,20 @@ mod tests {
             let mut w = vec![0f32; cols];
             dequantize_row(kind, &row, &mut w);
             let x: Vec<f32> = (0..cols).map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0).collect();
-            let a = quantize_acts(&x);
-            let xq: Vec<f64> = a.q.iter().enumerate().map(|(i, &q)| q as f64 * a.d[i / 32] as f64).collect();
-            let want_q: f64 = w.iter().zip(&xq).map(|(&w, &x)| w as f64 * x).sum();
+            let a = acts(kind, &x);
+            let want_q = reference(kind, &row, &w, &a);
             let want_f: f64 = w.iter().zip(&x).map(|(&w, &x)| w as f64 * x as f64).sum();
             let scale: f64 = w.iter().zip(&x).map(|(&w, &x)| (w as f64 * x as f64).abs()).sum::<f64>() + 1e-3;
-            let got_q = dot_i8(kind, &row, &a.q, &a.d) as f64;
+            let got_q = dot_i8(kind, &row, &a.q, &a.d, &a.s) as f64;
             let got_f = dot_f32(kind, &row, &x) as f64;
             assert!((got_q - want_q).abs() <= 1e-5 * scale, "{kind:?} int8: {got_q} vs {want_q}");
             assert!((got_f - want_f).abs() <= 1e-5 * scale, "{kind:?} f32: {got_f} vs {want_f}");
+            // The int8 product is the f32 one up to the activations' quantization.
+            assert!((got_q - want_f).abs() <= 2e-2 * scale, "{kind:?} int8 vs f32: {got_q} vs {want_f}");
             let mut two = vec![0f32; 3];
             let x3: Vec<f32> = x.iter().chain(&x).chain(&x).copied().collect();
-            let a3 = quantize_acts(&x3);
-            rows_times_tokens(kind, &row, cols, 0, &a3.q, &a3.d, &mut two);
+            let a3 = acts(kind, &x3);
+            rows_times_tokens(kind, &row, cols, 0, &a3, &mut two);
             for g in two {
                 assert!((g as f64 - got_q).abs() <= 1e-6 * scale, "{kind:?} tokens: {g} vs {got_q}");
             }
@@ -700,13 +751,12 @@ mod tests {
                         let xi = &x[i * cols..(i + 1) * cols];
                         let mut y = vec![0f32; rows];
                         pool.install(|| matvec(&m, xi, &mut y));
-                        let mut a = QActs::default();
-                        quantize_acts_into(kind, xi, &mut a);
+                        let a = acts(kind, xi);
                         for r in 0..rows {
                             assert_eq!(got[i * rows + r], y[r], "{kind:?} {rows}x{cols} t={t} token {i} row {r}");
                             m.stored_row_to_f32(r, &mut w);
-                            let want: f64 =
-                                w.iter().enumerate().map(|(c, &w)| w as f64 * a.q[c] as f64 * a.d[c / 32] as f64).sum();
+                            let rb = kind.size_of(cols);
+                            let want = reference(kind, &bytes[r * rb..(r + 1) * rb], &w, &a);
                             let scale: f64 =
                                 w.iter().zip(xi).map(|(&w, &x)| (w as f64 * x as f64).abs()).sum::<f64>() + 1e-3;
                             assert!((y[r] as f64 - want).abs() <= 1e-5 * scale, "{kind:?} row {r}: {} vs {want}", y[r]);
@@ -727,8 +777,8 @@ mod tests {
                 let cols = nb * kind.block_elems();
                 let row = random_row(kind, nb, &mut seed);
                 let x: Vec<f32> = (0..cols).map(|i| ((i * 71 % 113) as f32 - 56.0) / 13.0).collect();
-                let a = quantize_acts(&x);
-                let (got, want) = (dot_i8(kind, &row, &a.q, &a.d), dot_i8_body(kind, &row, &a.q, &a.d));
+                let a = acts(kind, &x);
+                let (got, want) = (dot_levels(kind, &row, &a.q, &a.d), dot_i8_body(kind, &row, &a.q, &a.d));
                 let mut w = vec![0f32; cols];
                 dequantize_row(kind, &row, &mut w);
                 let scale: f32 = w.iter().zip(&x).map(|(w, x)| (w * x).abs()).sum::<f32>() + 1e-3;

@@ -39,7 +39,7 @@ fn row_dot(m: &Matrix, data: &MatrixData<'_>, r: usize, x: &[f32], qa: Option<&q
             }
             MatrixData::Ggml { kind, bytes } => {
                 let rb = kind.size_of(c);
-                return ggml::dot_i8(*kind, &bytes[r * rb..(r + 1) * rb], &a.q, &a.d);
+                return ggml::dot_i8(*kind, &bytes[r * rb..(r + 1) * rb], &a.q, &a.d, &a.s);
             }
             _ => {}
         }
@@ -160,14 +160,14 @@ pub fn matmul_ws(m: &Matrix, x: &[f32], t: usize, y: &mut [f32], ws: &mut Worksp
     // for the type, each row read once for all tokens.
     if let MatrixData::Ggml { kind, bytes } = m.data() {
         ggml::quantize_acts_into(kind, x, qa);
-        let (q, d) = (&qa.q[..], &qa.d[..]);
+        let qa = &*qa;
         if rows * cols * t < PAR_MIN_WORK || rayon::current_num_threads() == 1 {
-            ggml::rows_times_tokens(kind, bytes, cols, 0, q, d, yt);
+            ggml::rows_times_tokens(kind, bytes, cols, 0, qa, yt);
         } else {
             let chunk = chunk_rows(rows);
             yt.par_chunks_mut(chunk * t)
                 .enumerate()
-                .for_each(|(c, out)| ggml::rows_times_tokens(kind, bytes, cols, c * chunk, q, d, out));
+                .for_each(|(c, out)| ggml::rows_times_tokens(kind, bytes, cols, c * chunk, qa, out));
         }
         return transpose_into(yt, rows, t, y);
     }

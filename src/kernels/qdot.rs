@@ -22,6 +22,10 @@ pub struct QActs {
     pub q: Vec<i8>,
     /// One scale per block of 32.
     pub d: Vec<f32>,
+    /// Per block of 32, llama.cpp's Q8_1 sum `s = f16(d·Σq)` (with the scale before its f16
+    /// rounding), which its Q4_1/Q5_1 products take the offset term from; filled by
+    /// `ggml::quantize_acts_into` for those types only, empty otherwise.
+    pub s: Vec<f32>,
 }
 
 /// Quantizes `x` (length a multiple of 32) per block of 32.
@@ -39,6 +43,7 @@ pub fn quantize_acts_into(x: &[f32], a: &mut QActs) {
     const ROUND: f32 = 12_582_912.0;
     a.q.resize(x.len(), 0);
     a.d.clear();
+    a.s.clear();
     for (xs, qs) in x.chunks(32).zip(a.q.chunks_mut(32)) {
         // max |x| over 8 lanes, then across them.
         let mut lanes = [0f32; 8];
@@ -540,7 +545,7 @@ mod tests {
         let cols = 256;
         for (wv, xv) in [(127i8, 127i8), (-128, -127), (-128, 127), (127, -127)] {
             let q8 = vec![wv; cols];
-            let a = QActs { q: vec![xv; cols], d: vec![1.0; cols / 32] };
+            let a = QActs { q: vec![xv; cols], d: vec![1.0; cols / 32], s: Vec::new() };
             let s8 = vec![crate::tensor::f32_to_f16(1.0); cols / 32];
             let want = (wv as i32 * xv as i32 * cols as i32) as f32;
             // SAFETY: NEON is baseline; whole blocks, group 32.
