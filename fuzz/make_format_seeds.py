@@ -24,25 +24,28 @@ root = Path(__file__).resolve().parent
 src = Path(sys.argv[1]) if len(sys.argv) > 1 else root.parent / "tests" / "fixtures" / "formats"
 
 
-def small_gguf(qtype, out):
-    r = gguf.GGUFReader(src / "rwkv7-F32.gguf")
-    w = gguf.GGUFWriter(out, "rwkv7")
-    cut = {128: 64, 512: 128}
+def small_gguf(qtype, out, arch="rwkv7"):
+    """The golden `arch` GGUF (rwkv7 or rwkv6) cut to width 64 (one head) and FFN 128."""
+    r = gguf.GGUFReader(src / f"{arch}-F32.gguf")
+    w = gguf.GGUFWriter(out, arch)
+    cut = {128: 64, 512: 128, 448: 128}
     for key, f in r.fields.items():
         if key.startswith("GGUF.") or key == "general.architecture":
             continue
         v = f.contents()
-        if key == "rwkv7.embedding_length":
+        if key == f"{arch}.embedding_length":
             v = 64
-        elif key == "rwkv7.feed_forward_length":
+        elif key == f"{arch}.feed_forward_length":
             v = 128
-        elif key == "rwkv7.attention.head_count" and v:
+        elif key == f"{arch}.attention.head_count" and v:
             v = 1
         sub = f.types[1] if len(f.types) > 1 else None
         w.add_key_value(key, v, f.types[0], sub)
     for t in r.tensors:
         a = np.array(t.data, dtype=np.float32)
         a = a[tuple(slice(0, cut.get(n, n)) for n in a.shape)]
+        if t.name.endswith("time_mix_first.weight"):
+            a = a[:1]  # [heads, head_size]: one head of 64
         a = np.ascontiguousarray(a)
         if qtype != Q.F32 and a.ndim == 2 and a.shape[1] % 32 == 0:
             w.add_tensor(t.name, gguf.quants.quantize(a, qtype), raw_dtype=qtype)
@@ -128,5 +131,6 @@ def small_pth(safetensors_path, folder, out):
 (root / "seeds" / "pth").mkdir(parents=True, exist_ok=True)
 for q in [Q.Q8_0, Q.Q4_0, Q.Q5_1]:
     small_gguf(q, root / "seeds" / "gguf" / f"rwkv7-w64-{q.name}.gguf")
+small_gguf(Q.Q8_0, root / "seeds" / "gguf" / "rwkv6-w64-Q8_0.gguf", "rwkv6")
 for name in ["rwkv7-w16-f32", "rwkv7-w16-bf16"]:
     small_pth(root / "seeds" / "model" / f"{name}.safetensors", name, root / "seeds" / "pth" / f"{name}.pth")
