@@ -397,3 +397,20 @@ fn info_lora_merge_and_synth_parse_as_before() {
     assert!(synth_info.contains("n_vocab:         40"), "{synth_info}");
     std::fs::remove_dir_all(Path::new(&dir)).ok();
 }
+
+/// A reader that closes its end of the output pipe at once (`sutra info --tensors M | head
+/// -0`): the program ends by SIGPIPE or an error, as C tools do, never in a Rust panic.
+#[test]
+fn a_closed_output_pipe_is_no_panic() {
+    use std::process::Stdio;
+    let mut child = command(bin())
+        .args(["info", "--tensors", &model()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run sutra");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert!(!err.contains("panicked"), "{err}");
+}

@@ -1540,6 +1540,8 @@ fn old_spellings(args: impl Iterator<Item = std::ffi::OsString>) -> Vec<std::ffi
 }
 
 fn main() -> ExitCode {
+    // `sutra info M | head`: a closed pipe ends the program quietly, not in a panic.
+    sutra::ffi::restore_default_sigpipe();
     // Usage errors (unknown flag, missing argument, bad value) exit 2 with clap's message;
     // --help and --version exit 0.
     let cli = Cli::parse_from(old_spellings(std::env::args_os()));

@@ -16,6 +16,19 @@ pub extern "C" fn sutra_system_info() -> *const c_char {
     })
 }
 
+/// For command-line programs: restores the default action of SIGPIPE (end the process),
+/// which the Rust runtime sets to "ignore", so that a program whose output pipe closes
+/// (`sutra info MODEL | head`) ends quietly, as C tools do, instead of panicking on its next
+/// print. Call it first thing in `main`. Does nothing off Unix.
+pub fn restore_default_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: signal(2) with SIG_DFL installs no handler code (the kernel's default action
+    // applies); it is called at program start, before the program starts other threads.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
