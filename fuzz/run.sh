@@ -19,7 +19,7 @@ case $seconds in '' | *[!0-9]*) echo "usage: fuzz/run.sh [SECONDS_PER_TARGET] [T
 # The largest input of each target (bytes), sized to its seeds, and its dictionary.
 declare -A max_len=(
     [model]=131072 [model_shapes]=65 [model_config]=131072 [tokenizer_json]=131072 [world_vocab]=65536
-    [state]=4096 [state_fixed]=70000 [adapter]=100000 [tokenize]=4096 [gguf]=200000 [pth]=65536
+    [state]=4096 [state_fixed]=70000 [adapter]=100000 [tokenize]=4096 [gguf]=300000 [pth]=65536
 )
 declare -A dict=(
     [model]=safetensors [model_config]=model_config [tokenizer_json]=tokenizer_json
