@@ -63,40 +63,48 @@ fn quantized_batch_equals_sessions_one_by_one() {
     }
 }
 
-/// `batch_vs_sessions` for quantized weights (see the test above): logits within 5e-2, and all
-/// sessions but at most one of each file within 1e-4 + 1e-3·|x|.
+/// Three sessions at different points fed 1, 3 and 17 tokens: in one batch (`got`) and one by
+/// one (`want`). Rows 0..3 are the logits after the feeds, rows 3..6 after one more token
+/// each (the states advanced alike); `[6, n_vocab]` each.
+fn batch_and_solo_logits(m: &std::sync::Arc<Model>) -> (Vec<f32>, Vec<f32>) {
+    let v = m.info().n_vocab;
+    let lens = [1usize, 3, 17];
+    let mut solo: Vec<Session> = Vec::new();
+    for (i, _) in lens.iter().enumerate() {
+        let mut s = Session::new(m);
+        s.eval(&toks(2 + 5 * i, i, v), None).unwrap();
+        solo.push(s);
+    }
+    let mut batch: Vec<Session> = solo.to_vec();
+    let feeds: Vec<Vec<u32>> = lens.iter().enumerate().map(|(i, &n)| toks(n, 10 + i, v)).collect();
+    let n = lens.len();
+    let (mut want, mut got) = (vec![0f32; 2 * n * v], vec![0f32; 2 * n * v]);
+    let (w1, w2) = want.split_at_mut(n * v);
+    for (((s, f), w), w2) in solo.iter_mut().zip(&feeds).zip(w1.chunks_mut(v)).zip(w2.chunks_mut(v)) {
+        s.eval(f, Some(w)).unwrap();
+        s.eval(&[7], Some(w2)).unwrap();
+    }
+    let (g1, g2) = got.split_at_mut(n * v);
+    let views: Vec<&[u32]> = feeds.iter().map(|f| &f[..]).collect();
+    let mut refs: Vec<&mut Session> = batch.iter_mut().collect();
+    Session::eval_batch(&mut refs, &views, Some(g1)).unwrap();
+    for (b, out) in batch.iter_mut().zip(g2.chunks_mut(v)) {
+        b.eval(&[7], Some(out)).unwrap();
+    }
+    (got, want)
+}
+
+/// `batch_and_solo_logits` for quantized weights (see the test above): logits within 5e-2,
+/// and all sessions but at most one of each file within 1e-4 + 1e-3·|x|.
 fn batch_vs_sessions_quantized(paths: &[std::path::PathBuf]) {
     for path in paths {
         let g = path.display().to_string();
         let m = load(path, 2);
         let v = m.info().n_vocab;
-        let lens = [1usize, 3, 17];
-        let mut solo: Vec<Session> = Vec::new();
-        for (i, _) in lens.iter().enumerate() {
-            let mut s = Session::new(&m);
-            s.eval(&toks(2 + 5 * i, i, v), None).unwrap();
-            solo.push(s);
-        }
-        let mut batch: Vec<Session> = solo.to_vec();
-        let feeds: Vec<Vec<u32>> = lens.iter().enumerate().map(|(i, &n)| toks(n, 10 + i, v)).collect();
-        let mut want = vec![0f32; 2 * lens.len() * v];
-        let mut got = vec![0f32; 2 * lens.len() * v];
-        let (w1, w2) = want.split_at_mut(lens.len() * v);
-        for (((s, f), w), w2) in solo.iter_mut().zip(&feeds).zip(w1.chunks_mut(v)).zip(w2.chunks_mut(v)) {
-            s.eval(f, Some(w)).unwrap();
-            s.eval(&[7], Some(w2)).unwrap();
-        }
-        let (g1, g2) = got.split_at_mut(lens.len() * v);
-        let views: Vec<&[u32]> = feeds.iter().map(|f| &f[..]).collect();
-        let mut refs: Vec<&mut Session> = batch.iter_mut().collect();
-        Session::eval_batch(&mut refs, &views, Some(g1)).unwrap();
-        // The states advanced alike: one more token each.
-        for (b, out) in batch.iter_mut().zip(g2.chunks_mut(v)) {
-            b.eval(&[7], Some(out)).unwrap();
-        }
+        let (got, want) = batch_and_solo_logits(&m);
         assert_close(&got, &want, 5e-2, 0.0, &format!("{g}: batch logits"));
         // Rows i (the batch) and n + i (one more token) are session i's.
-        let n = lens.len();
+        let n = got.len() / v / 2;
         let past = |r: usize| {
             let (a, b) = (&got[r * v..(r + 1) * v], &want[r * v..(r + 1) * v]);
             a.iter().zip(b).any(|(a, b)| (a - b).abs() > 1e-4 + 1e-3 * b.abs())
@@ -110,33 +118,8 @@ fn batch_vs_sessions_quantized(paths: &[std::path::PathBuf]) {
 fn batch_vs_sessions(paths: impl Iterator<Item = std::path::PathBuf>) {
     for path in paths {
         let g = path.display().to_string();
-        let m = load(&path, 2);
-        let v = m.info().n_vocab;
-        let lens = [1usize, 3, 17];
-        let mut solo: Vec<Session> = Vec::new();
-        for (i, _) in lens.iter().enumerate() {
-            let mut s = Session::new(&m);
-            s.eval(&toks(2 + 5 * i, i, v), None).unwrap();
-            solo.push(s);
-        }
-        let mut batch: Vec<Session> = solo.to_vec();
-        let feeds: Vec<Vec<u32>> = lens.iter().enumerate().map(|(i, &n)| toks(n, 10 + i, v)).collect();
-        let mut want = vec![0f32; lens.len() * v];
-        for ((s, f), w) in solo.iter_mut().zip(&feeds).zip(want.chunks_mut(v)) {
-            s.eval(f, Some(w)).unwrap();
-        }
-        let mut got = vec![0f32; lens.len() * v];
-        let views: Vec<&[u32]> = feeds.iter().map(|f| &f[..]).collect();
-        let mut refs: Vec<&mut Session> = batch.iter_mut().collect();
-        Session::eval_batch(&mut refs, &views, Some(&mut got)).unwrap();
-        assert_close(&got, &want, 1e-4, 1e-3, &format!("{g}: batch logits"));
-        // The states advanced alike: one more token each gives the same logits.
-        for (i, (a, b)) in solo.iter_mut().zip(batch.iter_mut()).enumerate() {
-            let (mut la, mut lb) = (vec![0f32; v], vec![0f32; v]);
-            a.eval(&[7], Some(&mut la)).unwrap();
-            b.eval(&[7], Some(&mut lb)).unwrap();
-            assert_close(&lb, &la, 1e-4, 1e-3, &format!("{g}: session {i} after the batch"));
-        }
+        let (got, want) = batch_and_solo_logits(&load(&path, 2));
+        assert_close(&got, &want, 1e-4, 1e-3, &format!("{g}: batch logits, and one token after"));
     }
 }
 

@@ -118,6 +118,24 @@ fn rwkv_top(name: &str) -> Option<&'static str> {
     }
 }
 
+/// The block tensors RWKV-6 and RWKV-7 GGUF files name alike (`blk.N.` stripped), under
+/// their official names (`blocks.N.` to prepend).
+fn rwkv_block_common(rest: &str) -> Option<&'static str> {
+    match rest {
+        "attn_norm.weight" => Some("ln1.weight"),
+        "attn_norm.bias" => Some("ln1.bias"),
+        "attn_norm_2.weight" => Some("ln2.weight"),
+        "attn_norm_2.bias" => Some("ln2.bias"),
+        "time_mix_key.weight" => Some("att.key.weight"),
+        "time_mix_value.weight" => Some("att.value.weight"),
+        "time_mix_receptance.weight" => Some("att.receptance.weight"),
+        "time_mix_output.weight" => Some("att.output.weight"),
+        "time_mix_ln.weight" => Some("att.ln_x.weight"),
+        "time_mix_ln.bias" => Some("att.ln_x.bias"),
+        _ => None,
+    }
+}
+
 /// Tied embeddings: without `output.weight` the head is the embedding matrix.
 fn tie_head(out: &mut Renamed) -> Result<()> {
     if !out.tensors.contains_key("head.weight") {
@@ -152,18 +170,8 @@ fn rwkv6(g: &GgufFile, out: &mut Renamed) -> Result<Option<serde_json::Value>> {
         }
         let (b, rest) = split_block(&t.name).ok_or_else(|| unknown(&g.name, "rwkv6", &t.name))?;
         let p = format!("blocks.{b}.");
-        let same = match rest {
-            "attn_norm.weight" => Some("ln1.weight"),
-            "attn_norm.bias" => Some("ln1.bias"),
-            "attn_norm_2.weight" => Some("ln2.weight"),
-            "attn_norm_2.bias" => Some("ln2.bias"),
-            "time_mix_key.weight" => Some("att.key.weight"),
-            "time_mix_value.weight" => Some("att.value.weight"),
-            "time_mix_receptance.weight" => Some("att.receptance.weight"),
+        let same = rwkv_block_common(rest).or(match rest {
             "time_mix_gate.weight" => Some("att.gate.weight"),
-            "time_mix_output.weight" => Some("att.output.weight"),
-            "time_mix_ln.weight" => Some("att.ln_x.weight"),
-            "time_mix_ln.bias" => Some("att.ln_x.bias"),
             "time_mix_first.weight" => Some("att.time_faaaa"),
             "time_mix_decay.weight" => Some("att.time_decay"),
             "time_mix_lerp_x.weight" => Some("att.time_maa_x"),
@@ -178,7 +186,7 @@ fn rwkv6(g: &GgufFile, out: &mut Renamed) -> Result<Option<serde_json::Value>> {
             "channel_mix_value.weight" => Some("ffn.value.weight"),
             "channel_mix_receptance.weight" => Some("ffn.receptance.weight"),
             _ => None,
-        };
+        });
         if let Some(n) = same {
             out.put(format!("{p}{n}"), t.tensor.clone())?;
             continue;
@@ -252,17 +260,7 @@ fn rwkv7(g: &GgufFile, out: &mut Renamed) -> Result<Option<serde_json::Value>> {
         }
         let (b, rest) = split_block(&t.name).ok_or_else(|| unknown(&g.name, "rwkv7", &t.name))?;
         let p = format!("blocks.{b}.");
-        let same = match rest {
-            "attn_norm.weight" => Some("ln1.weight"),
-            "attn_norm.bias" => Some("ln1.bias"),
-            "attn_norm_2.weight" => Some("ln2.weight"),
-            "attn_norm_2.bias" => Some("ln2.bias"),
-            "time_mix_key.weight" => Some("att.key.weight"),
-            "time_mix_value.weight" => Some("att.value.weight"),
-            "time_mix_receptance.weight" => Some("att.receptance.weight"),
-            "time_mix_output.weight" => Some("att.output.weight"),
-            "time_mix_ln.weight" => Some("att.ln_x.weight"),
-            "time_mix_ln.bias" => Some("att.ln_x.bias"),
+        let same = rwkv_block_common(rest).or(match rest {
             "time_mix_w0.weight" => Some("att.w0"),
             "time_mix_a0.weight" => Some("att.a0"),
             "time_mix_v0.weight" => Some("att.v0"),
@@ -272,7 +270,7 @@ fn rwkv7(g: &GgufFile, out: &mut Renamed) -> Result<Option<serde_json::Value>> {
             "channel_mix_value.weight" => Some("ffn.value.weight"),
             "channel_mix_lerp_k.weight" => Some("ffn.x_k"),
             _ => None,
-        };
+        });
         if let Some(n) = same {
             out.put(format!("{p}{n}"), t.tensor.clone())?;
             continue;
