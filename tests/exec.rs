@@ -32,17 +32,16 @@ fn batch_equals_sessions_one_by_one() {
     batch_vs_sessions(paths.chain([repo("models/rwkv7-shakespeare-6x256/model.safetensors")]));
 }
 
-/// The same with quantized weights, where the batch runs the integer products over many rows
-/// and a single token the decode kernels: libsutra's q8 and q4 (groups of 32 and 64) of the
+/// The same with quantized weights: libsutra's q8 and q4 (groups of 32 and 64) of the
 /// Shakespeare model, and llama.cpp's Q8_0, Q4_0, Q4_1, Q4_K and Q5_K GGUF blocks.
 ///
-/// Both paths quantize each row's activations alike and their integer sums are exact, but
-/// their float sums run in different orders (1e-7 apart), so an activation sitting on a
-/// rounding boundary can land one int8 level apart: such a flip moves the logits after it by
-/// ~1e-2 (measured: one, 8.7e-3, in 7 steps of the q4 g32 model), where mixing up rows,
-/// sessions or states moves them by O(1). So every logit is within 5e-2, and the logits of all
-/// sessions but at most one per file (the one a flip reached, through its state) within the
-/// f32 tolerance.
+/// A GGUF batch dots every row with each token by the decode kernel itself, so it gives the
+/// sessions' logits to the f32 tolerance (measured: identical). libsutra's q8/q4 batch runs
+/// the many-row integer tiles, a single token the decode kernels: the activations are
+/// quantized alike and the integer sums are exact, but the float sums run in other orders
+/// (1e-7 apart), so an activation on a rounding boundary can land one int8 level apart, which
+/// moves the logits after it by ~1e-2 (measured: 2e-2 on q4 g32, 2e-6 on the others), where
+/// mixing up rows, sessions or states moves them by O(1). Those are held to 5e-2.
 #[test]
 fn quantized_batch_equals_sessions_one_by_one() {
     use sutra::quant::{quantize_model, QuantType, QuantizeParams};
@@ -94,24 +93,17 @@ fn batch_and_solo_logits(m: &std::sync::Arc<Model>) -> (Vec<f32>, Vec<f32>) {
     (got, want)
 }
 
-/// `batch_and_solo_logits` for quantized weights (see the test above): logits within 5e-2,
-/// and all sessions but at most one of each file within 1e-4 + 1e-3·|x|.
+/// `batch_and_solo_logits` for quantized weights (see the test above): GGUF files to the f32
+/// tolerance, libsutra's quantized files to 5e-2.
 fn batch_vs_sessions_quantized(paths: &[std::path::PathBuf]) {
     for path in paths {
         let g = path.display().to_string();
-        let m = load(path, 2);
-        let v = m.info().n_vocab;
-        let (got, want) = batch_and_solo_logits(&m);
-        assert_close(&got, &want, 5e-2, 0.0, &format!("{g}: batch logits"));
-        // Rows i (the batch) and n + i (one more token) are session i's.
-        let n = got.len() / v / 2;
-        let past = |r: usize| {
-            let (a, b) = (&got[r * v..(r + 1) * v], &want[r * v..(r + 1) * v]);
-            a.iter().zip(b).any(|(a, b)| (a - b).abs() > 1e-4 + 1e-3 * b.abs())
-        };
-        let off = (0..n).filter(|&i| past(i) || past(n + i)).count();
-        eprintln!("{g}: {off} of {n} sessions past the f32 tolerance");
-        assert!(off <= 1, "{g}: {off} sessions past the f32 tolerance");
+        let (got, want) = batch_and_solo_logits(&load(path, 2));
+        if path.extension().is_some_and(|e| e == "gguf") {
+            assert_close(&got, &want, 1e-4, 1e-3, &format!("{g}: batch logits, and one token after"));
+        } else {
+            assert_close(&got, &want, 5e-2, 0.0, &format!("{g}: batch logits, and one token after"));
+        }
     }
 }
 

@@ -514,51 +514,43 @@ fn dot_i8_body(kind: GgmlType, row: &[u8], q: &[i8], d: &[f32]) -> f32 {
 /// - K-quants (Q8_K): blocks of 256, `q = min(127, round(x · −127/m))` with `m` the value of
 ///   largest magnitude, the scale `1/(−127/m)` in f32.
 pub fn quantize_acts_into(kind: GgmlType, x: &[f32], a: &mut QActs) {
+    let f16r = |v: f32| f16_to_f32(f32_to_f16(v));
+    if kind.block_elems() != 256 {
+        // Q8_0/Q8_1: libsutra's own quantization is llama.cpp's with the scale kept in f32
+        // (on the vector paths); the Q8_1 sums take that scale, then each is rounded to f16.
+        super::qdot::quantize_acts_into(x, a);
+        if matches!(kind, GgmlType::Q4_1 | GgmlType::Q5_1) {
+            for (qs, &d) in a.q.chunks(32).zip(&a.d) {
+                let sum: i32 = qs.iter().map(|&q| q as i32).sum();
+                a.s.push(f16r(d * sum as f32));
+            }
+        }
+        a.d.iter_mut().for_each(|d| *d = f16r(*d));
+        return;
+    }
     const ROUND: f32 = 12_582_912.0;
-    let rne = |y: f32| ((y + ROUND) - ROUND) as i32;
     a.q.resize(x.len(), 0);
     a.d.clear();
     a.s.clear();
-    if kind.block_elems() == 256 {
-        for (xs, qs) in x.chunks(256).zip(a.q.chunks_mut(256)) {
-            let (mut amax, mut m) = (0f32, 0f32);
-            for &v in xs {
-                if v.abs() > amax {
-                    amax = v.abs();
-                    m = v;
-                }
+    for (xs, qs) in x.chunks(256).zip(a.q.chunks_mut(256)) {
+        let (mut amax, mut m) = (0f32, 0f32);
+        for &v in xs {
+            if v.abs() > amax {
+                amax = v.abs();
+                m = v;
             }
-            let d = if amax > 0.0 {
-                let iscale = -127.0 / m;
-                for (q, &v) in qs.iter_mut().zip(xs) {
-                    *q = rne(iscale * v).min(127) as i8;
-                }
-                1.0 / iscale
-            } else {
-                qs.fill(0);
-                0.0
-            };
-            a.d.extend(std::iter::repeat_n(d, xs.len().div_ceil(32)));
         }
-        return;
-    }
-    let q8_1 = matches!(kind, GgmlType::Q4_1 | GgmlType::Q5_1);
-    a.s.clear();
-    let f16r = |v: f32| f16_to_f32(f32_to_f16(v));
-    for (xs, qs) in x.chunks(32).zip(a.q.chunks_mut(32)) {
-        let amax = xs.iter().fold(0f32, |m, &v| m.max(v.abs()));
-        let id = if amax > 0.0 { 127.0 / amax } else { 0.0 };
-        let mut sum = 0i32;
-        for (q, &v) in qs.iter_mut().zip(xs) {
-            let r = rne(v * id);
-            sum += r;
-            *q = r as i8;
-        }
-        let d = amax / 127.0;
-        a.d.push(f16r(d));
-        if q8_1 {
-            a.s.push(f16r(d * sum as f32));
-        }
+        let d = if amax > 0.0 {
+            let iscale = -127.0 / m;
+            for (q, &v) in qs.iter_mut().zip(xs) {
+                *q = (((iscale * v + ROUND) - ROUND) as i32).min(127) as i8;
+            }
+            1.0 / iscale
+        } else {
+            qs.fill(0);
+            0.0
+        };
+        a.d.extend(std::iter::repeat_n(d, xs.len().div_ceil(32)));
     }
 }
 

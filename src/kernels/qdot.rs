@@ -63,14 +63,15 @@ pub fn quantize_acts_scalar(x: &[f32]) -> QActs {
     a
 }
 
-/// Per block of 32: `d = max|x| / 127`, `q = round(x / d)` to the nearest integer, ties to
-/// even (`(y + 1.5·2²³) − 1.5·2²³`, exact for |y| ≤ 127).
+/// Per block of 32: `d = max|x| / 127`, `q = round(x · 127/max|x|)` to the nearest integer,
+/// ties to even (`(y + 1.5·2²³) − 1.5·2²³`, exact for |y| ≤ 127): llama.cpp's AVX2
+/// `quantize_row_q8_0` with the scale kept in f32.
 fn quantize_blocks_scalar(x: &[f32], q: &mut [i8], d: &mut Vec<f32>) {
     const ROUND: f32 = 12_582_912.0;
     for (xs, qs) in x.chunks(32).zip(q.chunks_mut(32)) {
         let amax = xs.iter().fold(0f32, |m, &v| m.max(v.abs()));
         let db = amax / 127.0;
-        let inv = if db > 0.0 { 1.0 / db } else { 0.0 };
+        let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
         for (q, &v) in qs.iter_mut().zip(xs) {
             *q = ((v * inv + ROUND) - ROUND) as i32 as i8;
         }
@@ -184,7 +185,7 @@ mod x86 {
     use crate::tensor::block::LEVELS;
     use std::arch::x86_64::*;
 
-    /// [`super::quantize_blocks_scalar`] on AVX2: max |x| by vector max, `x · (1/d)` rounded by
+    /// [`super::quantize_blocks_scalar`] on AVX2: max |x| by vector max, `x · 127/max` rounded by
     /// `cvtps2dq` (round to nearest even, the default rounding mode), packed with saturation
     /// (|q| ≤ 127 for finite input). `x.len()` is a multiple of 32 and `q` as long.
     #[target_feature(enable = "avx2,fma")]
@@ -201,7 +202,7 @@ mod x86 {
             let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
             let amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_shuffle_ps::<1>(m, m)));
             let db = amax / 127.0;
-            let inv = _mm256_set1_ps(if db > 0.0 { 1.0 / db } else { 0.0 });
+            let inv = _mm256_set1_ps(if amax > 0.0 { 127.0 / amax } else { 0.0 });
             let i = v.map(|v| _mm256_cvtps_epi32(_mm256_mul_ps(v, inv)));
             let packed = _mm256_packs_epi16(_mm256_packs_epi32(i[0], i[1]), _mm256_packs_epi32(i[2], i[3]));
             _mm256_storeu_si256(qs.as_mut_ptr().cast(), _mm256_permutevar8x32_epi32(packed, order));
@@ -345,7 +346,7 @@ pub(crate) mod neon {
     use crate::tensor::f16_to_f32;
 
     /// [`super::quantize_blocks_scalar`] on NEON: max |x| by `fmaxnm` (NaN-ignoring, as
-    /// `f32::max`), `x · (1/d)` rounded by `fcvtns` (to nearest, ties to even), narrowed with
+    /// `f32::max`), `x · 127/max` rounded by `fcvtns` (to nearest, ties to even), narrowed with
     /// saturation. `x.len()` is a multiple of 32 and `q` as long.
     #[target_feature(enable = "neon")]
     pub(super) unsafe fn quantize_blocks(x: &[f32], q: &mut [i8], d: &mut Vec<f32>) {
@@ -357,8 +358,9 @@ pub(crate) mod neon {
             for vk in &v[1..] {
                 m = vmaxnmq_f32(m, vabsq_f32(*vk));
             }
-            let db = vmaxnmvq_f32(m) / 127.0;
-            let inv = if db > 0.0 { 1.0 / db } else { 0.0 };
+            let amax = vmaxnmvq_f32(m);
+            let db = amax / 127.0;
+            let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
             let i: [int32x4_t; 8] = std::array::from_fn(|k| vcvtnq_s32_f32(vmulq_n_f32(v[k], inv)));
             for h in 0..2 {
                 let lo = vcombine_s16(vqmovn_s32(i[4 * h]), vqmovn_s32(i[4 * h + 1]));

@@ -184,16 +184,6 @@ impl HeadConfig {
         }
     }
 
-    /// The residual scale after block `li`: ½ where [`halve_every`](Self::halve_every) says
-    /// so, else 1.
-    pub(crate) fn residual_scale(&self, li: usize) -> f32 {
-        if self.halve_every > 0 && (li + 1).is_multiple_of(self.halve_every) {
-            0.5
-        } else {
-            1.0
-        }
-    }
-
     /// One block's state: att_x [C] | wkv [H, N, N] | ffn_x [C] (att_x, ffn_x: the previous
     /// row's ln1 / ln2 output).
     pub(crate) fn parts(&self) -> [Range<usize>; 3] {

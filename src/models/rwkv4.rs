@@ -16,7 +16,7 @@
 //! Every size is read from tensor shapes.
 
 use super::common::{one_minus, ChannelMix};
-use super::stack::{save_last, shift, Block as StackBlock, Norm, Parts, Stack, States};
+use super::stack::{halve_after, save_last, shift, Block as StackBlock, Norm, Parts, Stack, States};
 use super::{count_params, ArchKind};
 use crate::error::Result;
 use crate::exec::{Exec, Seg};
@@ -252,8 +252,6 @@ impl StackBlock for Block {
         self.time_mix(cfg, ex, segs, st, x, scale);
         // 5. Channel mix: x += scale · sigmoid(R·rx) ⊙ (V·relu(K·kx)²).
         self.ffn.forward(&self.ln2, ex, segs, st, cfg.parts()[4].clone(), x, scale);
-        if every > 0 && (li + 1).is_multiple_of(every) {
-            x.iter_mut().for_each(|v| *v *= 0.5);
-        }
+        halve_after(every, li, x);
     }
 }

@@ -16,7 +16,7 @@
 use super::common::{
     wkv5, wkv5_backprop, wkv5_record, ChannelMix, ChannelMixRec, HeadConfig, Wkv5Bwd, Wkv5In, Wkv5Rec,
 };
-use super::stack::{delta_prev, save_last, Block as StackBlock, Norm, Stack, States, TrainCarry};
+use super::stack::{delta_prev, halve_after, save_last, Block as StackBlock, Norm, Stack, States, TrainCarry};
 use super::{count_params, ArchKind};
 use crate::error::Result;
 use crate::exec::{Exec, Seg};
@@ -241,10 +241,7 @@ impl StackBlock for Block {
         //    x += sigmoid(R·rx) ⊙ (V·relu(K·kx)²).
         self.ffn.forward(&self.ln2, ex, segs, st, cfg.parts()[2].clone(), x, 1.0);
         // 9. A GGUF file's rescaling (see the module doc).
-        let scale = cfg.residual_scale(li);
-        if scale != 1.0 {
-            x.iter_mut().for_each(|v| *v *= scale);
-        }
+        halve_after(cfg.halve_every, li, x);
     }
 
     super::stack::train_hooks!(Rec);
@@ -363,10 +360,7 @@ impl Block {
         // 8. Channel mix.
         let ffn = self.ffn.record(&self.ln2, set, &mut st[pf], x);
         // 9. A GGUF file's rescaling.
-        let scale = cfg.residual_scale(li);
-        if scale != 1.0 {
-            x.iter_mut().for_each(|v| *v *= scale);
-        }
+        halve_after(cfg.halve_every, li, x);
         Rec { x_in, sx, m_pre, p, mixed, r, k, v, g_pre, g, w_pre, w_p, w, ax, wkv, y, ffn }
     }
 
@@ -391,11 +385,8 @@ impl Block {
         let t = dx.len() / c;
         let d = self.maa_w2[0].cols;
         let z = || vec![0f32; t * c];
-        // 9. The rescaling: out = scale · x.
-        let scale = cfg.residual_scale(li);
-        if scale != 1.0 {
-            dx.iter_mut().for_each(|v| *v *= scale);
-        }
+        // 9. The rescaling: out = x/2 after the blocks it halves, so dL/dx halves too.
+        halve_after(cfg.halve_every, li, dx);
         // 8. Channel mix (dx becomes dL/d(its input)).
         self.ffn.backprop(&self.ln2, set, &rec.ffn, grads, &mut dst[pf], dx);
         // 7. x_mid = x_in + O·y.

@@ -519,6 +519,15 @@ pub(crate) fn delta_prev(segs: &[Seg], x: &[f32], st: &mut States, part: Range<u
     }
 }
 
+/// Halves `x` after block `li` when the model halves its residual stream every `every` blocks
+/// (`every` = 0: never): transformers' RWKV-4 `rescale_every`, llama.cpp's RWKV-6
+/// `rescale_every_n_layers`. The same map backward halves dL/dx.
+pub(crate) fn halve_after(every: usize, li: usize, x: &mut [f32]) {
+    if every > 0 && (li + 1).is_multiple_of(every) {
+        x.iter_mut().for_each(|v| *v *= 0.5);
+    }
+}
+
 /// Stores each sequence's last row of `x` into `part` of its state (the next call's `prev`).
 pub(crate) fn save_last(segs: &[Seg], x: &[f32], st: &mut States, part: Range<usize>) {
     let c = part.len();
