@@ -5,12 +5,13 @@
 //! ([`super::qdot::quantize_acts`]), so prefill and decode compute the same integer dots.
 //! Each block of weight rows is unpacked once (q4 levels looked up, q8 read in place) and
 //! then multiplied with every token:
-//! - with AVX-512 VNNI, by register tiles of [`R`] rows × [`T`] tokens on `VPDPBUSD`
-//!   (unsigned × signed bytes: the activations are offset by 128, and each row's −128·Σw,
-//!   itself one `VPDPBUSD` per 64 weights, starts its accumulators, so every 32-bit lane is
-//!   the exact signed dot of its four bytes); a block of rows is prepared once (q4 unpacked,
-//!   the corrections and the 16-lane vectors of the two block scales of each 64-byte step)
-//!   for all the tokens;
+//! - with AVX-512 VNNI, by panels of [`R`] = 16 rows, one row per 32-bit lane: a panel is
+//!   unpacked to unsigned bytes (w + 128) and transposed once, so that one `VPDPBUSD` with
+//!   four activation bytes broadcast from memory advances 16 rows' dots by four columns;
+//!   eight of them finish a block of 32, whose integer dots are then scaled once (the
+//!   16 rows' weight scales times the token's activation scale). The +128 offset comes back
+//!   out exactly as −128·Σx per token and block, precomputed with the activations. Tiles of
+//!   16 rows × up to [`T`] tokens keep every accumulator in registers;
 //! - elsewhere (AVX2, NEON, AVX-512 without VNNI), by the decode kernels of
 //!   [`super::qdot`] on the unpacked int8 row, one token at a time.
 //!
@@ -20,8 +21,8 @@
 use super::qdot::{self, QActs};
 use crate::tensor::block::LEVELS;
 
-/// Weight rows per register tile of the VNNI path.
-pub(crate) const R: usize = 2;
+/// Weight rows per panel of the VNNI path (one per 32-bit lane of a 512-bit register).
+pub(crate) const R: usize = 16;
 /// Tokens per register tile of the VNNI path.
 #[cfg(target_arch = "x86_64")]
 pub(crate) const T: usize = 8;
@@ -51,11 +52,10 @@ pub struct QTokens {
     cols: usize,
     /// Token i's int8 blocks and their scales.
     acts: Vec<QActs>,
-    /// VNNI path only: the int8 activations offset to unsigned bytes (x + 128), `[t, cols]`.
-    xu: Vec<u8>,
-    /// VNNI path only: per token and 64-column step, the two block scales, 8 lanes each.
-    dxv: Vec<f32>,
-    /// Whether `xu`/`dxv` are built (VNNI and 64 | cols).
+    /// VNNI path only: per token and block of 32, −128·Σq, which takes the +128 offset of the
+    /// unsigned weights back out of the block's dots (`[t, cols / 32]`).
+    corr: Vec<i32>,
+    /// Whether `corr` is built (VNNI and 64 | cols).
     tiled: bool,
 }
 
@@ -75,16 +75,11 @@ impl QTokens {
         if !self.tiled {
             return;
         }
-        let steps = cols / 64;
-        self.xu.resize(t * cols, 0);
-        self.dxv.resize(t * steps * 16, 0.0);
-        for (i, a) in self.acts.iter().take(t).enumerate() {
-            for (u, &q) in self.xu[i * cols..(i + 1) * cols].iter_mut().zip(&a.q) {
-                *u = (q as u8) ^ 0x80;
-            }
-            let dxv = &mut self.dxv[i * steps * 16..];
-            for (b, &d) in a.d.iter().enumerate() {
-                dxv[b * 8..b * 8 + 8].fill(d);
+        let nb = cols / 32;
+        self.corr.resize(t * nb, 0);
+        for (c, a) in self.corr.chunks_exact_mut(nb).zip(&self.acts[..t]) {
+            for (c, blk) in c.iter_mut().zip(a.q.chunks_exact(32)) {
+                *c = -128 * blk.iter().map(|&q| q as i32).sum::<i32>();
             }
         }
     }
@@ -113,18 +108,19 @@ pub enum QWeights<'a> {
     },
 }
 
-/// A thread's buffers for the rows of one tile.
+/// A thread's buffers for the rows of one panel.
 #[derive(Debug, Default)]
 pub struct RowBuf {
-    /// A q4 row unpacked to int8 levels (generic path); the tile's rows as signed bytes
-    /// (VNNI path, `[R, cols]`).
+    /// A q4 row unpacked to int8 levels (generic path); the panel's 16 rows as unsigned
+    /// bytes w + 128, transposed: per block of 32, eight 64-byte chunks, chunk c holding
+    /// columns 4c..4c + 4 of the 16 rows (VNNI path, `16·cols` bytes).
     w: Vec<u8>,
-    /// VNNI path: per row and 64-column step, 16 lanes of −128·Σ of the lane's four weights.
-    #[cfg(target_arch = "x86_64")]
-    neg: Vec<i32>,
-    /// VNNI path: per row and 64-column step, the two blocks' weight scales, 8 lanes each.
+    /// VNNI path: per block of 32, the 16 rows' weight scales (`[cols / 32, 16]`, rounded up to 16 blocks).
     #[cfg(target_arch = "x86_64")]
     dwv: Vec<f32>,
+    /// VNNI path: the panel's rows' scales per block (`[16, cols / 32]` rounded up to 16 blocks).
+    #[cfg(target_arch = "x86_64")]
+    row_d: Vec<f32>,
 }
 
 /// `out[r·t + i] = row (r0 + r) · token i` for the `out.len() / t` rows from `r0` (`out` is
@@ -141,30 +137,29 @@ pub fn rows_times_tokens(w: QWeights<'_>, cols: usize, r0: usize, x: &QTokens, o
         QWeights::Q8 { scales, .. } | QWeights::Q4 { scales, .. } => &scales[r * ng..(r + 1) * ng],
     };
     #[cfg(target_arch = "x86_64")]
-    if x.tiled && group.is_power_of_two() {
-        let steps = cols / 64;
+    if x.tiled && group.is_multiple_of(32) {
+        let nb = cols / 32;
+        let nb16 = nb.div_ceil(16) * 16;
         buf.w.resize(R * cols, 0);
-        buf.neg.resize(R * steps * 16, 0);
-        buf.dwv.resize(R * steps * 16, 0.0);
+        buf.dwv.resize(nb16 * R, 0.0);
+        buf.row_d.resize(R * nb16, 0.0);
         let mut j = 0;
         while j < n_rows {
             let nr = (n_rows - j).min(R);
-            for k in 0..nr {
-                let r = r0 + j + k;
-                let span = k * steps * 16..(k + 1) * steps * 16;
-                let (wk, nk, dk) =
-                    (&mut buf.w[k * cols..(k + 1) * cols], &mut buf.neg[span.clone()], &mut buf.dwv[span]);
-                // SAFETY: VNNI (hence AVX-512 F/BW) was detected; 64 | cols; row r exists;
-                // the group is a power-of-two multiple of 32 (checked above).
-                unsafe { x86::prepare_row(w, r, cols, scales_of(r), group, wk, nk, dk) };
-            }
+            // SAFETY: VNNI (hence AVX-512 F/BW, F16C) was detected; 64 | cols; rows r0 + j ..
+            // r0 + j + nr exist; `buf` holds a panel's room.
+            unsafe { x86::prepare_panel(w, r0 + j, nr, cols, buf) };
+            // The next panel's bytes, asked for while this one is computed.
+            let next = if j + R < n_rows { panel_bytes(w, r0 + j + R, (n_rows - j - R).min(R), cols) } else { &[] };
             let mut i = 0;
             while i < t {
                 let nt = (t - i).min(T);
-                // SAFETY: VNNI was detected; `buf` holds nr prepared rows; tokens i..i + nt exist.
-                let blk = unsafe { x86::tile_dispatch(nr, nt, buf, x, i, cols) };
-                for (k, vals) in blk.iter().enumerate().take(nr) {
-                    out[(j + k) * t + i..(j + k) * t + i + nt].copy_from_slice(&vals[..nt]);
+                // SAFETY: VNNI was detected; `buf` holds a prepared panel; tokens i..i + nt exist.
+                let blk = unsafe { x86::tile_dispatch(nt, buf, x, i, cols, if i == 0 { next } else { &[] }) };
+                for (k, vals) in blk.iter().enumerate().take(nt) {
+                    for (lane, &v) in vals.iter().enumerate().take(nr) {
+                        out[(j + lane) * t + i + k] = v;
+                    }
                 }
                 i += nt;
             }
@@ -188,6 +183,15 @@ pub fn rows_times_tokens(w: QWeights<'_>, cols: usize, r0: usize, x: &QTokens, o
     }
 }
 
+/// The stored bytes of rows `r0..r0 + nr`.
+#[cfg(target_arch = "x86_64")]
+fn panel_bytes<'a>(w: QWeights<'a>, r0: usize, nr: usize, cols: usize) -> &'a [u8] {
+    match w {
+        QWeights::Q8 { q, .. } => bytemuck::cast_slice(&q[r0 * cols..(r0 + nr) * cols]),
+        QWeights::Q4 { q, .. } => &q[r0 * cols / 2..(r0 + nr) * cols / 2],
+    }
+}
+
 /// A packed q4 row's levels as int8 (as bytes): `out[i] = LEVELS[q4_at(packed, i)]`.
 fn unpack_q4_i8(packed: &[u8], out: &mut [u8]) {
     for (blk, o) in packed.chunks_exact(16).zip(out.chunks_exact_mut(32)) {
@@ -204,118 +208,246 @@ mod x86 {
     use crate::tensor::block::LEVELS;
     use std::arch::x86_64::*;
 
-    /// Row `row` as signed bytes into `w` (q8 copied, q4 unpacked), its −128·Σw lanes into
-    /// `neg` and the scales of its blocks of 32 into `dwv` (16 lanes each per 64 weights).
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,f16c")]
-    #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn prepare_row(
-        wts: QWeights<'_>,
-        row: usize,
-        cols: usize,
-        scales: &[u16],
-        group: usize,
-        w: &mut [u8],
-        neg: &mut [i32],
-        dwv: &mut [f32],
-    ) {
-        let table = _mm512_broadcast_i32x4(_mm_loadu_si128(LEVELS.as_ptr().cast()));
-        let mask = _mm256_set1_epi8(0x0f);
-        let c128 = _mm512_set1_epi8(-128);
-        let zero = _mm512_setzero_si512();
-        // Lanes 0..8 take the first scale of a pair, lanes 8..16 the second.
-        let halves = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
-        // Groups of 64·2^shift weights: both blocks of a step share one scale.
-        let shift = (group / 64).max(1).trailing_zeros();
-        for s in 0..cols / 64 {
-            let d = if group == 32 {
-                let pair = _mm_cvtph_ps(_mm_cvtsi32_si128((scales.as_ptr().add(2 * s) as *const i32).read_unaligned()));
-                _mm512_permutexvar_ps(halves, _mm512_castps128_ps512(pair))
-            } else {
-                _mm512_set1_ps(_mm_cvtss_f32(_mm_cvtph_ps(_mm_set1_epi16(*scales.get_unchecked(s >> shift) as i16))))
-            };
-            _mm512_storeu_ps(dwv.as_mut_ptr().add(s * 16), d);
-            let wv = match wts {
-                QWeights::Q8 { q, .. } => _mm512_loadu_si512(q.as_ptr().add(row * cols + s * 64).cast()),
-                QWeights::Q4 { q, .. } => {
-                    let bytes = _mm256_loadu_si256(q.as_ptr().add((row * cols + s * 64) / 2).cast());
-                    let lo = _mm256_and_si256(bytes, mask);
-                    let hi = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), mask);
-                    // Block 0 is bytes 0..16 (low then high nibbles), block 1 bytes 16..32.
-                    let b0 = _mm256_permute2x128_si256(lo, hi, 0x20);
-                    let b1 = _mm256_permute2x128_si256(lo, hi, 0x31);
-                    _mm512_shuffle_epi8(table, _mm512_inserti64x4(_mm512_castsi256_si512(b0), b1, 1))
-                }
-            };
-            _mm512_storeu_si512(w.as_mut_ptr().add(s * 64).cast(), wv);
-            // Σ(x + 128)·w − 128·Σw = Σx·w, exactly, in every lane.
-            let n = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, c128, wv));
-            _mm512_storeu_si512(neg.as_mut_ptr().add(s * 16).cast(), n);
+    /// Transposes a 16×16 matrix of 32-bit elements held one row per register.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn transpose16(r: &mut [__m512i; 16]) {
+        let mut t = [_mm512_setzero_si512(); 16];
+        for i in 0..8 {
+            t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+            t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+        }
+        // u[4i + m], 128-bit lane L: rows 4i..4i + 4 at column 4L + m.
+        let mut u = [_mm512_setzero_si512(); 16];
+        for i in 0..4 {
+            u[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+            u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+            u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+            u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+        }
+        // Column 4L + m gathers lane L of u[m], u[4 + m], u[8 + m], u[12 + m].
+        for m in 0..4 {
+            let v0 = _mm512_shuffle_i32x4::<0x44>(u[m], u[4 + m]);
+            let v1 = _mm512_shuffle_i32x4::<0xEE>(u[m], u[4 + m]);
+            let v2 = _mm512_shuffle_i32x4::<0x44>(u[8 + m], u[12 + m]);
+            let v3 = _mm512_shuffle_i32x4::<0xEE>(u[8 + m], u[12 + m]);
+            r[m] = _mm512_shuffle_i32x4::<0x88>(v0, v2);
+            r[4 + m] = _mm512_shuffle_i32x4::<0xDD>(v0, v2);
+            r[8 + m] = _mm512_shuffle_i32x4::<0x88>(v1, v3);
+            r[12 + m] = _mm512_shuffle_i32x4::<0xDD>(v1, v3);
         }
     }
 
-    /// The `NR`×`NT` tile of dots of the rows prepared in `buf` with tokens `i0..i0 + NT`.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    #[inline]
-    unsafe fn tile<const NR: usize, const NT: usize>(
-        buf: &RowBuf,
-        x: &QTokens,
-        i0: usize,
-        cols: usize,
-    ) -> [[f32; T]; R] {
-        let steps = cols / 64;
-        let mut acc = [[_mm512_setzero_ps(); NT]; NR];
-        let (pw, pn, pdw) = (buf.w.as_ptr(), buf.neg.as_ptr(), buf.dwv.as_ptr());
-        let px = x.xu.as_ptr().add(i0 * cols);
-        let pdx = x.dxv.as_ptr().add(i0 * steps * 16);
-        for s in 0..steps {
-            let xs: [__m512i; NT] = std::array::from_fn(|k| _mm512_loadu_si512(px.add(k * cols + s * 64).cast()));
-            let dx: [__m512; NT] = std::array::from_fn(|k| _mm512_loadu_ps(pdx.add((k * steps + s) * 16)));
-            for (r, acc) in acc.iter_mut().enumerate() {
-                let wv = _mm512_loadu_si512(pw.add(r * cols + s * 64).cast());
-                let neg = _mm512_loadu_si512(pn.add((r * steps + s) * 16).cast());
-                let dw = _mm512_loadu_ps(pdw.add((r * steps + s) * 16));
-                for k in 0..NT {
-                    let p = _mm512_dpbusd_epi32(neg, xs[k], wv);
-                    acc[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(dw, dx[k]), acc[k]);
+    /// Rows `r0..r0 + nr` (nr ≤ 16; the rest of the panel is zero weights) as unsigned bytes
+    /// w + 128 into `w`, transposed per 64 columns: chunk j of step s (64 bytes at
+    /// `(16·s + j)·64`) holds columns 64s + 4j .. 64s + 4j + 4 of the 16 rows, so a block of
+    /// 32 is eight consecutive chunks.
+    ///
+    /// The 16 rows' scales go into `buf.dwv`, per block of 32 (padding rows get 0).
+    ///
+    /// # Safety
+    /// AVX-512 F/BW and F16C must be available, 64 | cols, rows `r0..r0 + nr` must exist in
+    /// `wts`, and `buf` must hold 16·cols bytes in `w` and 16 rows' block scales (rounded up
+    /// to 16 blocks) in `dwv` and `row_d`.
+    #[target_feature(enable = "avx512f,avx512bw,f16c")]
+    pub(super) unsafe fn prepare_panel(wts: QWeights<'_>, r0: usize, nr: usize, cols: usize, buf: &mut RowBuf) {
+        let (scales, group) = match wts {
+            QWeights::Q8 { scales, group, .. } | QWeights::Q4 { scales, group, .. } => (scales, group),
+        };
+        let (nb, ng) = (cols / 32, cols.div_ceil(group));
+        let nb16 = nb.div_ceil(16) * 16;
+        assert!(nr <= R && buf.w.len() >= R * cols && buf.dwv.len() >= nb16 * R && buf.row_d.len() >= R * nb16);
+        // The rows' scales per block, one row after another ([16, nb16], padding 0) ...
+        buf.row_d[..R * nb16].fill(0.0);
+        for k in 0..nr {
+            let sc = &scales[(r0 + k) * ng..(r0 + k + 1) * ng];
+            let d = &mut buf.row_d[k * nb16..k * nb16 + nb];
+            if group == 32 {
+                let mut g = 0;
+                while g + 16 <= nb {
+                    // SAFETY: 16 scales from g exist, and d holds nb ≥ g + 16 floats.
+                    unsafe {
+                        let h = _mm256_loadu_si256(sc.as_ptr().add(g).cast());
+                        _mm512_storeu_ps(d.as_mut_ptr().add(g), _mm512_cvtph_ps(h));
+                    }
+                    g += 16;
+                }
+                for (d, &h) in d[g..].iter_mut().zip(&sc[g..]) {
+                    *d = _mm_cvtss_f32(_mm_cvtph_ps(_mm_set1_epi16(h as i16)));
+                }
+            } else {
+                for (b, d) in d.iter_mut().enumerate() {
+                    *d = _mm_cvtss_f32(_mm_cvtph_ps(_mm_set1_epi16(sc[b * 32 / group] as i16)));
                 }
             }
         }
-        let mut out = [[0f32; T]; R];
-        for r in 0..NR {
-            for k in 0..NT {
-                out[r][k] = _mm512_reduce_add_ps(acc[r][k]);
+        // ... transposed to one block after another, a row per lane.
+        for bb in (0..nb16).step_by(16) {
+            // SAFETY: row_d holds 16 rows of nb16 floats, dwv nb16 blocks of 16.
+            let mut m: [__m512i; 16] =
+                std::array::from_fn(|k| unsafe { _mm512_loadu_si512(buf.row_d.as_ptr().add(k * nb16 + bb).cast()) });
+            transpose16(&mut m);
+            for (j, v) in m.iter().enumerate() {
+                // SAFETY: as above.
+                unsafe { _mm512_storeu_si512(buf.dwv.as_mut_ptr().add((bb + j) * R).cast(), *v) };
             }
+        }
+        let w = &mut buf.w;
+        match wts {
+            QWeights::Q8 { q, .. } => {
+                let flip = _mm512_set1_epi8(-128);
+                for s in 0..cols / 64 {
+                    let mut rows = [flip; 16];
+                    for (k, v) in rows.iter_mut().enumerate().take(nr) {
+                        // SAFETY: row r0 + k exists, so its 64 bytes at step s do.
+                        let x = unsafe { _mm512_loadu_si512(q.as_ptr().add((r0 + k) * cols + s * 64).cast()) };
+                        *v = _mm512_xor_si512(x, flip);
+                    }
+                    transpose16(&mut rows);
+                    for (j, v) in rows.iter().enumerate() {
+                        // SAFETY: w holds 16·cols bytes, and (16s + j + 1)·64 ≤ 16·cols.
+                        unsafe { _mm512_storeu_si512(w.as_mut_ptr().add((16 * s + j) * 64).cast(), *v) };
+                    }
+                }
+            }
+            QWeights::Q4 { q, .. } => {
+                let levels = LEVELS.map(|l| (l as u8) ^ 0x80);
+                // SAFETY: LEVELS has 16 bytes.
+                let table = _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(levels.as_ptr().cast()) });
+                let mask = _mm512_set1_epi8(0x0f);
+                // Level 7 is 0: the padding rows.
+                let pad = [0x77u8; 32];
+                let half = cols / 2;
+                // vpermt2d indices: from four rows' packed dwords (two per register), 128-bit
+                // lane j of the result holds dword j (+4 for the second) of the four rows.
+                let lo4 = _mm512_set_epi32(27, 19, 11, 3, 26, 18, 10, 2, 25, 17, 9, 1, 24, 16, 8, 0);
+                let hi4 = _mm512_set_epi32(31, 23, 15, 7, 30, 22, 14, 6, 29, 21, 13, 5, 28, 20, 12, 4);
+                for s in 0..cols / 64 {
+                    // Packed bytes of 64 columns (two blocks): 8 dwords per row, two rows per
+                    // register.
+                    let row = |k: usize| -> *const u8 {
+                        // SAFETY: row r0 + k exists (k < nr), so its 32 bytes at step s do.
+                        if k < nr {
+                            unsafe { q.as_ptr().add((r0 + k) * half + s * 32) }
+                        } else {
+                            pad.as_ptr()
+                        }
+                    };
+                    // SAFETY: each pointer addresses 32 readable bytes.
+                    let z: [__m512i; 8] = std::array::from_fn(|i| unsafe {
+                        let a = _mm256_loadu_si256(row(2 * i).cast());
+                        _mm512_inserti64x4::<1>(_mm512_castsi256_si512(a), _mm256_loadu_si256(row(2 * i + 1).cast()))
+                    });
+                    // y[2g] (rows 4g..4g + 4): lane 4j + q = row 4g + q's dword j (j < 4);
+                    // y[2g + 1]: its dwords 4..8.
+                    let mut y = [_mm512_setzero_si512(); 8];
+                    for g in 0..4 {
+                        y[2 * g] = _mm512_permutex2var_epi32(z[2 * g], lo4, z[2 * g + 1]);
+                        y[2 * g + 1] = _mm512_permutex2var_epi32(z[2 * g], hi4, z[2 * g + 1]);
+                    }
+                    // o[j]: dword j of the 16 rows, 128-bit lane g from y[2g + j / 4].
+                    let mut o = [_mm512_setzero_si512(); 8];
+                    for h in 0..2 {
+                        let (a, b, c, d) = (y[h], y[2 + h], y[4 + h], y[6 + h]);
+                        let v0 = _mm512_shuffle_i32x4::<0x44>(a, b);
+                        let v1 = _mm512_shuffle_i32x4::<0xEE>(a, b);
+                        let v2 = _mm512_shuffle_i32x4::<0x44>(c, d);
+                        let v3 = _mm512_shuffle_i32x4::<0xEE>(c, d);
+                        o[4 * h] = _mm512_shuffle_i32x4::<0x88>(v0, v2);
+                        o[4 * h + 1] = _mm512_shuffle_i32x4::<0xDD>(v0, v2);
+                        o[4 * h + 2] = _mm512_shuffle_i32x4::<0x88>(v1, v3);
+                        o[4 * h + 3] = _mm512_shuffle_i32x4::<0xDD>(v1, v3);
+                    }
+                    // Packed dword j of a block holds columns 4j.. (low nibbles) and 16 + 4j..
+                    // (high nibbles): chunks j and j + 4 of block j / 4 of this step.
+                    for (j, v) in o.iter().enumerate() {
+                        let lo = _mm512_shuffle_epi8(table, _mm512_and_si512(*v, mask));
+                        let hi = _mm512_shuffle_epi8(table, _mm512_and_si512(_mm512_srli_epi16(*v, 4), mask));
+                        let base = (16 * s + 8 * (j / 4) + j % 4) * 64;
+                        // SAFETY: w holds 16·cols bytes; base + 4·64 + 64 ≤ (16s + 16)·64 ≤ 16·cols.
+                        unsafe {
+                            _mm512_storeu_si512(w.as_mut_ptr().add(base).cast(), lo);
+                            _mm512_storeu_si512(w.as_mut_ptr().add(base + 4 * 64).cast(), hi);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The 16-row × `NT`-token tile of dots of the panel in `buf` with tokens `i0..i0 + NT`:
+    /// `out[k][lane]` is row `lane` · token `i0 + k`. The lines of `pf` are prefetched on the way.
+    ///
+    /// # Safety
+    /// VNNI must be available, `buf` must hold a panel prepared for `cols`, and tokens
+    /// `i0..i0 + NT` must exist in `x` (prepared with `tiled`).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    #[inline]
+    unsafe fn tile<const NT: usize>(buf: &RowBuf, x: &QTokens, i0: usize, cols: usize, pf: &[u8]) -> [[f32; R]; T] {
+        let nb = cols / 32;
+        let pf_per = pf.len().div_ceil(64 * nb);
+        let mut acc = [_mm512_setzero_ps(); NT];
+        let xq: [*const i8; NT] = std::array::from_fn(|k| x.acts[i0 + k].q.as_ptr());
+        let dx: [*const f32; NT] = std::array::from_fn(|k| x.acts[i0 + k].d.as_ptr());
+        let corr = &x.corr[i0 * nb..(i0 + NT) * nb];
+        let (pw, pd) = (buf.w.as_ptr(), buf.dwv.as_ptr());
+        for b in 0..nb {
+            // SAFETY: the panel holds nb blocks of 512 bytes and nb·16 scales.
+            let wv: [__m512i; 8] =
+                std::array::from_fn(|c| unsafe { _mm512_loadu_si512(pw.add(b * 512 + c * 64).cast()) });
+            let dw = unsafe { _mm512_loadu_ps(pd.add(b * 16)) };
+            // Every token's chain advances one chunk at a time: NT independent VPDPBUSDs in a row.
+            let mut a: [__m512i; NT] = std::array::from_fn(|k| _mm512_set1_epi32(corr[k * nb + b]));
+            for (c, wc) in wv.iter().enumerate() {
+                for (k, a) in a.iter_mut().enumerate() {
+                    // SAFETY: token i0 + k has cols = 32·nb quantized values.
+                    let four = unsafe { xq[k].add(b * 32 + c * 4).cast::<i32>().read_unaligned() };
+                    *a = _mm512_dpbusd_epi32(*a, *wc, _mm512_set1_epi32(four));
+                }
+            }
+            for k in 0..NT {
+                // SAFETY: token i0 + k has nb block scales.
+                let d = _mm512_set1_ps(unsafe { *dx[k].add(b) });
+                acc[k] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(a[k]), dw), d, acc[k]);
+            }
+            // The next panel's lines, spread over the blocks.
+            for line in pf.chunks(64).skip(b * pf_per).take(pf_per) {
+                _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast());
+            }
+        }
+        let mut out = [[0f32; R]; T];
+        for (o, a) in out.iter_mut().zip(&acc) {
+            // SAFETY: o holds 16 floats.
+            unsafe { _mm512_storeu_ps(o.as_mut_ptr(), *a) };
         }
         out
     }
 
-    /// [`tile`] for `nr` ≤ R rows and `nt` ≤ T tokens.
+    /// [`tile`] for `nt` ≤ T tokens.
+    ///
+    /// # Safety
+    /// As [`tile`], for tokens `i0..i0 + nt`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     pub(super) unsafe fn tile_dispatch(
-        nr: usize,
         nt: usize,
         buf: &RowBuf,
         x: &QTokens,
         i0: usize,
         cols: usize,
-    ) -> [[f32; T]; R] {
-        macro_rules! by_tokens {
-            ($nr:literal) => {
-                match nt {
-                    8 => tile::<$nr, 8>(buf, x, i0, cols),
-                    7 => tile::<$nr, 7>(buf, x, i0, cols),
-                    6 => tile::<$nr, 6>(buf, x, i0, cols),
-                    5 => tile::<$nr, 5>(buf, x, i0, cols),
-                    4 => tile::<$nr, 4>(buf, x, i0, cols),
-                    3 => tile::<$nr, 3>(buf, x, i0, cols),
-                    2 => tile::<$nr, 2>(buf, x, i0, cols),
-                    _ => tile::<$nr, 1>(buf, x, i0, cols),
-                }
-            };
-        }
-        match nr {
-            2 => by_tokens!(2),
-            _ => by_tokens!(1),
+        pf: &[u8],
+    ) -> [[f32; R]; T] {
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            match nt {
+                8 => tile::<8>(buf, x, i0, cols, pf),
+                7 => tile::<7>(buf, x, i0, cols, pf),
+                6 => tile::<6>(buf, x, i0, cols, pf),
+                5 => tile::<5>(buf, x, i0, cols, pf),
+                4 => tile::<4>(buf, x, i0, cols, pf),
+                3 => tile::<3>(buf, x, i0, cols, pf),
+                2 => tile::<2>(buf, x, i0, cols, pf),
+                _ => tile::<1>(buf, x, i0, cols, pf),
+            }
         }
     }
 }
