@@ -181,14 +181,21 @@ pub fn matmul_ws(m: &Matrix, x: &[f32], t: usize, y: &mut [f32], ws: &mut Worksp
         qt.prepare(x, t, cols);
         let qt = &*qt;
         if rows * cols * t < PAR_MIN_WORK || rayon::current_num_threads() == 1 {
-            qgemm::rows_times_tokens(qw, cols, 0, qt, yt, &mut qgemm::RowBuf::default());
-        } else {
-            let chunk = chunk_rows(rows).div_ceil(qgemm::R) * qgemm::R;
-            yt.par_chunks_mut(chunk * t).enumerate().for_each_init(qgemm::RowBuf::default, |buf, (c, out)| {
-                qgemm::rows_times_tokens(qw, cols, c * chunk, qt, out, buf)
-            });
+            return qgemm::rows_times_tokens(qw, cols, 0, qt, y, &mut qgemm::RowBuf::default());
         }
-        return transpose_into(yt, rows, t, y);
+        // Each thread's rows come out token-major ([t, its rows]) in its part of yt, then
+        // go to their columns of y.
+        let chunk = chunk_rows(rows).div_ceil(qgemm::R) * qgemm::R;
+        yt.par_chunks_mut(chunk * t).enumerate().for_each_init(qgemm::RowBuf::default, |buf, (c, out)| {
+            qgemm::rows_times_tokens(qw, cols, c * chunk, qt, out, buf)
+        });
+        for (c, part) in yt.chunks(chunk * t).enumerate() {
+            let n = part.len() / t;
+            for (i, src) in part.chunks_exact(n).enumerate() {
+                y[i * rows + c * chunk..i * rows + c * chunk + n].copy_from_slice(src);
+            }
+        }
+        return;
     }
     // Computes rows r0.. of yt into `out` ([n_rows, t]): blocks of 3 rows x 4 tokens in
     // registers, rows stored as bf16/f16 converted once into `buf`.

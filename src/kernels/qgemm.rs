@@ -123,8 +123,8 @@ pub struct RowBuf {
     row_d: Vec<f32>,
 }
 
-/// `out[r·t + i] = row (r0 + r) · token i` for the `out.len() / t` rows from `r0` (`out` is
-/// `[n_rows, t]`, row-major), `cols` weights per row.
+/// `out[i·n_rows + r] = row (r0 + r) · token i` for the `n_rows = out.len() / t` rows from
+/// `r0` (`out` is `[t, n_rows]`, token-major, as the product's output), `cols` weights per row.
 pub fn rows_times_tokens(w: QWeights<'_>, cols: usize, r0: usize, x: &QTokens, out: &mut [f32], buf: &mut RowBuf) {
     let t = x.t;
     assert!(cols == x.cols && t > 0 && out.len().is_multiple_of(t), "rows_times_tokens: shape");
@@ -157,8 +157,13 @@ pub fn rows_times_tokens(w: QWeights<'_>, cols: usize, r0: usize, x: &QTokens, o
                 // SAFETY: VNNI was detected; `buf` holds a prepared panel; tokens i..i + nt exist.
                 let blk = unsafe { x86::tile_dispatch(nt, buf, x, i, cols, if i == 0 { next } else { &[] }) };
                 for (k, vals) in blk.iter().enumerate().take(nt) {
-                    for (lane, &v) in vals.iter().enumerate().take(nr) {
-                        out[(j + lane) * t + i + k] = v;
+                    let o = &mut out[(i + k) * n_rows + j..];
+                    if nr == R {
+                        o[..R].copy_from_slice(vals);
+                    } else {
+                        for (o, &v) in o.iter_mut().zip(&vals[..nr]) {
+                            *o = v;
+                        }
                     }
                 }
                 i += nt;
@@ -178,7 +183,7 @@ pub fn rows_times_tokens(w: QWeights<'_>, cols: usize, r0: usize, x: &QTokens, o
             }
         };
         for (i, a) in x.acts.iter().take(t).enumerate() {
-            out[j * t + i] = qdot::dot_q8_i8(row, scales_of(r), group, a);
+            out[i * n_rows + j] = qdot::dot_q8_i8(row, scales_of(r), group, a);
         }
     }
 }
@@ -490,13 +495,19 @@ mod tests {
                         };
                         // Rows split at an odd offset, as threads split them.
                         let split = rows / 2;
-                        let mut out = vec![0f32; rows * t];
+                        let (mut a, mut b) = (vec![0f32; split * t], vec![0f32; (rows - split) * t]);
                         let mut buf = RowBuf::default();
-                        let (a, b) = out.split_at_mut(split * t);
                         if split > 0 {
-                            rows_times_tokens(wts, cols, 0, &toks, a, &mut buf);
+                            rows_times_tokens(wts, cols, 0, &toks, &mut a, &mut buf);
                         }
-                        rows_times_tokens(wts, cols, split, &toks, b, &mut buf);
+                        rows_times_tokens(wts, cols, split, &toks, &mut b, &mut buf);
+                        let got_at = |i: usize, k: usize| {
+                            if i < split {
+                                a[k * split + i]
+                            } else {
+                                b[k * (rows - split) + i - split]
+                            }
+                        };
                         for i in 0..rows {
                             for (k, a) in acts.iter().enumerate() {
                                 let sc = &s8[i * ng..(i + 1) * ng];
@@ -510,7 +521,7 @@ mod tests {
                                 } else {
                                     qdot::dot_q8_i8_scalar(&q8[i * cols..(i + 1) * cols], sc, group, a)
                                 };
-                                let got = out[i * t + k];
+                                let got = got_at(i, k);
                                 assert!(
                                     (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
                                     "q4 {q4_case} cols {cols} g {group} rows {rows} t {t} [{i}][{k}]: {got} vs {want}"
