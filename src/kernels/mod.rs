@@ -278,6 +278,13 @@ pub fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
 }
 
+/// [`sigmoid`] on [`exp_fast`]: inlines, so loops over it vectorize (relative error below
+/// 1e-6 against the libm form).
+#[inline(always)]
+pub fn sigmoid_fast(x: f32) -> f32 {
+    1.0 / (1.0 + exp_fast(-x))
+}
+
 /// SiLU (swish): x·sigmoid(x).
 #[inline]
 pub fn silu(x: f32) -> f32 {

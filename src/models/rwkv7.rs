@@ -12,7 +12,7 @@ use super::{count_params, ArchKind};
 use crate::error::Result;
 use crate::exec::{Exec, Linear, Seg};
 use crate::format::{SafetensorsFile, WeightReader};
-use crate::kernels::{self, dot_f32, group_norm, l2_normalize, sigmoid};
+use crate::kernels::{self, dot_f32, exp_fast, group_norm, l2_normalize, sigmoid, sigmoid_fast};
 use crate::tensor::Matrix;
 use crate::train::lora::{lin_bwd, lin_fwd, LoraGrads, LoraSet};
 
@@ -178,14 +178,19 @@ impl Block {
         lin.apply(&self.value, xv, t, v);
 
         // 3. w = exp(-e^{-1/2} · sigmoid(w0 + tanh(xw·w1)·w2)).
+        //    (The per-element exponentials are the inlined polynomial, so these loops vectorize.)
         lora(lin, &self.w_lora, xw, t, low, w, f32::tanh);
-        for (i, w) in w.iter_mut().enumerate() {
-            *w = (-DECAY_SCALE * sigmoid(self.w0[i % c] + *w)).exp();
+        for w in w.chunks_exact_mut(c) {
+            for (w, &w0) in w.iter_mut().zip(&self.w0) {
+                *w = exp_fast(-DECAY_SCALE * sigmoid_fast(w0 + *w));
+            }
         }
         // 4. a = sigmoid(a0 + (xa·a1)·a2);  g = sigmoid(xg·g1)·g2.
         lora(lin, &self.a_lora, xa, t, low, a, |v| v);
-        for (i, a) in a.iter_mut().enumerate() {
-            *a = sigmoid(self.a0[i % c] + *a);
+        for a in a.chunks_exact_mut(c) {
+            for (a, &a0) in a.iter_mut().zip(&self.a0) {
+                *a = sigmoid_fast(a0 + *a);
+            }
         }
         lora(lin, &self.g_lora, xg, t, low, g, sigmoid);
 
@@ -195,9 +200,10 @@ impl Block {
         match (&self.v_lora, &self.v0) {
             (Some(vl), Some(v0)) if li > 0 => {
                 lora(lin, vl, xv, t, low, y, |v| v);
-                for i in 0..tc {
-                    let gate = sigmoid(v0[i % c] + y[i]);
-                    v[i] += (carry[i] - v[i]) * gate;
+                for ((v, y), carry) in v.chunks_exact_mut(c).zip(y.chunks_exact(c)).zip(carry.chunks_exact(c)) {
+                    for (((v, &y), &cv), &v0) in v.iter_mut().zip(y).zip(carry).zip(v0) {
+                        *v += (cv - *v) * sigmoid_fast(v0 + y);
+                    }
                 }
             }
             _ => carry[..tc].copy_from_slice(v),
