@@ -385,34 +385,49 @@ mod x86 {
         } else {
             _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0)
         };
-        let mut acc = [_mm512_setzero_ps(); 2];
-        for s in 0..n / 64 {
-            _mm_prefetch(q.add(if Q4 { s * 32 } else { s * 64 }).cast::<i8>().wrapping_add(PREFETCH), _MM_HINT_T0);
-            let w = if Q4 {
-                let bytes = _mm256_loadu_si256(q.add(s * 32) as *const __m256i);
-                let lo = _mm256_and_si256(bytes, mask);
-                let hi = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), mask);
-                _mm512_shuffle_epi8(table, _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1))
-            } else {
-                _mm512_xor_si512(_mm512_loadu_si512(q.add(s * 64) as *const __m512i), flip)
-            };
-            let p = _mm512_dpbusd_epi32(
-                _mm512_loadu_si512(pc.add(s * 16) as *const __m512i),
-                w,
-                _mm512_loadu_si512(px.add(s * 64) as *const __m512i),
-            );
-            let dw = if group == 32 {
-                let pair = _mm_cvtph_ps(_mm_cvtsi32_si128((scales.as_ptr().add(2 * s) as *const i32).read_unaligned()));
-                _mm512_permutexvar_ps(pick, _mm512_castps128_ps512(pair))
-            } else {
-                _mm512_set1_ps(_mm_cvtss_f32(_mm_cvtph_ps(
-                    _mm_set1_epi16(*scales.get_unchecked(s * 64 / group) as i16),
-                )))
-            };
-            let k = s & 1;
-            acc[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(dw, _mm512_loadu_ps(pd.add(s * 16))), acc[k]);
+        // One step of 64 weights into `$acc`; two accumulators in registers (an array indexed
+        // by the step's parity would live on the stack) take turns.
+        macro_rules! step {
+            ($s:expr, $acc:ident) => {{
+                let s = $s;
+                _mm_prefetch(q.add(if Q4 { s * 32 } else { s * 64 }).cast::<i8>().wrapping_add(PREFETCH), _MM_HINT_T0);
+                let w = if Q4 {
+                    let bytes = _mm256_loadu_si256(q.add(s * 32) as *const __m256i);
+                    let lo = _mm256_and_si256(bytes, mask);
+                    let hi = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), mask);
+                    _mm512_shuffle_epi8(table, _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1))
+                } else {
+                    _mm512_xor_si512(_mm512_loadu_si512(q.add(s * 64) as *const __m512i), flip)
+                };
+                let p = _mm512_dpbusd_epi32(
+                    _mm512_loadu_si512(pc.add(s * 16) as *const __m512i),
+                    w,
+                    _mm512_loadu_si512(px.add(s * 64) as *const __m512i),
+                );
+                let dw = if group == 32 {
+                    let pair =
+                        _mm_cvtph_ps(_mm_cvtsi32_si128((scales.as_ptr().add(2 * s) as *const i32).read_unaligned()));
+                    _mm512_permutexvar_ps(pick, _mm512_castps128_ps512(pair))
+                } else {
+                    _mm512_set1_ps(_mm_cvtss_f32(_mm_cvtph_ps(_mm_set1_epi16(
+                        *scales.get_unchecked(s * 64 / group) as i16
+                    ))))
+                };
+                $acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(dw, _mm512_loadu_ps(pd.add(s * 16))), $acc);
+            }};
         }
-        _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]))
+        let (mut acc0, mut acc1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+        let steps = n / 64;
+        let mut s = 0;
+        while s + 2 <= steps {
+            step!(s, acc0);
+            step!(s + 1, acc1);
+            s += 2;
+        }
+        if s < steps {
+            step!(s, acc0);
+        }
+        _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1))
     }
 
     /// [`dot_i8`] with 512-bit registers: two blocks of 32 per step (`n` a multiple of 64).
