@@ -38,6 +38,8 @@ pub struct QActs {
 /// a q4 row's nibbles unpack to without shuffling across lanes — block 0's columns 0..16,
 /// block 1's 0..16, block 0's 16..32, block 1's 16..32 (q4 rows).
 #[derive(Debug, Clone, Default)]
+// Read only by the x86-64 kernels; elsewhere prepare_vnni leaves it empty.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub struct VnniActs {
     /// The int8 activations in the q4 order.
     q4: Vec<i8>,
@@ -49,6 +51,7 @@ pub struct VnniActs {
     d8: Vec<f32>,
 }
 
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 impl VnniActs {
     /// Whether the layout is built for `n` activations.
     fn ready(&self, n: usize) -> bool {
@@ -792,7 +795,7 @@ mod tests {
         let cols = 256;
         for (wv, xv) in [(127i8, 127i8), (-128, -127), (-128, 127), (127, -127)] {
             let q8 = vec![wv; cols];
-            let a = QActs { q: vec![xv; cols], d: vec![1.0; cols / 32], s: Vec::new() };
+            let a = QActs { q: vec![xv; cols], d: vec![1.0; cols / 32], ..Default::default() };
             let s8 = vec![crate::tensor::f32_to_f16(1.0); cols / 32];
             let want = (wv as i32 * xv as i32 * cols as i32) as f32;
             // SAFETY: NEON is baseline; whole blocks, group 32.

@@ -127,6 +127,9 @@ pub struct RowBuf {
 pub fn rows_times_tokens(w: QWeights<'_>, cols: usize, r0: usize, x: &QTokens, out: &mut [f32], buf: &mut RowBuf) {
     let t = x.t;
     assert!(cols == x.cols && t > 0 && out.len().is_multiple_of(t), "rows_times_tokens: shape");
+    // The panel buffers serve the VNNI path only.
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = buf;
     let n_rows = out.len() / t;
     let group = match w {
         QWeights::Q8 { group, .. } | QWeights::Q4 { group, .. } => group,
