@@ -113,7 +113,7 @@ pub fn matvec_ws(m: &Matrix, x: &[f32], y: &mut [f32], ws: &mut Workspace) {
     let qa = match data {
         MatrixData::Q8 { .. } | MatrixData::Q4 { .. } if isa() != Isa::Scalar && m.cols.is_multiple_of(32) => {
             qdot::quantize_acts_into(x, qa);
-            qdot::prepare_vnni(qa);
+            qdot::prepare_vnni(qa, matches!(data, MatrixData::Q4 { .. }));
             Some(&*qa)
         }
         MatrixData::Ggml { kind, .. } => {

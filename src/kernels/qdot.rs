@@ -34,63 +34,71 @@ pub struct QActs {
 /// Quantized activations laid out for `VPDPBUSD` decode products, per step of 64 columns
 /// (two blocks): the weights enter as unsigned bytes (w + 128), so each 32-bit lane's dot
 /// gets −128·Σ of its four activations added back first, and each lane is scaled by its
-/// block's activation scale. Two layouts: the natural column order (q8 rows), and the order
-/// a q4 row's nibbles unpack to without shuffling across lanes — block 0's columns 0..16,
-/// block 1's 0..16, block 0's 16..32, block 1's 16..32 (q4 rows).
+/// block's activation scale. Built for one weight type at a time: q8 rows read the natural
+/// column order (`QActs::q` itself); q4 rows the order their nibbles unpack to without
+/// shuffling across lanes — block 0's columns 0..16, block 1's 0..16, block 0's 16..32,
+/// block 1's 16..32 (kept in `q`).
 #[derive(Debug, Clone, Default)]
 // Read only by the x86-64 kernels; elsewhere prepare_vnni leaves it empty.
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub struct VnniActs {
-    /// The int8 activations in the q4 order.
-    q4: Vec<i8>,
-    /// Per step, 16 lanes of −128·Σ(lane's activations): q4 order, natural order.
-    c4: Vec<i32>,
-    c8: Vec<i32>,
-    /// Per step, 16 lanes of the lane's block scale: q4 order, natural order.
-    d4: Vec<f32>,
-    d8: Vec<f32>,
+    /// Activations covered (0: not built).
+    n: usize,
+    /// Whether the layout is the q4 order.
+    q4: bool,
+    /// The int8 activations in the q4 order (q4 layout only).
+    q: Vec<i8>,
+    /// Per step, 16 lanes of −128·Σ(lane's activations).
+    c: Vec<i32>,
+    /// Per step, 16 lanes of the lane's block scale.
+    d: Vec<f32>,
 }
 
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 impl VnniActs {
-    /// Whether the layout is built for `n` activations.
-    fn ready(&self, n: usize) -> bool {
-        !self.q4.is_empty() && self.q4.len() == n
+    /// Whether the layout is built for `n` activations and rows of this type.
+    fn ready(&self, n: usize, q4: bool) -> bool {
+        self.n > 0 && self.n == n && self.q4 == q4
     }
 }
 
-/// Builds `a.vnni` from `a.q` and `a.d` when the CPU has AVX-512 VNNI and 64 divides the
-/// length (else leaves it empty, and the products take the other kernels). Decode calls it
-/// once per product; every row then reads the shared layout.
-pub fn prepare_vnni(a: &mut QActs) {
+/// Builds `a.vnni` for q4 rows (`q4`) or q8 rows from `a.q` and `a.d` when the CPU has
+/// AVX-512 VNNI and 64 divides the length (else leaves it empty, and the products take the
+/// other kernels). Decode calls it once per product; every row then reads the shared layout.
+pub fn prepare_vnni(a: &mut QActs, q4: bool) {
     let n = a.q.len();
     let v = &mut a.vnni;
-    v.q4.clear();
+    v.n = 0;
     if !super::qgemm::vnni() || n == 0 || !n.is_multiple_of(64) || a.d.len() * 32 < n {
         return;
     }
     let steps = n / 64;
-    v.q4.resize(n, 0);
-    v.c4.resize(steps * 16, 0);
-    v.c8.resize(steps * 16, 0);
-    v.d4.resize(steps * 16, 0.0);
-    v.d8.resize(steps * 16, 0.0);
+    v.c.resize(steps * 16, 0);
+    v.d.resize(steps * 16, 0.0);
+    if q4 {
+        v.q.resize(n, 0);
+    }
     for s in 0..steps {
         let x = &a.q[s * 64..(s + 1) * 64];
-        let o = &mut v.q4[s * 64..(s + 1) * 64];
-        o[..16].copy_from_slice(&x[..16]);
-        o[16..32].copy_from_slice(&x[32..48]);
-        o[32..48].copy_from_slice(&x[16..32]);
-        o[48..].copy_from_slice(&x[48..]);
+        let lanes: &[i8] = if q4 {
+            let o = &mut v.q[s * 64..(s + 1) * 64];
+            o[..16].copy_from_slice(&x[..16]);
+            o[16..32].copy_from_slice(&x[32..48]);
+            o[32..48].copy_from_slice(&x[16..32]);
+            o[48..].copy_from_slice(&x[48..]);
+            o
+        } else {
+            x
+        };
         let (d0, d1) = (a.d[2 * s], a.d[2 * s + 1]);
-        for l in 0..16 {
-            let sum = |b: &[i8]| -128 * b[4 * l..4 * l + 4].iter().map(|&q| q as i32).sum::<i32>();
-            v.c4[s * 16 + l] = sum(o);
-            v.c8[s * 16 + l] = sum(x);
-            v.d4[s * 16 + l] = if (l / 4) % 2 == 0 { d0 } else { d1 };
-            v.d8[s * 16 + l] = if l < 8 { d0 } else { d1 };
+        for (l, four) in lanes.chunks_exact(4).enumerate() {
+            v.c[s * 16 + l] = -128 * four.iter().map(|&q| q as i32).sum::<i32>();
+            let second = if q4 { (l / 4) % 2 == 1 } else { l >= 8 };
+            v.d[s * 16 + l] = if second { d1 } else { d0 };
         }
     }
+    v.n = n;
+    v.q4 = q4;
 }
 
 /// Quantizes `x` (length a multiple of 32) per block of 32.
@@ -108,7 +116,7 @@ pub fn quantize_acts_into(x: &[f32], a: &mut QActs) {
     a.d.clear();
     a.s.clear();
     // The VNNI layout no longer matches: rebuilt by prepare_vnni where wanted.
-    a.vnni.q4.clear();
+    a.vnni.n = 0;
     #[cfg(target_arch = "x86_64")]
     if isa() != Isa::Scalar && x.len().is_multiple_of(32) {
         // SAFETY: AVX2 was detected at run time (any Isa but Scalar on x86-64); 32 | length,
@@ -179,7 +187,7 @@ pub fn dot_q8_i8_scalar(q: &[i8], scales: &[u16], group: usize, a: &QActs) -> f3
 #[inline]
 pub fn dot_q4_i8(q: &[u8], scales: &[u16], group: usize, a: &QActs) -> f32 {
     #[cfg(target_arch = "x86_64")]
-    if a.vnni.ready(q.len() * 2) && a.q.len() == q.len() * 2 && (group == 32 || group.is_multiple_of(64)) {
+    if a.vnni.ready(q.len() * 2, true) && a.q.len() == q.len() * 2 && (group == 32 || group.is_multiple_of(64)) {
         // SAFETY: the layout exists only where VNNI was detected; 64 | length; the group
         // is 32 or a multiple of 64, so each step's scales are at 2s, 2s + 1 or s·64/group.
         return unsafe { x86::dot_i8_vnni::<true>(q.as_ptr(), q.len() * 2, scales, group, a) };
@@ -211,7 +219,7 @@ pub fn dot_q4_i8(q: &[u8], scales: &[u16], group: usize, a: &QActs) -> f32 {
 #[inline]
 pub fn dot_q8_i8(q: &[i8], scales: &[u16], group: usize, a: &QActs) -> f32 {
     #[cfg(target_arch = "x86_64")]
-    if a.vnni.ready(q.len()) && a.q.len() == q.len() && (group == 32 || group.is_multiple_of(64)) {
+    if a.vnni.ready(q.len(), false) && a.q.len() == q.len() && (group == 32 || group.is_multiple_of(64)) {
         // SAFETY: as in dot_q4_i8.
         return unsafe { x86::dot_i8_vnni::<false>(q.as_ptr().cast(), q.len(), scales, group, a) };
     }
@@ -361,8 +369,8 @@ mod x86 {
     /// then scaled per lane by weight scale × activation scale.
     ///
     /// # Safety
-    /// VNNI must be available (it is, where `a.vnni` is built), `n` must equal the prepared
-    /// length (a multiple of 64), `q` must hold a row of `n` weights, and `group` must be 32
+    /// VNNI must be available (it is, where `a.vnni` is built), `a.vnni` must be built for
+    /// this row type and `n` activations (a multiple of 64), `q` must hold a row of `n` weights, and `group` must be 32
     /// or a multiple of 64 with `scales` covering the row.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,f16c")]
     pub unsafe fn dot_i8_vnni<const Q4: bool>(
@@ -373,11 +381,7 @@ mod x86 {
         a: &super::QActs,
     ) -> f32 {
         let v = &a.vnni;
-        let (px, pc, pd) = if Q4 {
-            (v.q4.as_ptr(), v.c4.as_ptr(), v.d4.as_ptr())
-        } else {
-            (a.q.as_ptr(), v.c8.as_ptr(), v.d8.as_ptr())
-        };
+        let (px, pc, pd) = (if Q4 { v.q.as_ptr() } else { a.q.as_ptr() }, v.c.as_ptr(), v.d.as_ptr());
         let levels = LEVELS.map(|l| (l as u8) ^ 0x80);
         let table = _mm512_broadcast_i32x4(_mm_loadu_si128(levels.as_ptr() as *const __m128i));
         let mask = _mm256_set1_epi8(0x0f);
@@ -714,10 +718,13 @@ mod tests {
                     assert!((c - b4).abs() <= 1e-4 * (1.0 + b4.abs()), "q4 int avx2");
                 }
                 // The VNNI decode layout (where the CPU has it) gives the same products.
-                let mut av = a.clone();
-                prepare_vnni(&mut av);
-                assert_eq!(av.vnni.ready(cols), super::super::qgemm::vnni() && cols % 64 == 0, "vnni layout");
-                let (v8, v4) = (dot_q8_i8(&q8, &s8, group, &av), dot_q4_i8(&packed, &s4, group, &av));
+                let (mut a8, mut a4) = (a.clone(), a.clone());
+                prepare_vnni(&mut a8, false);
+                prepare_vnni(&mut a4, true);
+                let built = super::super::qgemm::vnni() && cols % 64 == 0;
+                assert!(a8.vnni.ready(cols, false) == built && a4.vnni.ready(cols, true) == built, "vnni layout");
+                assert!(!a8.vnni.ready(cols, true) && !a4.vnni.ready(cols, false), "one layout per type");
+                let (v8, v4) = (dot_q8_i8(&q8, &s8, group, &a8), dot_q4_i8(&packed, &s4, group, &a4));
                 assert!((v8 - i8s).abs() <= 1e-4 * (1.0 + i8s.abs()), "q8 vnni cols {cols} g {group}: {v8} vs {i8s}");
                 assert!((v4 - b4).abs() <= 1e-4 * (1.0 + b4.abs()), "q4 vnni cols {cols} g {group}: {v4} vs {b4}");
                 let f4 = dot_q4_f32(&packed, &s4, group, &x);
