@@ -52,6 +52,7 @@ fn matrix(dtype: DType, rows: usize, cols: usize) -> Matrix {
             cols,
             quant: Some(QuantParts { kind: dtype, group, scales }),
             input_scale: None,
+            panels: Default::default(),
         };
     }
     let bytes: Vec<u8> = match dtype {
@@ -69,14 +70,17 @@ fn bench_matvec(c: &mut Criterion) {
     for threads in [1, 2] {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
         for dtype in [DType::F32, DType::BF16, DType::F16, DType::Q8, DType::Q4] {
-            // 3072 x 768: the FFN key matrix of the 0.1B model (larger than the caches).
-            let m = matrix(dtype, 3072, 768);
-            let x = vec![0.5f32; 768];
-            let mut y = vec![0f32; 3072];
-            g.throughput(Throughput::Bytes(m.n_bytes() as u64));
-            g.bench_function(BenchmarkId::new(format!("{dtype:?}"), format!("{threads}t")), |b| {
-                b.iter(|| pool.install(|| matvec(&m, &x, &mut y)))
-            });
+            // 3072 x 768: the FFN key matrix of the 0.1B model (in the L2/L3 caches when
+            // repeated); 65536 x 768: its head (larger than the caches: memory bandwidth).
+            for rows in [3072, 65536] {
+                let m = matrix(dtype, rows, 768);
+                let x = vec![0.5f32; 768];
+                let mut y = vec![0f32; rows];
+                g.throughput(Throughput::Bytes(m.n_bytes() as u64));
+                g.bench_function(BenchmarkId::new(format!("{dtype:?} {rows}x768"), format!("{threads}t")), |b| {
+                    b.iter(|| pool.install(|| matvec(&m, &x, &mut y)))
+                });
+            }
         }
     }
     g.finish();

@@ -216,6 +216,14 @@ impl Model {
         };
         let arch = models::load(&file, config.or(embedded.as_ref()))?;
         let pool = shared_pool(params.n_threads, "n_threads")?;
+        // Quantized rows repacked for the panel products now, not in the first evaluation
+        // (where the CPU has them; a no-op elsewhere).
+        pool.install(|| {
+            use rayon::prelude::*;
+            arch.matrices().par_iter().for_each(|m| {
+                crate::kernels::qpanel::prepare(m);
+            })
+        });
         let i = arch.info();
         let mut fp = session::fnv1a(i.arch_name.as_bytes(), 0xcbf2_9ce4_8422_2325);
         for v in [i.version as usize, i.n_layer, i.n_embd, i.n_vocab, i.n_head, i.head_size, arch.state_len()] {

@@ -261,6 +261,7 @@ impl<'a> WeightReader<'a> {
                 scales: root.tensor(&format!("{name}.scales"))?.clone(),
             }),
             input_scale,
+            panels: Default::default(),
         })
     }
 

@@ -11,12 +11,13 @@ pub mod ggml;
 pub mod norm;
 pub mod qdot;
 pub mod qgemm;
+pub mod qpanel;
 pub mod ssm;
 
 pub use dot::{dot_bf16, dot_f16, dot_f32, isa, Isa};
 pub use norm::{group_norm, l2_normalize, layer_norm, rms_norm};
 
-use crate::tensor::{Matrix, MatrixData};
+use crate::tensor::{self, Matrix, MatrixData};
 use rayon::prelude::*;
 
 /// Below this many multiply-adds a product runs on the calling thread only.
@@ -104,6 +105,9 @@ pub fn matvec(m: &Matrix, x: &[f32], y: &mut [f32]) {
 /// [`matvec`] with the caller's workspace: allocates nothing once `ws` has grown.
 pub fn matvec_ws(m: &Matrix, x: &[f32], y: &mut [f32], ws: &mut Workspace) {
     assert!(x.len() == m.cols && y.len() == m.rows, "matvec: shape mismatch");
+    if let Some(p) = qpanel::prepare(m) {
+        return panel_product(m, p, x, 1, y, ws);
+    }
     let data = m.data();
     let Workspace { scaled, qa, .. } = ws;
     let x = scaled_input(m, x, scaled);
@@ -113,7 +117,6 @@ pub fn matvec_ws(m: &Matrix, x: &[f32], y: &mut [f32], ws: &mut Workspace) {
     let qa = match data {
         MatrixData::Q8 { .. } | MatrixData::Q4 { .. } if isa() != Isa::Scalar && m.cols.is_multiple_of(32) => {
             qdot::quantize_acts_into(x, qa);
-            qdot::prepare_vnni(qa, matches!(data, MatrixData::Q4 { .. }));
             Some(&*qa)
         }
         MatrixData::Ggml { kind, .. } => {
@@ -151,6 +154,9 @@ pub fn matmul_ws(m: &Matrix, x: &[f32], t: usize, y: &mut [f32], ws: &mut Worksp
     if t == 1 {
         return matvec_ws(m, x, y, ws);
     }
+    if let Some(p) = qpanel::prepare(m) {
+        return panel_product(m, p, x, t, y, ws);
+    }
     let Workspace { scaled, yt, qt, qa } = ws;
     let x = scaled_input(m, x, scaled);
     let (rows, cols) = (m.rows, m.cols);
@@ -182,21 +188,13 @@ pub fn matmul_ws(m: &Matrix, x: &[f32], t: usize, y: &mut [f32], ws: &mut Worksp
         qt.prepare(x, t, cols);
         let qt = &*qt;
         if rows * cols * t < PAR_MIN_WORK || rayon::current_num_threads() == 1 {
-            return qgemm::rows_times_tokens(qw, cols, 0, qt, y, &mut qgemm::RowBuf::default());
+            return qgemm::rows_times_tokens(qw, cols, 0, qt, y);
         }
-        // Each thread's rows come out token-major ([t, its rows]) in its part of yt, then
-        // go to their columns of y.
-        let chunk = chunk_rows(rows).div_ceil(qgemm::R) * qgemm::R;
-        yt.par_chunks_mut(chunk * t).enumerate().for_each_init(qgemm::RowBuf::default, |buf, (c, out)| {
-            qgemm::rows_times_tokens(qw, cols, c * chunk, qt, out, buf)
-        });
-        for (c, part) in yt.chunks(chunk * t).enumerate() {
-            let n = part.len() / t;
-            for (i, src) in part.chunks_exact(n).enumerate() {
-                y[i * rows + c * chunk..i * rows + c * chunk + n].copy_from_slice(src);
-            }
-        }
-        return;
+        let chunk = chunk_rows(rows);
+        yt.par_chunks_mut(chunk * t)
+            .enumerate()
+            .for_each(|(c, out)| qgemm::rows_times_tokens(qw, cols, c * chunk, qt, out));
+        return scatter_parts(yt, chunk, t, rows, y);
     }
     // Computes rows r0.. of yt into `out` ([n_rows, t]): blocks of 3 rows x 4 tokens in
     // registers, rows stored as bf16/f16 converted once into `buf`.
@@ -251,6 +249,47 @@ pub fn matmul_ws(m: &Matrix, x: &[f32], t: usize, y: &mut [f32], ws: &mut Worksp
         yt.par_chunks_mut(chunk * t).enumerate().for_each_init(Vec::new, |buf, (c, out)| work(c * chunk, out, buf));
     }
     transpose_into(yt, rows, t, y)
+}
+
+/// Each thread's rows come out token-major (`[t, its rows]`) in its part of `yt` (parts of
+/// `chunk` rows); they go to their columns of `y` (`[t, rows]`).
+fn scatter_parts(yt: &[f32], chunk: usize, t: usize, rows: usize, y: &mut [f32]) {
+    for (c, part) in yt.chunks(chunk * t).enumerate() {
+        let n = part.len() / t;
+        for (i, src) in part.chunks_exact(n).enumerate() {
+            y[i * rows + c * chunk..i * rows + c * chunk + n].copy_from_slice(src);
+        }
+    }
+}
+
+/// `y` = `x` times the panels `p` of `m` for `t` tokens (`x` `[t, cols]`, `y` `[t, rows]`):
+/// threads take runs of whole panels.
+fn panel_product(m: &Matrix, p: &tensor::panel::Panels, x: &[f32], t: usize, y: &mut [f32], ws: &mut Workspace) {
+    let Workspace { scaled, qt, yt, .. } = ws;
+    let x = scaled_input(m, x, scaled);
+    let rows = m.rows;
+    let f32 = p.kind == tensor::panel::PanelKind::F32;
+    if !f32 {
+        qt.prepare(x, t, m.cols);
+    }
+    let qt = &*qt;
+    // The rows of the panels from p0 into out ([t, its rows]).
+    let run = |p0: usize, out: &mut [f32]| {
+        let input = if f32 { qpanel::Input::F32(x, t) } else { qpanel::Input::Quant(qt) };
+        qpanel::rows_times_tokens(p, p0, input, out)
+    };
+    if rows * m.cols * t < PAR_MIN_WORK || rayon::current_num_threads() == 1 {
+        return run(0, y);
+    }
+    let chunk = chunk_rows(rows).div_ceil(tensor::panel::ROWS) * tensor::panel::ROWS;
+    let first = |c: usize| c * chunk / tensor::panel::ROWS;
+    if t == 1 {
+        return y.par_chunks_mut(chunk).enumerate().for_each(|(c, out)| run(first(c), out));
+    }
+    yt.resize(rows * t, 0.0);
+    let yt = &mut yt[..rows * t];
+    yt.par_chunks_mut(chunk * t).enumerate().for_each(|(c, out)| run(first(c), out));
+    scatter_parts(yt, chunk, t, rows, y)
 }
 
 /// `y` `[t, rows]` = `yt` `[rows, t]` transposed, tokens split between threads.
@@ -465,7 +504,7 @@ mod tests {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
         let mut seed = 11;
         for dtype in [DType::F32, DType::BF16, DType::F16] {
-            for &(rows, cols, t) in &[(1usize, 1usize, 1usize), (7, 33, 3), (129, 65, 5), (300, 257, 9)] {
+            for &(rows, cols, t) in &[(1usize, 1usize, 1usize), (7, 33, 3), (129, 65, 5), (17, 64, 17), (300, 257, 9)] {
                 let (m, exact) = matrix(dtype, rows, cols, &mut seed);
                 let x: Vec<f32> = (0..t * cols).map(|_| lcg(&mut seed)).collect();
                 let mut want = vec![0f32; t * rows];

@@ -26,79 +26,6 @@ pub struct QActs {
     /// rounding), which its Q4_1/Q5_1 products take the offset term from; filled by
     /// `ggml::quantize_acts_into` for those types only, empty otherwise.
     pub s: Vec<f32>,
-    /// The same activations laid out for the VNNI decode kernels ([`prepare_vnni`]; empty
-    /// until then).
-    pub(crate) vnni: VnniActs,
-}
-
-/// Quantized activations laid out for `VPDPBUSD` decode products, per step of 64 columns
-/// (two blocks): the weights enter as unsigned bytes (w + 128), so each 32-bit lane's dot
-/// gets −128·Σ of its four activations added back first, and each lane is scaled by its
-/// block's activation scale. Built for one weight type at a time: q8 rows read the natural
-/// column order (`QActs::q` itself); q4 rows the order their nibbles unpack to without
-/// shuffling across lanes — block 0's columns 0..16, block 1's 0..16, block 0's 16..32,
-/// block 1's 16..32 (kept in `q`).
-#[derive(Debug, Clone, Default)]
-// Read only by the x86-64 kernels; elsewhere prepare_vnni leaves it empty.
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-pub struct VnniActs {
-    /// Activations covered (0: not built).
-    n: usize,
-    /// Whether the layout is the q4 order.
-    q4: bool,
-    /// The int8 activations in the q4 order (q4 layout only).
-    q: Vec<i8>,
-    /// Per step, 16 lanes of −128·Σ(lane's activations).
-    c: Vec<i32>,
-    /// Per step, 16 lanes of the lane's block scale.
-    d: Vec<f32>,
-}
-
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-impl VnniActs {
-    /// Whether the layout is built for `n` activations and rows of this type.
-    fn ready(&self, n: usize, q4: bool) -> bool {
-        self.n > 0 && self.n == n && self.q4 == q4
-    }
-}
-
-/// Builds `a.vnni` for q4 rows (`q4`) or q8 rows from `a.q` and `a.d` when the CPU has
-/// AVX-512 VNNI and 64 divides the length (else leaves it empty, and the products take the
-/// other kernels). Decode calls it once per product; every row then reads the shared layout.
-pub fn prepare_vnni(a: &mut QActs, q4: bool) {
-    let n = a.q.len();
-    let v = &mut a.vnni;
-    v.n = 0;
-    if !super::qgemm::vnni() || n == 0 || !n.is_multiple_of(64) || a.d.len() * 32 < n {
-        return;
-    }
-    let steps = n / 64;
-    v.c.resize(steps * 16, 0);
-    v.d.resize(steps * 16, 0.0);
-    if q4 {
-        v.q.resize(n, 0);
-    }
-    for s in 0..steps {
-        let x = &a.q[s * 64..(s + 1) * 64];
-        let lanes: &[i8] = if q4 {
-            let o = &mut v.q[s * 64..(s + 1) * 64];
-            o[..16].copy_from_slice(&x[..16]);
-            o[16..32].copy_from_slice(&x[32..48]);
-            o[32..48].copy_from_slice(&x[16..32]);
-            o[48..].copy_from_slice(&x[48..]);
-            o
-        } else {
-            x
-        };
-        let (d0, d1) = (a.d[2 * s], a.d[2 * s + 1]);
-        for (l, four) in lanes.chunks_exact(4).enumerate() {
-            v.c[s * 16 + l] = -128 * four.iter().map(|&q| q as i32).sum::<i32>();
-            let second = if q4 { (l / 4) % 2 == 1 } else { l >= 8 };
-            v.d[s * 16 + l] = if second { d1 } else { d0 };
-        }
-    }
-    v.n = n;
-    v.q4 = q4;
 }
 
 /// Quantizes `x` (length a multiple of 32) per block of 32.
@@ -115,8 +42,6 @@ pub fn quantize_acts_into(x: &[f32], a: &mut QActs) {
     a.q.resize(x.len(), 0);
     a.d.clear();
     a.s.clear();
-    // The VNNI layout no longer matches: rebuilt by prepare_vnni where wanted.
-    a.vnni.n = 0;
     #[cfg(target_arch = "x86_64")]
     if isa() != Isa::Scalar && x.len().is_multiple_of(32) {
         // SAFETY: AVX2 was detected at run time (any Isa but Scalar on x86-64); 32 | length,
@@ -186,12 +111,6 @@ pub fn dot_q8_i8_scalar(q: &[i8], scales: &[u16], group: usize, a: &QActs) -> f3
 /// q4 row · quantized activations with the best available instructions.
 #[inline]
 pub fn dot_q4_i8(q: &[u8], scales: &[u16], group: usize, a: &QActs) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if a.vnni.ready(q.len() * 2, true) && a.q.len() == q.len() * 2 && (group == 32 || group.is_multiple_of(64)) {
-        // SAFETY: the layout exists only where VNNI was detected; 64 | length; the group
-        // is 32 or a multiple of 64, so each step's scales are at 2s, 2s + 1 or s·64/group.
-        return unsafe { x86::dot_i8_vnni::<true>(q.as_ptr(), q.len() * 2, scales, group, a) };
-    }
     #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
     if isa() == Isa::NeonDotprod && group.is_multiple_of(32) {
         // SAFETY: dotprod was detected at run time; lengths are multiples of 32.
@@ -218,11 +137,6 @@ pub fn dot_q4_i8(q: &[u8], scales: &[u16], group: usize, a: &QActs) -> f32 {
 /// q8 row · quantized activations with the best available instructions.
 #[inline]
 pub fn dot_q8_i8(q: &[i8], scales: &[u16], group: usize, a: &QActs) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if a.vnni.ready(q.len(), false) && a.q.len() == q.len() && (group == 32 || group.is_multiple_of(64)) {
-        // SAFETY: as in dot_q4_i8.
-        return unsafe { x86::dot_i8_vnni::<false>(q.as_ptr().cast(), q.len(), scales, group, a) };
-    }
     #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
     if isa() == Isa::NeonDotprod && group.is_multiple_of(32) {
         // SAFETY: dotprod was detected at run time; lengths are multiples of 32.
@@ -361,80 +275,6 @@ mod x86 {
             gi += 1;
         }
         hsum(total)
-    }
-
-    /// [`dot_i8`] on `VPDPBUSD` with the activations of `a.vnni` ([`super::VnniActs`]): the
-    /// weights as unsigned bytes (q4 nibbles looked up in LEVELS + 128 without a cross-lane
-    /// shuffle, q8 bytes with their top bit flipped), each lane's dot started at its −128·Σx,
-    /// then scaled per lane by weight scale × activation scale.
-    ///
-    /// # Safety
-    /// VNNI must be available (it is, where `a.vnni` is built), `a.vnni` must be built for
-    /// this row type and `n` activations (a multiple of 64), `q` must hold a row of `n` weights, and `group` must be 32
-    /// or a multiple of 64 with `scales` covering the row.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,f16c")]
-    pub unsafe fn dot_i8_vnni<const Q4: bool>(
-        q: *const u8,
-        n: usize,
-        scales: &[u16],
-        group: usize,
-        a: &super::QActs,
-    ) -> f32 {
-        let v = &a.vnni;
-        let (px, pc, pd) = (if Q4 { v.q.as_ptr() } else { a.q.as_ptr() }, v.c.as_ptr(), v.d.as_ptr());
-        let levels = LEVELS.map(|l| (l as u8) ^ 0x80);
-        let table = _mm512_broadcast_i32x4(_mm_loadu_si128(levels.as_ptr() as *const __m128i));
-        let mask = _mm256_set1_epi8(0x0f);
-        let flip = _mm512_set1_epi8(-128);
-        // Which of a step's two block scales each lane takes.
-        let pick = if Q4 {
-            _mm512_set_epi32(1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0)
-        } else {
-            _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0)
-        };
-        // One step of 64 weights into `$acc`; two accumulators in registers (an array indexed
-        // by the step's parity would live on the stack) take turns.
-        macro_rules! step {
-            ($s:expr, $acc:ident) => {{
-                let s = $s;
-                _mm_prefetch(q.add(if Q4 { s * 32 } else { s * 64 }).cast::<i8>().wrapping_add(PREFETCH), _MM_HINT_T0);
-                let w = if Q4 {
-                    let bytes = _mm256_loadu_si256(q.add(s * 32) as *const __m256i);
-                    let lo = _mm256_and_si256(bytes, mask);
-                    let hi = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), mask);
-                    _mm512_shuffle_epi8(table, _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1))
-                } else {
-                    _mm512_xor_si512(_mm512_loadu_si512(q.add(s * 64) as *const __m512i), flip)
-                };
-                let p = _mm512_dpbusd_epi32(
-                    _mm512_loadu_si512(pc.add(s * 16) as *const __m512i),
-                    w,
-                    _mm512_loadu_si512(px.add(s * 64) as *const __m512i),
-                );
-                let dw = if group == 32 {
-                    let pair =
-                        _mm_cvtph_ps(_mm_cvtsi32_si128((scales.as_ptr().add(2 * s) as *const i32).read_unaligned()));
-                    _mm512_permutexvar_ps(pick, _mm512_castps128_ps512(pair))
-                } else {
-                    _mm512_set1_ps(_mm_cvtss_f32(_mm_cvtph_ps(_mm_set1_epi16(
-                        *scales.get_unchecked(s * 64 / group) as i16
-                    ))))
-                };
-                $acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(dw, _mm512_loadu_ps(pd.add(s * 16))), $acc);
-            }};
-        }
-        let (mut acc0, mut acc1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
-        let steps = n / 64;
-        let mut s = 0;
-        while s + 2 <= steps {
-            step!(s, acc0);
-            step!(s + 1, acc1);
-            s += 2;
-        }
-        if s < steps {
-            step!(s, acc0);
-        }
-        _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1))
     }
 
     /// [`dot_i8`] with 512-bit registers: two blocks of 32 per step (`n` a multiple of 64).
@@ -717,16 +557,6 @@ mod tests {
                     let c = unsafe { x86::dot_i8::<true>(packed.as_ptr(), cols, &s4, group, &a) };
                     assert!((c - b4).abs() <= 1e-4 * (1.0 + b4.abs()), "q4 int avx2");
                 }
-                // The VNNI decode layout (where the CPU has it) gives the same products.
-                let (mut a8, mut a4) = (a.clone(), a.clone());
-                prepare_vnni(&mut a8, false);
-                prepare_vnni(&mut a4, true);
-                let built = super::super::qgemm::vnni() && cols % 64 == 0;
-                assert!(a8.vnni.ready(cols, false) == built && a4.vnni.ready(cols, true) == built, "vnni layout");
-                assert!(!a8.vnni.ready(cols, true) && !a4.vnni.ready(cols, false), "one layout per type");
-                let (v8, v4) = (dot_q8_i8(&q8, &s8, group, &a8), dot_q4_i8(&packed, &s4, group, &a4));
-                assert!((v8 - i8s).abs() <= 1e-4 * (1.0 + i8s.abs()), "q8 vnni cols {cols} g {group}: {v8} vs {i8s}");
-                assert!((v4 - b4).abs() <= 1e-4 * (1.0 + b4.abs()), "q4 vnni cols {cols} g {group}: {v4} vs {b4}");
                 let f4 = dot_q4_f32(&packed, &s4, group, &x);
                 assert!((b4 - f4).abs() <= bound, "q4 int vs float: {b4} vs {f4}");
                 // The float product equals the dot with the dequantized row.

@@ -1,8 +1,9 @@
 //! A weight matrix `[rows, cols]` (row-major, `y = W x`) over f32, bf16, f16 or
 //! group-quantized (q8, q4, llama.cpp's blocks) storage.
 
+use super::panel::Panels;
 use super::{bf16_to_f32, f16_to_f32, DType, Tensor};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// Element storage of a [`Matrix`], borrowed from its tensors.
 pub enum MatrixData<'a> {
@@ -64,13 +65,17 @@ pub struct Matrix {
     /// Activation-aware scaling (AWQ): the stored weights are `W·diag(s)`, and products
     /// multiply the input by this vector, `1/s` [cols], first.
     pub input_scale: Option<Arc<[f32]>>,
+    /// The stored rows repacked into interleaved panels, built once by the products that
+    /// read them (`kernels::qpanel::prepare`; `None` inside where the CPU or shape has none).
+    /// Shared by clones, as the weights are.
+    pub panels: Arc<OnceLock<Option<Panels>>>,
 }
 
 impl Matrix {
     /// Wraps a float `tensor` (whose element count must be `rows * cols`).
     pub fn new(tensor: Tensor, rows: usize, cols: usize) -> Matrix {
         debug_assert_eq!(tensor.numel(), rows * cols);
-        Matrix { tensor, rows, cols, quant: None, input_scale: None }
+        Matrix { tensor, rows, cols, quant: None, input_scale: None, panels: Default::default() }
     }
 
     /// Storage type of the weights (Q8/Q4 when quantized).

@@ -8,6 +8,7 @@ pub mod block;
 mod dtype;
 pub mod ggml;
 mod matrix;
+pub mod panel;
 mod storage;
 
 pub use dtype::{bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16, DType};
@@ -82,6 +83,12 @@ impl Tensor {
     /// An identifier of the storage this tensor views (the same for all tensors of one file).
     pub fn storage_id(&self) -> usize {
         Arc::as_ptr(&self.storage) as *const u8 as usize
+    }
+
+    /// Lets a mapped file's pages under this tensor go (see [`Storage::release_pages`]): for
+    /// weights read from a repacked copy from now on.
+    pub fn release_pages(&self) {
+        self.storage.release_pages(self.range.clone());
     }
 
     /// Number of elements.

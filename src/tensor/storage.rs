@@ -93,6 +93,30 @@ impl Storage {
         }
     }
 
+    /// Lets the kernel drop the resident pages of `range` of a mapped file (those wholly
+    /// inside it), after their contents were copied elsewhere; a later read maps them again
+    /// from the file. Owned bytes stay. Only a hint: a failure changes nothing.
+    pub fn release_pages(&self, range: std::ops::Range<usize>) {
+        #[cfg(unix)]
+        if let Storage::Mapped { map, .. } = self {
+            // SAFETY: sysconf reads a constant of the system; it has no preconditions.
+            let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as usize;
+            let base = map.as_ptr() as usize;
+            let start = (base + range.start).next_multiple_of(page);
+            let end = (base + range.end.min(map.len())) / page * page;
+            if end > start {
+                // SAFETY: the map is read-only and backed by a file: MADV_DONTNEED only drops
+                // page-table entries, and a later access faults in the very same bytes from
+                // the file, so no reference into the map sees its contents change.
+                let _ = unsafe {
+                    map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start - base, end - start)
+                };
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = range;
+    }
+
     /// Number of bytes.
     pub fn len(&self) -> usize {
         self.bytes().len()

@@ -272,7 +272,14 @@ mod tests {
         let ss = Arc::new(Storage::from_bytes(&sb));
         let sn = ss.len();
         let scales = Tensor::new("wq.scales", DType::F16, vec![rows, ng], ss, 0..sn).unwrap();
-        Matrix { tensor, rows, cols, quant: Some(QuantParts { kind, group, scales }), input_scale: None }
+        Matrix {
+            tensor,
+            rows,
+            cols,
+            quant: Some(QuantParts { kind, group, scales }),
+            input_scale: None,
+            panels: Default::default(),
+        }
     }
 
     /// For each base type (f32, q8, q4, bf16, f16, AWQ-scaled q8): the reference forward equals the engine's `kernels::matmul` (f32
