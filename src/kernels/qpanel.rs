@@ -20,7 +20,8 @@
 use super::qgemm::QTokens;
 use crate::tensor::block::LEVELS;
 use crate::tensor::panel::{PanelKind, Panels, ROWS};
-use crate::tensor::{f16_to_f32, Matrix, MatrixData};
+use crate::tensor::{f16_to_f32, Matrix, MatrixData, Storage};
+use std::ops::Range;
 
 /// Tokens per register tile.
 pub(crate) const T: usize = 8;
@@ -36,9 +37,11 @@ pub fn prepare(m: &Matrix) -> Option<&Panels> {
     m.panels.get_or_init(|| build(m)).as_ref()
 }
 
-/// f32 matrices with at most this many columns are repacked: their rows are too short for
-/// the row-at-a-time dot (a horizontal sum per 64–256 products); longer rows stream at the
-/// memory's speed as they are.
+/// f32 matrices are repacked where that costs no memory (their rows are mapped from a file,
+/// whose pages are given back once copied), or where they are small and their rows short
+/// (at most this many columns: RWKV-7's LoRA up-projections), which the row-at-a-time dot
+/// serves worst (a horizontal sum per 64–256 products). Decode over f32 panels streams the
+/// weights at the memory's speed with one thread: no row ends in a reduction.
 pub const F32_MAX_COLS: usize = 256;
 
 fn build(m: &Matrix) -> Option<Panels> {
@@ -49,7 +52,11 @@ fn build(m: &Matrix) -> Option<Panels> {
         MatrixData::Q4 { q, scales, group } if available() && m.cols.is_multiple_of(32) => {
             Panels::pack_q4(q, scales, group, m.rows, m.cols)
         }
-        MatrixData::F32(w) if super::isa() == super::Isa::Avx512 && m.cols <= F32_MAX_COLS && m.rows >= ROWS => {
+        MatrixData::F32(w)
+            if super::isa() == super::Isa::Avx512
+                && m.rows >= ROWS
+                && (m.cols <= F32_MAX_COLS || matches!(**m.tensor.storage(), Storage::Mapped { .. })) =>
+        {
             Panels::pack_f32(w, m.rows, m.cols)
         }
         _ => return None,
@@ -90,31 +97,46 @@ pub fn rows_times_tokens(p: &Panels, p0: usize, x: Input<'_>, out: &mut [f32]) {
     assert!(ok && t > 0 && out.len().is_multiple_of(t), "qpanel: shape");
     let n = out.len() / t;
     assert!(p0 * ROWS + n <= p.rows, "qpanel: rows");
+    // f32 panels are taken KC columns at a time (a 16 KB slice of the panel, kept in the L1
+    // cache for all the token tiles), the slices' sums added in order; q8/q4 panels whole.
+    let kc = if p.kind == PanelKind::F32 { KC } else { p.cols };
     let mut j = 0;
     while j < n {
         let nr = (n - j).min(ROWS);
         let pi = p0 + j / ROWS;
-        let mut i = 0;
-        while i < t {
-            let nt = (t - i).min(T);
-            let blk = tile(p, pi, x, i, nt);
-            for (k, vals) in blk.iter().enumerate().take(nt) {
-                out[(i + k) * n + j..(i + k) * n + j + nr].copy_from_slice(&vals[..nr]);
+        for c0 in (0..p.cols).step_by(kc) {
+            let cs = c0..(c0 + kc).min(p.cols);
+            let mut i = 0;
+            while i < t {
+                let nt = (t - i).min(T);
+                let blk = tile(p, pi, x, i, nt, cs.clone());
+                for (k, vals) in blk.iter().enumerate().take(nt) {
+                    let o = &mut out[(i + k) * n + j..(i + k) * n + j + nr];
+                    if c0 == 0 {
+                        o.copy_from_slice(&vals[..nr]);
+                    } else {
+                        o.iter_mut().zip(vals).for_each(|(o, v)| *o += v);
+                    }
+                }
+                i += nt;
             }
-            i += nt;
         }
         j += nr;
     }
 }
 
-/// The 16 rows of panel `pi` times tokens `i0..i0 + nt` (nt ≤ T): `out[k][lane]`.
-fn tile(p: &Panels, pi: usize, x: Input<'_>, i0: usize, nt: usize) -> [[f32; ROWS]; T] {
+/// Columns of an f32 panel per pass of [`rows_times_tokens`].
+const KC: usize = 256;
+
+/// The 16 rows of panel `pi` times tokens `i0..i0 + nt` (nt ≤ T): `out[k][lane]`; f32
+/// panels over the columns `cs` only, q8/q4 panels over all.
+fn tile(p: &Panels, pi: usize, x: Input<'_>, i0: usize, nt: usize, cs: Range<usize>) -> [[f32; ROWS]; T] {
     #[cfg(target_arch = "x86_64")]
     match x {
         Input::F32(v, _) if super::isa() == super::Isa::Avx512 => {
             // SAFETY: AVX-512 F was detected; panel pi exists (checked by the caller) and v
             // holds tokens i0..i0 + nt of p.cols values.
-            return unsafe { x86::tile_f32_dispatch(nt, p, pi, v, i0) };
+            return unsafe { x86::tile_f32_dispatch(nt, p, pi, v, i0, cs) };
         }
         Input::Quant(q) if available() && q.tiled && (p.unsigned || p.kind == PanelKind::Q4) => {
             // SAFETY: VNNI was detected; panel pi exists, tokens i0..i0 + nt were prepared
@@ -123,12 +145,12 @@ fn tile(p: &Panels, pi: usize, x: Input<'_>, i0: usize, nt: usize) -> [[f32; ROW
         }
         _ => {}
     }
-    tile_scalar(p, pi, x, i0, nt)
+    tile_scalar(p, pi, x, i0, nt, cs)
 }
 
 /// The portable [`tile`]: f32 panels summed column by column, q8/q4 panels per block as
 /// `qdot`'s reference sums a row (integer dot, times the block's two scales).
-fn tile_scalar(p: &Panels, pi: usize, x: Input<'_>, i0: usize, nt: usize) -> [[f32; ROWS]; T] {
+fn tile_scalar(p: &Panels, pi: usize, x: Input<'_>, i0: usize, nt: usize, cs: Range<usize>) -> [[f32; ROWS]; T] {
     let mut out = [[0f32; ROWS]; T];
     let bb = Panels::block_bytes(p.kind);
     match x {
@@ -136,7 +158,7 @@ fn tile_scalar(p: &Panels, pi: usize, x: Input<'_>, i0: usize, nt: usize) -> [[f
             let w = p.panel_f32(pi);
             for (k, o) in out.iter_mut().enumerate().take(nt) {
                 let xs = &v[(i0 + k) * p.cols..(i0 + k + 1) * p.cols];
-                for (c, &xc) in xs.iter().enumerate() {
+                for (c, &xc) in xs.iter().enumerate().take(cs.end).skip(cs.start) {
                     for (lane, o) in o.iter_mut().enumerate() {
                         *o += w[c * ROWS + lane] * xc;
                     }
@@ -175,7 +197,7 @@ fn tile_scalar(p: &Panels, pi: usize, x: Input<'_>, i0: usize, nt: usize) -> [[f
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{QTokens, ROWS, T};
+    use super::{QTokens, Range, ROWS, T};
     use crate::tensor::block::LEVELS;
     use crate::tensor::panel::{PanelKind, Panels};
     use std::arch::x86_64::*;
@@ -316,21 +338,35 @@ mod x86 {
     /// AVX-512 F must be available, panel `pi` must exist, `x` must hold tokens `i0..i0 + NT`.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    unsafe fn tile_f32<const NT: usize>(p: &Panels, pi: usize, x: &[f32], i0: usize) -> [[f32; ROWS]; T] {
+    unsafe fn tile_f32<const NT: usize>(
+        p: &Panels,
+        pi: usize,
+        x: &[f32],
+        i0: usize,
+        cs: Range<usize>,
+    ) -> [[f32; ROWS]; T] {
         let cols = p.cols;
         let w = p.panel_f32(pi).as_ptr();
         let xs = x[i0 * cols..(i0 + NT) * cols].as_ptr();
         // Two accumulators per token, taking the columns in turn (the FMA latency): the same
         // order for any NT, so that a token's products do not depend on its tile.
         let mut acc = [[_mm512_setzero_ps(); 2]; NT];
-        for c in 0..cols {
-            // SAFETY: column c < cols has 16 floats in the panel; x holds token k's column c.
-            unsafe {
-                let wv = _mm512_load_ps(w.add(c * ROWS));
-                for (k, a) in acc.iter_mut().enumerate() {
-                    a[c % 2] = _mm512_fmadd_ps(wv, _mm512_set1_ps(*xs.add(k * cols + c)), a[c % 2]);
-                }
+        assert!(cs.end <= cols);
+        // SAFETY: column c < cols has 16 floats in the panel; x holds token k's column c.
+        let step = |c: usize, u: usize, acc: &mut [[__m512; 2]; NT]| unsafe {
+            let wv = _mm512_load_ps(w.add(c * ROWS));
+            for (k, a) in acc.iter_mut().enumerate() {
+                a[u] = _mm512_fmadd_ps(wv, _mm512_set1_ps(*xs.add(k * cols + c)), a[u]);
             }
+        };
+        let mut c = cs.start;
+        while c + 2 <= cs.end {
+            step(c, (c - cs.start) % 2, &mut acc);
+            step(c + 1, (c + 1 - cs.start) % 2, &mut acc);
+            c += 2;
+        }
+        if c < cs.end {
+            step(c, (c - cs.start) % 2, &mut acc);
         }
         let mut out = [[0f32; ROWS]; T];
         for (o, a) in out.iter_mut().zip(&acc) {
@@ -345,18 +381,25 @@ mod x86 {
     ///
     /// # Safety
     /// As [`tile_f32`], for tokens `i0..i0 + nt`.
-    pub(super) unsafe fn tile_f32_dispatch(nt: usize, p: &Panels, pi: usize, x: &[f32], i0: usize) -> [[f32; ROWS]; T] {
+    pub(super) unsafe fn tile_f32_dispatch(
+        nt: usize,
+        p: &Panels,
+        pi: usize,
+        x: &[f32],
+        i0: usize,
+        cs: Range<usize>,
+    ) -> [[f32; ROWS]; T] {
         // SAFETY: forwarded from the caller.
         unsafe {
             match nt {
-                8 => tile_f32::<8>(p, pi, x, i0),
-                7 => tile_f32::<7>(p, pi, x, i0),
-                6 => tile_f32::<6>(p, pi, x, i0),
-                5 => tile_f32::<5>(p, pi, x, i0),
-                4 => tile_f32::<4>(p, pi, x, i0),
-                3 => tile_f32::<3>(p, pi, x, i0),
-                2 => tile_f32::<2>(p, pi, x, i0),
-                _ => tile_f32::<1>(p, pi, x, i0),
+                8 => tile_f32::<8>(p, pi, x, i0, cs),
+                7 => tile_f32::<7>(p, pi, x, i0, cs),
+                6 => tile_f32::<6>(p, pi, x, i0, cs),
+                5 => tile_f32::<5>(p, pi, x, i0, cs),
+                4 => tile_f32::<4>(p, pi, x, i0, cs),
+                3 => tile_f32::<3>(p, pi, x, i0, cs),
+                2 => tile_f32::<2>(p, pi, x, i0, cs),
+                _ => tile_f32::<1>(p, pi, x, i0, cs),
             }
         }
     }
@@ -411,7 +454,8 @@ mod tests {
             for pi in 0..p.n_panels() {
                 for i0 in [0, 8] {
                     let nt = (t - i0).min(T);
-                    let (got, want) = (tile(p, pi, input, i0, nt), tile_scalar(p, pi, input, i0, nt));
+                    let cs = 0..cols;
+                    let (got, want) = (tile(p, pi, input, i0, nt, cs.clone()), tile_scalar(p, pi, input, i0, nt, cs));
                     for k in 0..nt {
                         for lane in 0..ROWS {
                             let (g, w) = (got[k][lane], want[k][lane]);

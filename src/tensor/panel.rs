@@ -16,6 +16,7 @@
 //! the weights aligned to 64 bytes.
 
 use super::block::BLOCK;
+use rayon::prelude::*;
 
 /// Rows per panel.
 pub const ROWS: usize = 16;
@@ -113,12 +114,13 @@ impl Panels {
         let mut p = Panels::empty(PanelKind::F32, rows, cols, false);
         let (start, n) = (p.start, p.n_panels() * p.n_blocks() * p.stride());
         let out: &mut [f32] = bytemuck::cast_slice_mut(&mut p.bytes[start..start + n]);
-        for (r, row) in w.chunks_exact(cols).take(rows).enumerate() {
-            let panel = &mut out[(r / ROWS) * cols * ROWS..];
-            for (c, &v) in row.iter().enumerate() {
-                panel[c * ROWS + r % ROWS] = v;
+        out.par_chunks_mut(cols * ROWS).enumerate().for_each(|(pi, panel)| {
+            for (k, row) in w.chunks_exact(cols).skip(pi * ROWS).take(ROWS.min(rows - pi * ROWS)).enumerate() {
+                for (c, &v) in row.iter().enumerate() {
+                    panel[c * ROWS + k] = v;
+                }
             }
-        }
+        });
         p
     }
 
@@ -136,7 +138,7 @@ impl Panels {
         Panels::pack(PanelKind::Q4, q, scales, group, rows, cols, false, |w| w, 0x7777_7777)
     }
 
-    /// Both packings: each row's block is a run of 32-bit words (`w` words of `4·w` bytes),
+    /// Both packings (panels in parallel on the current rayon pool): each row's block is a run of 32-bit words (`w` words of `4·w` bytes),
     /// word `c` of row `k` going to chunk `c`, lane `k` (mapped by `map`; `pad` fills the
     /// padding rows).
     #[allow(clippy::too_many_arguments)]
@@ -148,15 +150,16 @@ impl Panels {
         rows: usize,
         cols: usize,
         unsigned: bool,
-        map: impl Fn(u32) -> u32,
+        map: impl Fn(u32) -> u32 + Sync,
         pad: u32,
     ) -> Panels {
         let mut p = Panels::empty(kind, rows, cols, unsigned);
         let (nb, bb) = (cols / BLOCK, Self::block_bytes(kind));
         let (words, row_bytes) = (bb / 64, bb / ROWS * nb);
         let start = p.start;
-        let out = &mut p.bytes[start..];
-        for (pi, panel) in out.chunks_exact_mut(nb * bb).enumerate() {
+        let len = p.n_panels() * nb * bb;
+        let out = &mut p.bytes[start..start + len];
+        out.par_chunks_exact_mut(nb * bb).enumerate().for_each(|(pi, panel)| {
             for k in 0..ROWS {
                 let r = pi * ROWS + k;
                 let src = if r < rows { Some(&q[r * row_bytes..(r + 1) * row_bytes]) } else { None };
@@ -173,7 +176,7 @@ impl Panels {
                     }
                 }
             }
-        }
+        });
         p.fill_scales(scales, group);
         p
     }
