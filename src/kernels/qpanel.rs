@@ -38,11 +38,16 @@ pub fn prepare(m: &Matrix) -> Option<&Panels> {
 }
 
 /// f32 matrices are repacked where that costs no memory (their rows are mapped from a file,
-/// whose pages are given back once copied), or where they are small and their rows short
-/// (at most this many columns: RWKV-7's LoRA up-projections), which the row-at-a-time dot
-/// serves worst (a horizontal sum per 64–256 products). Decode over f32 panels streams the
-/// weights at the memory's speed with one thread: no row ends in a reduction.
+/// whose pages are given back once copied), where their rows are short (at most this many
+/// columns: RWKV-7's LoRA up-projections), which the row-at-a-time dot serves worst (a
+/// horizontal sum per 64–256 products), or where they are small (at most [`F32_SMALL`]
+/// weights: the LoRA down-projections, transposed into owned memory at load). Decode over
+/// f32 panels streams the weights at the memory's speed with one thread (no row ends in a
+/// reduction), and their 16-row × 8-token tiles beat the row tiles in prefill and batches.
 pub const F32_MAX_COLS: usize = 256;
+
+/// See [`F32_MAX_COLS`]: 1 MiB of f32.
+pub const F32_SMALL: usize = 1 << 18;
 
 fn build(m: &Matrix) -> Option<Panels> {
     let p = match m.data() {
@@ -55,7 +60,9 @@ fn build(m: &Matrix) -> Option<Panels> {
         MatrixData::F32(w)
             if super::isa() == super::Isa::Avx512
                 && m.rows >= ROWS
-                && (m.cols <= F32_MAX_COLS || matches!(**m.tensor.storage(), Storage::Mapped { .. })) =>
+                && (m.cols <= F32_MAX_COLS
+                    || m.rows * m.cols <= F32_SMALL
+                    || matches!(**m.tensor.storage(), Storage::Mapped { .. })) =>
         {
             Panels::pack_f32(w, m.rows, m.cols)
         }

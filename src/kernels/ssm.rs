@@ -1,4 +1,5 @@
-//! Inner loops of the Mamba selective scans: one state row updated and read out per call.
+//! Inner loops of the Mamba selective scans (one state row updated and read out per call)
+//! and of RWKV-7's WKV (one head's state per call).
 //!
 //! Each has one portable body, compiled twice: as is, and inside an AVX2+FMA function picked
 //! at run time (the body is plain Rust over fixed blocks of 8 lanes, which the compiler
@@ -41,6 +42,65 @@ pub fn decay_update_dot(h: &mut [f32], decay: f32, dx: f32, b: &[f32], c: &[f32]
         return unsafe { neon::decay_update_dot(h, decay, dx, b, c) };
     }
     decay_body(h, decay, dx, b, c)
+}
+
+/// RWKV-7, one head and token, over its state `s` `[N(value), N(key)]`: for each row i,
+/// `s_i ← s_i ⊙ w + (s_i·(−kk))·b + v_i·k`, then `y_i = s_i·r` (all slices of N but `s`).
+/// Two passes over the row (the first reduction, then the update fused with the second).
+#[allow(clippy::too_many_arguments)]
+#[inline]
+pub fn wkv7_update(s: &mut [f32], w: &[f32], b: &[f32], k: &[f32], v: &[f32], kk: &[f32], r: &[f32], y: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if isa() != Isa::Scalar {
+        // SAFETY: AVX2 and FMA were detected at run time.
+        return unsafe { x86::wkv7_update(s, w, b, k, v, kk, r, y) };
+    }
+    wkv7_body(s, w, b, k, v, kk, r, y)
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn wkv7_body(s: &mut [f32], w: &[f32], b: &[f32], k: &[f32], v: &[f32], kk: &[f32], r: &[f32], y: &mut [f32]) {
+    let n = r.len();
+    assert!(
+        s.len() == n * n && [w.len(), b.len(), k.len(), v.len(), kk.len(), y.len()].iter().all(|&l| l == n),
+        "wkv7_update: lengths"
+    );
+    let blocks = n / 8 * 8;
+    for ((row, &vi), yi) in s.chunks_exact_mut(n).zip(v).zip(y.iter_mut()) {
+        let mut acc = [0f32; 8];
+        for (rs, ks) in row[..blocks].chunks_exact(8).zip(kk.chunks_exact(8)) {
+            for l in 0..8 {
+                acc[l] += rs[l] * ks[l];
+            }
+        }
+        let mut dot: f32 = acc.iter().sum();
+        for j in blocks..n {
+            dot += row[j] * kk[j];
+        }
+        let sa = -dot;
+        let mut acc = [0f32; 8];
+        for ((((rs, ws), bs), ks), rr) in row[..blocks]
+            .chunks_exact_mut(8)
+            .zip(w.chunks_exact(8))
+            .zip(b.chunks_exact(8))
+            .zip(k.chunks_exact(8))
+            .zip(r.chunks_exact(8))
+        {
+            for l in 0..8 {
+                let x = rs[l] * ws[l] + sa * bs[l] + vi * ks[l];
+                rs[l] = x;
+                acc[l] += x * rr[l];
+            }
+        }
+        let mut out: f32 = acc.iter().sum();
+        for j in blocks..n {
+            let x = row[j] * w[j] + sa * b[j] + vi * k[j];
+            row[j] = x;
+            out += x * r[j];
+        }
+        *yi = out;
+    }
 }
 
 #[inline(always)]
@@ -99,6 +159,21 @@ mod x86 {
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn decay_update_dot(h: &mut [f32], decay: f32, dx: f32, b: &[f32], c: &[f32]) -> f32 {
         super::decay_body(h, decay, dx, b, c)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn wkv7_update(
+        s: &mut [f32],
+        w: &[f32],
+        b: &[f32],
+        k: &[f32],
+        v: &[f32],
+        kk: &[f32],
+        r: &[f32],
+        y: &mut [f32],
+    ) {
+        super::wkv7_body(s, w, b, k, v, kk, r, y)
     }
 }
 
@@ -279,6 +354,38 @@ mod tests {
                 assert_eq!(decay(&mut h, 0.9, 0.2, &b, &c).to_bits(), zw.to_bits(), "{name} decay n={n}");
                 assert!(h.iter().zip(&dw).all(|(x, y)| x.to_bits() == y.to_bits()), "{name} decay h n={n}");
             }
+        }
+    }
+
+    /// The RWKV-7 head step equals an f64 evaluation of its formula (state and output), and
+    /// the SIMD path the portable body bit for bit, on odd sizes.
+    #[test]
+    fn wkv7_update_matches_the_formula() {
+        let mut seed = 43u64;
+        let mut rnd = || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        };
+        for n in [1usize, 7, 33, 64] {
+            let s0: Vec<f32> = (0..n * n).map(|_| rnd()).collect();
+            let vecs: Vec<Vec<f32>> = (0..7).map(|_| (0..n).map(|_| rnd()).collect()).collect();
+            let (w, b, k, v, kk, r) = (&vecs[0], &vecs[1], &vecs[2], &vecs[3], &vecs[4], &vecs[5]);
+            let (mut s, mut y) = (s0.clone(), vec![0f32; n]);
+            wkv7_update(&mut s, w, b, k, v, kk, r, &mut y);
+            for i in 0..n {
+                let row = &s0[i * n..(i + 1) * n];
+                let sa: f64 = -(0..n).map(|j| row[j] as f64 * kk[j] as f64).sum::<f64>();
+                let mut yi = 0f64;
+                for j in 0..n {
+                    let x = row[j] as f64 * w[j] as f64 + sa * b[j] as f64 + v[i] as f64 * k[j] as f64;
+                    assert!((s[i * n + j] as f64 - x).abs() < 1e-5, "wkv7 n={n} s[{i}][{j}]");
+                    yi += x * r[j] as f64;
+                }
+                assert!((y[i] as f64 - yi).abs() < 1e-4, "wkv7 n={n} y[{i}]: {} vs {yi}", y[i]);
+            }
+            let (mut s2, mut y2) = (s0.clone(), vec![0f32; n]);
+            wkv7_body(&mut s2, w, b, k, v, kk, r, &mut y2);
+            assert!(s.iter().chain(&y).zip(s2.iter().chain(&y2)).all(|(a, b)| a.to_bits() == b.to_bits()), "n={n}");
         }
     }
 

@@ -12,7 +12,7 @@ use super::{count_params, ArchKind};
 use crate::error::Result;
 use crate::exec::{Exec, Linear, Seg};
 use crate::format::{SafetensorsFile, WeightReader};
-use crate::kernels::{self, dot_f32, exp_fast, group_norm, l2_normalize, sigmoid, sigmoid_fast};
+use crate::kernels::{self, exp_fast, group_norm, l2_normalize, sigmoid, sigmoid_fast};
 use crate::tensor::Matrix;
 use crate::train::lora::{lin_bwd, lin_fwd, LoraGrads, LoraSet};
 
@@ -260,9 +260,8 @@ impl Block {
     }
 }
 
-/// One head's WKV step on its state `s` [N(value), N(key)], writing `y = S·r`. The two
-/// reductions per row are SIMD dot products, and the row update has no reduction, so every
-/// loop vectorizes.
+/// One head's WKV step on its state `s` [N(value), N(key)], writing `y = S·r`
+/// (`kernels::ssm::wkv7_update` with `b = kk ⊙ a`).
 #[allow(clippy::too_many_arguments)]
 #[inline]
 fn wkv_head(s: &mut [f32], r: &[f32], w: &[f32], k: &[f32], v: &[f32], kk: &[f32], a: &[f32], y: &mut [f32]) {
@@ -278,14 +277,7 @@ fn wkv_head(s: &mut [f32], r: &[f32], w: &[f32], k: &[f32], v: &[f32], kk: &[f32
     for j in 0..n {
         b[j] = kk[j] * a[j];
     }
-    for ((row, &vi), yi) in s.chunks_mut(n).zip(v).zip(y.iter_mut()) {
-        // sa = S[i,:]·(−kk)
-        let sa = -dot_f32(row, kk);
-        for (((sj, &wj), &bj), &kj) in row.iter_mut().zip(w).zip(b.iter()).zip(k) {
-            *sj = *sj * wj + sa * bj + vi * kj;
-        }
-        *yi = dot_f32(row, r);
-    }
+    kernels::ssm::wkv7_update(s, w, b, k, v, kk, r, y);
 }
 
 impl StackBlock for Block {
