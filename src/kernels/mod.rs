@@ -268,7 +268,7 @@ fn panel_product(m: &Matrix, p: &tensor::panel::Panels, x: &[f32], t: usize, y: 
     let Workspace { scaled, qt, yt, .. } = ws;
     let x = scaled_input(m, x, scaled);
     let rows = m.rows;
-    let f32 = p.kind == tensor::panel::PanelKind::F32;
+    let f32 = p.kind.is_float();
     if !f32 {
         qt.prepare(x, t, m.cols);
     }

@@ -1,5 +1,6 @@
-//! Products of q8/q4 rows repacked into interleaved panels of 16 rows ([`Panels`]) with
-//! int8 activations, for decode (one token), batches and prefill (many) alike.
+//! Products of rows repacked into interleaved panels of 16 rows ([`Panels`]): q8/q4 rows with
+//! int8 activations and f32 rows with f32 activations, for decode (one token), batches and
+//! prefill (many) alike.
 //!
 //! With AVX-512 VNNI, one 32-bit lane of a 512-bit register is one row of the panel: per
 //! block of 32 columns, eight `VPDPBUSD`s (each with four activation bytes broadcast from
@@ -12,15 +13,23 @@
 //! them. Against the row-at-a-time kernels of `qdot`, one activation load serves 16 rows and
 //! no row ends in a horizontal sum.
 //!
-//! The panels are built once per matrix ([`prepare`], at model load) where the CPU has VNNI;
-//! elsewhere products take `qdot`/`qgemm`. Results equal the portable reference
-//! (`qdot::dot_q8_i8_scalar`/`dot_q4_i8_scalar` of every row and token) to float rounding:
-//! the integer sums are exact, only the order of the float sums differs.
+//! f32 panels hold one column of the 16 rows per 512-bit register: per column one load and
+//! one multiply-add per token (its value broadcast), two accumulators per token, the columns
+//! taken 256 at a time so that the panel's slice stays in the L1 cache for every token tile.
+//!
+//! The panels are built once per matrix ([`prepare`], at model load): q8/q4 where the CPU has
+//! VNNI, f32 where it has AVX-512 (and the matrix qualifies, see [`F32_MAX_COLS`]); elsewhere
+//! products take `qdot`/`qgemm` and the row kernels of `dot`. A portable loop over the same
+//! layout serves panels on any CPU. Results equal the portable references
+//! (`qdot::dot_q8_i8_scalar`/`dot_q4_i8_scalar` of every row and token, the f64 product) to
+//! float rounding: the integer sums are exact, only the order of the float sums differs; and a
+//! token's products are the same bits whatever tile it is computed in (a batch equals its
+//! sessions one by one).
 
 use super::qgemm::QTokens;
 use crate::tensor::block::LEVELS;
 use crate::tensor::panel::{PanelKind, Panels, ROWS};
-use crate::tensor::{f16_to_f32, Matrix, MatrixData, Storage};
+use crate::tensor::{bf16_to_f32, f16_to_f32, Matrix, MatrixData, Storage};
 use std::ops::Range;
 
 /// Tokens per register tile.
@@ -37,7 +46,7 @@ pub fn prepare(m: &Matrix) -> Option<&Panels> {
     m.panels.get_or_init(|| build(m)).as_ref()
 }
 
-/// f32 matrices are repacked where that costs no memory (their rows are mapped from a file,
+/// Float matrices (f32, bf16, f16) are repacked where that costs no memory (their rows are mapped from a file,
 /// whose pages are given back once copied), where their rows are short (at most this many
 /// columns: RWKV-7's LoRA up-projections), which the row-at-a-time dot serves worst (a
 /// horizontal sum per 64–256 products), or where they are small (at most [`F32_SMALL`]
@@ -49,6 +58,15 @@ pub const F32_MAX_COLS: usize = 256;
 /// See [`F32_MAX_COLS`]: 1 MiB of f32.
 pub const F32_SMALL: usize = 1 << 18;
 
+/// Whether the float matrix `m` (f32, bf16, f16) gets panels (see [`F32_MAX_COLS`]).
+fn float_panels(m: &Matrix) -> bool {
+    super::isa() == super::Isa::Avx512
+        && m.rows >= ROWS
+        && (m.cols <= F32_MAX_COLS
+            || m.rows * m.cols <= F32_SMALL
+            || matches!(**m.tensor.storage(), Storage::Mapped { .. }))
+}
+
 fn build(m: &Matrix) -> Option<Panels> {
     let p = match m.data() {
         MatrixData::Q8 { q, scales, group } if available() && m.cols.is_multiple_of(32) => {
@@ -57,15 +75,9 @@ fn build(m: &Matrix) -> Option<Panels> {
         MatrixData::Q4 { q, scales, group } if available() && m.cols.is_multiple_of(32) => {
             Panels::pack_q4(q, scales, group, m.rows, m.cols)
         }
-        MatrixData::F32(w)
-            if super::isa() == super::Isa::Avx512
-                && m.rows >= ROWS
-                && (m.cols <= F32_MAX_COLS
-                    || m.rows * m.cols <= F32_SMALL
-                    || matches!(**m.tensor.storage(), Storage::Mapped { .. })) =>
-        {
-            Panels::pack_f32(w, m.rows, m.cols)
-        }
+        MatrixData::F32(w) if float_panels(m) => Panels::pack_f32(w, m.rows, m.cols),
+        MatrixData::BF16(w) if float_panels(m) => Panels::pack_half(PanelKind::BF16, w, m.rows, m.cols),
+        MatrixData::F16(w) if float_panels(m) => Panels::pack_half(PanelKind::F16, w, m.rows, m.cols),
         _ => return None,
     };
     // The rows are read from the panels from now on: a mapped file's pages of them can go.
@@ -98,15 +110,15 @@ impl Input<'_> {
 pub fn rows_times_tokens(p: &Panels, p0: usize, x: Input<'_>, out: &mut [f32]) {
     let t = x.tokens();
     let ok = match x {
-        Input::Quant(q) => p.kind != PanelKind::F32 && q.cols == p.cols,
-        Input::F32(v, t) => p.kind == PanelKind::F32 && v.len() == t * p.cols,
+        Input::Quant(q) => !p.kind.is_float() && q.cols == p.cols,
+        Input::F32(v, t) => p.kind.is_float() && v.len() == t * p.cols,
     };
     assert!(ok && t > 0 && out.len().is_multiple_of(t), "qpanel: shape");
     let n = out.len() / t;
     assert!(p0 * ROWS + n <= p.rows, "qpanel: rows");
     // f32 panels are taken KC columns at a time (a 16 KB slice of the panel, kept in the L1
     // cache for all the token tiles), the slices' sums added in order; q8/q4 panels whole.
-    let kc = if p.kind == PanelKind::F32 { KC } else { p.cols };
+    let kc = if p.kind.is_float() { KC } else { p.cols };
     let mut j = 0;
     while j < n {
         let nr = (n - j).min(ROWS);
@@ -162,12 +174,16 @@ fn tile_scalar(p: &Panels, pi: usize, x: Input<'_>, i0: usize, nt: usize, cs: Ra
     let bb = Panels::block_bytes(p.kind);
     match x {
         Input::F32(v, _) => {
-            let w = p.panel_f32(pi);
+            let weight = |c: usize, lane: usize| match p.kind {
+                PanelKind::BF16 => bf16_to_f32(p.panel_half(pi)[c * ROWS + lane]),
+                PanelKind::F16 => f16_to_f32(p.panel_half(pi)[c * ROWS + lane]),
+                _ => p.panel_f32(pi)[c * ROWS + lane],
+            };
             for (k, o) in out.iter_mut().enumerate().take(nt) {
                 let xs = &v[(i0 + k) * p.cols..(i0 + k + 1) * p.cols];
                 for (c, &xc) in xs.iter().enumerate().take(cs.end).skip(cs.start) {
                     for (lane, o) in o.iter_mut().enumerate() {
-                        *o += w[c * ROWS + lane] * xc;
+                        *o += weight(c, lane) * xc;
                     }
                 }
             }
@@ -208,6 +224,11 @@ mod x86 {
     use crate::tensor::block::LEVELS;
     use crate::tensor::panel::{PanelKind, Panels};
     use std::arch::x86_64::*;
+
+    /// The weight type of [`tile_f32`]'s panel.
+    const KIND_F32: u8 = 0;
+    const KIND_BF16: u8 = 1;
+    const KIND_F16: u8 = 2;
 
     /// Whether the CPU has AVX-512 VBMI (q4 nibbles looked up by `VPERMB`, without masking).
     static VBMI: once_cell::sync::Lazy<bool> = once_cell::sync::Lazy::new(|| is_x86_feature_detected!("avx512vbmi"));
@@ -332,7 +353,7 @@ mod x86 {
                 PanelKind::Q4 if *VBMI => by_tokens!(tile_vbmi, true),
                 PanelKind::Q4 => by_tokens!(tile, true),
                 PanelKind::Q8 => by_tokens!(tile, false),
-                PanelKind::F32 => unreachable!("f32 panels take tile_f32"),
+                _ => unreachable!("float panels take tile_f32"),
             }
         }
     }
@@ -345,7 +366,7 @@ mod x86 {
     /// AVX-512 F must be available, panel `pi` must exist, `x` must hold tokens `i0..i0 + NT`.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    unsafe fn tile_f32<const NT: usize>(
+    unsafe fn tile_f32<const NT: usize, const K: u8>(
         p: &Panels,
         pi: usize,
         x: &[f32],
@@ -353,15 +374,23 @@ mod x86 {
         cs: Range<usize>,
     ) -> [[f32; ROWS]; T] {
         let cols = p.cols;
-        let w = p.panel_f32(pi).as_ptr();
+        let w = p.panel(pi).as_ptr();
         let xs = x[i0 * cols..(i0 + NT) * cols].as_ptr();
         // Two accumulators per token, taking the columns in turn (the FMA latency): the same
         // order for any NT, so that a token's products do not depend on its tile.
         let mut acc = [[_mm512_setzero_ps(); 2]; NT];
         assert!(cs.end <= cols);
-        // SAFETY: column c < cols has 16 floats in the panel; x holds token k's column c.
+        // SAFETY: column c < cols has 16 weights in the panel (64-byte aligned, so the 32-byte
+        // columns of bf16/f16 are 32-byte aligned); x holds token k's column c.
         let step = |c: usize, u: usize, acc: &mut [[__m512; 2]; NT]| unsafe {
-            let wv = _mm512_load_ps(w.add(c * ROWS));
+            let wv = match K {
+                KIND_F32 => _mm512_load_ps(w.cast::<f32>().add(c * ROWS)),
+                KIND_BF16 => {
+                    let h = _mm256_load_si256(w.cast::<u16>().add(c * ROWS).cast());
+                    _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
+                }
+                _ => _mm512_cvtph_ps(_mm256_load_si256(w.cast::<u16>().add(c * ROWS).cast())),
+            };
             for (k, a) in acc.iter_mut().enumerate() {
                 a[u] = _mm512_fmadd_ps(wv, _mm512_set1_ps(*xs.add(k * cols + c)), a[u]);
             }
@@ -396,17 +425,26 @@ mod x86 {
         i0: usize,
         cs: Range<usize>,
     ) -> [[f32; ROWS]; T] {
+        macro_rules! by_tokens {
+            ($k:expr) => {
+                match nt {
+                    8 => tile_f32::<8, { $k }>(p, pi, x, i0, cs),
+                    7 => tile_f32::<7, { $k }>(p, pi, x, i0, cs),
+                    6 => tile_f32::<6, { $k }>(p, pi, x, i0, cs),
+                    5 => tile_f32::<5, { $k }>(p, pi, x, i0, cs),
+                    4 => tile_f32::<4, { $k }>(p, pi, x, i0, cs),
+                    3 => tile_f32::<3, { $k }>(p, pi, x, i0, cs),
+                    2 => tile_f32::<2, { $k }>(p, pi, x, i0, cs),
+                    _ => tile_f32::<1, { $k }>(p, pi, x, i0, cs),
+                }
+            };
+        }
         // SAFETY: forwarded from the caller.
         unsafe {
-            match nt {
-                8 => tile_f32::<8>(p, pi, x, i0, cs),
-                7 => tile_f32::<7>(p, pi, x, i0, cs),
-                6 => tile_f32::<6>(p, pi, x, i0, cs),
-                5 => tile_f32::<5>(p, pi, x, i0, cs),
-                4 => tile_f32::<4>(p, pi, x, i0, cs),
-                3 => tile_f32::<3>(p, pi, x, i0, cs),
-                2 => tile_f32::<2>(p, pi, x, i0, cs),
-                _ => tile_f32::<1>(p, pi, x, i0, cs),
+            match p.kind {
+                PanelKind::BF16 => by_tokens!(KIND_BF16),
+                PanelKind::F16 => by_tokens!(KIND_F16),
+                _ => by_tokens!(KIND_F32),
             }
         }
     }
@@ -419,7 +457,8 @@ mod tests {
     use crate::tensor::block::*;
 
     /// A token's products do not depend on the tile it is computed in: nine tokens at once
-    /// (tiles of 8 and 1) give the bits of each token alone, for f32, q8 and q4 panels, so a
+    /// (tiles of 8 and 1) give the bits of each token alone, for f32, bf16, f16, q8 and q4
+    /// panels, so a
     /// batch of sessions equals the sessions one by one exactly; the SIMD tiles equal the
     /// portable loop, and the f32 panels an f64 product, to float rounding.
     #[test]
@@ -437,14 +476,18 @@ mod tests {
             quantize_q4_row(row, 32, None, &mut idx, &mut s4[i * ng..(i + 1) * ng]);
             pack_q4(&idx, &mut q4[i * cols / 2..(i + 1) * cols / 2]);
         }
+        let bf: Vec<u16> = w.iter().map(|&v| crate::tensor::f32_to_bf16(v)).collect();
+        let hf: Vec<u16> = w.iter().map(|&v| crate::tensor::f32_to_f16(v)).collect();
         let panels = [
             Panels::pack_f32(&w, rows, cols),
+            Panels::pack_half(PanelKind::BF16, &bf, rows, cols),
+            Panels::pack_half(PanelKind::F16, &hf, rows, cols),
             Panels::pack_q8(&q8, &s8, 32, rows, cols, true),
             Panels::pack_q4(&q4, &s4, 32, rows, cols),
         ];
         for p in &panels {
             let run = |x: &[f32], t: usize, out: &mut [f32]| {
-                if p.kind == PanelKind::F32 {
+                if p.kind.is_float() {
                     rows_times_tokens(p, 0, Input::F32(x, t), out)
                 } else {
                     let mut q = QTokens::default();
@@ -457,7 +500,7 @@ mod tests {
             // The portable loop over the same layout, to float rounding.
             let mut q = QTokens::default();
             q.prepare(&x, t, cols);
-            let input = if p.kind == PanelKind::F32 { Input::F32(&x, t) } else { Input::Quant(&q) };
+            let input = if p.kind.is_float() { Input::F32(&x, t) } else { Input::Quant(&q) };
             for pi in 0..p.n_panels() {
                 for i0 in [0, 8] {
                     let nt = (t - i0).min(T);
@@ -476,9 +519,14 @@ mod tests {
                 run(&x[k * cols..(k + 1) * cols], 1, &mut one);
                 let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&one), bits(&all[k * rows..(k + 1) * rows]), "{:?} token {k}", p.kind);
-                if p.kind == PanelKind::F32 {
+                if p.kind.is_float() {
+                    let wt = |i: usize| match p.kind {
+                        PanelKind::BF16 => bf16_to_f32(bf[i]),
+                        PanelKind::F16 => f16_to_f32(hf[i]),
+                        _ => w[i],
+                    };
                     for (i, &got) in one.iter().enumerate() {
-                        let want: f64 = (0..cols).map(|c| w[i * cols + c] as f64 * x[k * cols + c] as f64).sum();
+                        let want: f64 = (0..cols).map(|c| wt(i * cols + c) as f64 * x[k * cols + c] as f64).sum();
                         assert!((got as f64 - want).abs() <= 1e-5 * cols as f64, "f32 [{i}][{k}]: {got} vs {want}");
                     }
                 }

@@ -30,6 +30,17 @@ pub enum PanelKind {
     Q4,
     /// f32 weights, one column (16 floats, 64 bytes) after another: no blocks, no scales.
     F32,
+    /// bf16 weights (raw bits), one column (16 values, 32 bytes) after another.
+    BF16,
+    /// f16 weights (raw bits), one column (16 values, 32 bytes) after another.
+    F16,
+}
+
+impl PanelKind {
+    /// Whether the weights are floats (one column per step, f32 activations).
+    pub fn is_float(self) -> bool {
+        matches!(self, PanelKind::F32 | PanelKind::BF16 | PanelKind::F16)
+    }
 }
 
 /// A matrix's rows as interleaved panels (see the module documentation).
@@ -63,6 +74,7 @@ impl Panels {
             PanelKind::Q8 => ROWS * BLOCK,
             PanelKind::Q4 => ROWS * BLOCK / 2,
             PanelKind::F32 => ROWS * BLOCK * 4,
+            PanelKind::BF16 | PanelKind::F16 => ROWS * BLOCK * 2,
         }
     }
 
@@ -73,9 +85,10 @@ impl Panels {
 
     /// Blocks of 32 per row (f32 panels: columns, a block each).
     pub fn n_blocks(&self) -> usize {
-        match self.kind {
-            PanelKind::F32 => self.cols,
-            _ => self.cols / BLOCK,
+        if self.kind.is_float() {
+            self.cols
+        } else {
+            self.cols / BLOCK
         }
     }
 
@@ -83,6 +96,7 @@ impl Panels {
     fn stride(&self) -> usize {
         match self.kind {
             PanelKind::F32 => 4 * ROWS,
+            PanelKind::BF16 | PanelKind::F16 => 2 * ROWS,
             k => Self::block_bytes(k),
         }
     }
@@ -109,18 +123,28 @@ impl Panels {
         bytemuck::cast_slice(self.panel(p))
     }
 
+    /// bf16/f16 panel `p` (raw bits): `[cols, 16]`.
+    pub fn panel_half(&self, p: usize) -> &[u16] {
+        bytemuck::cast_slice(self.panel(p))
+    }
+
+    /// Repacks bf16 or f16 rows (raw bits `w` `[rows, cols]`; `kind` says which); padding rows
+    /// are zeros.
+    pub fn pack_half(kind: PanelKind, w: &[u16], rows: usize, cols: usize) -> Panels {
+        assert!(matches!(kind, PanelKind::BF16 | PanelKind::F16), "pack_half: {kind:?}");
+        let mut p = Panels::empty(kind, rows, cols, false);
+        let (start, n) = (p.start, p.n_panels() * p.n_blocks() * p.stride());
+        let out: &mut [u16] = bytemuck::cast_slice_mut(&mut p.bytes[start..start + n]);
+        transpose_into_panels(w, rows, cols, out);
+        p
+    }
+
     /// Repacks f32 rows (`w` `[rows, cols]`, any `cols`); padding rows are zeros.
     pub fn pack_f32(w: &[f32], rows: usize, cols: usize) -> Panels {
         let mut p = Panels::empty(PanelKind::F32, rows, cols, false);
         let (start, n) = (p.start, p.n_panels() * p.n_blocks() * p.stride());
         let out: &mut [f32] = bytemuck::cast_slice_mut(&mut p.bytes[start..start + n]);
-        out.par_chunks_mut(cols * ROWS).enumerate().for_each(|(pi, panel)| {
-            for (k, row) in w.chunks_exact(cols).skip(pi * ROWS).take(ROWS.min(rows - pi * ROWS)).enumerate() {
-                for (c, &v) in row.iter().enumerate() {
-                    panel[c * ROWS + k] = v;
-                }
-            }
-        });
+        transpose_into_panels(w, rows, cols, out);
         p
     }
 
@@ -182,7 +206,7 @@ impl Panels {
     }
 
     fn empty(kind: PanelKind, rows: usize, cols: usize, unsigned: bool) -> Panels {
-        let f32 = kind == PanelKind::F32;
+        let f32 = kind.is_float();
         assert!(cols > 0 && (f32 || cols.is_multiple_of(BLOCK)), "Panels: cols {cols} is not a multiple of {BLOCK}");
         let mut p = Panels { kind, rows, cols, unsigned, bytes: Vec::new(), start: 0, scales: Vec::new() };
         let n = rows.div_ceil(ROWS) * p.n_blocks() * p.stride();
@@ -221,7 +245,7 @@ impl Panels {
                 let v = blk[(jl / 4) * 64 + 4 * k + jl % 4];
                 (if jj < 16 { v & 0x0f } else { v >> 4 }) as i32
             }
-            PanelKind::F32 => unreachable!("f32 panels are read with panel_f32"),
+            _ => unreachable!("float panels are read with panel_f32 / panel_half"),
         }
     }
 
@@ -230,6 +254,18 @@ impl Panels {
     fn scale(&self, r: usize, b: usize) -> u16 {
         self.panel_scales(r / ROWS)[b * ROWS + r % ROWS]
     }
+}
+
+/// Rows `[rows, cols]` of `w` into float panels `out` (`[panels, cols, 16]`, padding rows
+/// left as they are), panels in parallel.
+fn transpose_into_panels<E: Copy + Send + Sync>(w: &[E], rows: usize, cols: usize, out: &mut [E]) {
+    out.par_chunks_mut(cols * ROWS).enumerate().for_each(|(pi, panel)| {
+        for (k, row) in w.chunks_exact(cols).skip(pi * ROWS).take(ROWS.min(rows - pi * ROWS)).enumerate() {
+            for (c, &v) in row.iter().enumerate() {
+                panel[c * ROWS + k] = v;
+            }
+        }
+    });
 }
 
 #[cfg(test)]
@@ -277,10 +313,14 @@ mod tests {
                         }
                     }
                     let pf = Panels::pack_f32(&w, rows, cols);
+                    let bits: Vec<u16> = w.iter().map(|&v| crate::tensor::f32_to_bf16(v)).collect();
+                    let ph = Panels::pack_half(PanelKind::BF16, &bits, rows, cols);
                     for i in 0..pf.n_panels() * ROWS {
                         for j in 0..cols {
                             let want = if i < rows { w[i * cols + j] } else { 0.0 };
                             assert_eq!(pf.panel_f32(i / ROWS)[j * ROWS + i % ROWS], want, "f32 [{i}][{j}]");
+                            let want = if i < rows { bits[i * cols + j] } else { 0 };
+                            assert_eq!(ph.panel_half(i / ROWS)[j * ROWS + i % ROWS], want, "bf16 [{i}][{j}]");
                         }
                     }
                     for i in rows..p8.n_panels() * ROWS {
