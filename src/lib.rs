@@ -34,11 +34,13 @@
 //!   and the tokenizer inside a GGUF file.
 //! - [`train`]: the training kernels, forward + hand-written backward (products, norms, WKV, scans,
 //!   loss, AdamW) and the trainable LoRA pairs; its `trainer` module sits with [`lora`] above.
-//! - [`kernels`]: products (matrix–vector, matrix–matrix, the int8-activation tiles of
-//!   [`kernels::qgemm`] for q8/q4 rows over many tokens, [`kernels::ggml`] over llama.cpp's blocks, and the accumulating `C += A·B` of
+//! - [`kernels`]: products (matrix–vector, matrix–matrix, the 16-row panel tiles of
+//!   [`kernels::qpanel`] for decode, batches and prefill alike, the int8-activation products of
+//!   [`kernels::qgemm`] for q8/q4 rows over many tokens elsewhere, [`kernels::ggml`] over llama.cpp's blocks, and the accumulating `C += A·B` of
 //!   [`kernels::gemm`] for input gradients), norms, scans and activations (scalar reference +
 //!   SIMD chosen at run time); they know tensors only, nothing of models, formats or quantizers.
-//! - [`tensor`]: dtypes, storage, matrices, the q8/q4 block layouts and llama.cpp's (`tensor::ggml`).
+//! - [`tensor`]: dtypes, storage, matrices, the q8/q4 block layouts and llama.cpp's (`tensor::ggml`),
+//!   and the interleaved 16-row panels weights are repacked into at load (`tensor::panel`).
 //! - [`rng`], [`error`]: the deterministic generator and the one error type with the C status codes.
 //! - `src/bin/sutra.rs`: the command line, over the public API.
 //!

@@ -8,7 +8,7 @@
 //! two byte shuffles per 64 bytes; the block's integer dots are then scaled once (the 16
 //! rows' weight scales times the token's activation scale). Weights enter as unsigned bytes
 //! (w + 128): the offset comes back out exactly as −128·Σx per token and block, computed with
-//! the activations ([`QTokens`]). Tiles of 16 rows × up to [`T`] tokens keep every
+//! the activations ([`QTokens`]). Tiles of 16 rows × up to 8 tokens keep every
 //! accumulator in registers, and a panel's weights are unpacked once per block for all of
 //! them. Against the row-at-a-time kernels of `qdot`, one activation load serves 16 rows and
 //! no row ends in a horizontal sum.
