@@ -195,7 +195,7 @@ mod tests {
                             let p = if q4_case {
                                 Panels::pack_q4(&q4, &s4, group, rows, cols)
                             } else {
-                                Panels::pack_q8(&q8, &s8, group, rows, cols, true)
+                                Panels::pack_q8(&q8, &s8, group, rows, cols)
                             };
                             let split = if rows > ROWS { ROWS } else { 0 };
                             let (mut a, mut b) = (vec![0f32; split * t], vec![0f32; (rows - split) * t]);

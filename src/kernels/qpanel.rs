@@ -70,7 +70,7 @@ fn float_panels(m: &Matrix) -> bool {
 fn build(m: &Matrix) -> Option<Panels> {
     let p = match m.data() {
         MatrixData::Q8 { q, scales, group } if available() && m.cols.is_multiple_of(32) => {
-            Panels::pack_q8(q, scales, group, m.rows, m.cols, true)
+            Panels::pack_q8(q, scales, group, m.rows, m.cols)
         }
         MatrixData::Q4 { q, scales, group } if available() && m.cols.is_multiple_of(32) => {
             Panels::pack_q4(q, scales, group, m.rows, m.cols)
@@ -157,9 +157,9 @@ fn tile(p: &Panels, pi: usize, x: Input<'_>, i0: usize, nt: usize, cs: Range<usi
             // holds tokens i0..i0 + nt of p.cols values.
             return unsafe { x86::tile_f32_dispatch(nt, p, pi, v, i0, cs) };
         }
-        Input::Quant(q) if available() && q.tiled && (p.unsigned || p.kind == PanelKind::Q4) => {
+        Input::Quant(q) if available() && q.tiled => {
             // SAFETY: VNNI was detected; panel pi exists, tokens i0..i0 + nt were prepared
-            // (with their corrections) for p.cols; q8 bytes are unsigned.
+            // (with their corrections) for p.cols.
             return unsafe { x86::tile_dispatch(nt, p, pi, q, i0) };
         }
         _ => {}
@@ -203,7 +203,7 @@ fn tile_scalar(p: &Panels, pi: usize, x: Input<'_>, i0: usize, nt: usize, cs: Ra
                                     }
                                     _ => {
                                         let v = blk[(j / 4) * 64 + 4 * lane + j % 4];
-                                        (if p.unsigned { v ^ 0x80 } else { v }) as i8 as i32
+                                        (v ^ 0x80) as i8 as i32
                                     }
                                 };
                                 wj * a.q[b * 32 + j] as i32
@@ -482,7 +482,7 @@ mod tests {
             Panels::pack_f32(&w, rows, cols),
             Panels::pack_half(PanelKind::BF16, &bf, rows, cols),
             Panels::pack_half(PanelKind::F16, &hf, rows, cols),
-            Panels::pack_q8(&q8, &s8, 32, rows, cols, true),
+            Panels::pack_q8(&q8, &s8, 32, rows, cols),
             Panels::pack_q4(&q4, &s4, 32, rows, cols),
         ];
         for p in &panels {

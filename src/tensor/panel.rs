@@ -6,7 +6,7 @@
 //! 4 columns: chunk `c` is 64 bytes, row `k`'s four bytes at `4k..4k + 4`, so that one 32-bit
 //! lane of a 512-bit register (or one of a 128-bit register's four) holds one row:
 //! - **q8** (512 bytes a block): chunk `c` (0..8) holds columns `4c..4c + 4`, each byte the
-//!   weight with its top bit flipped (`w + 128`, unsigned) when `unsigned`, else as stored;
+//!   weight with its top bit flipped (`w + 128`, unsigned, as `VPDPBUSD` takes it);
 //! - **q4** (256 bytes a block): chunk `c` (0..4) holds level indices, columns `4c..4c + 4` in
 //!   the low nibbles and `16 + 4c..16 + 4c + 4` in the high ones (a row's block of packed q4
 //!   is four such 32-bit words: the packing is a transpose of 32-bit words).
@@ -51,8 +51,6 @@ pub struct Panels {
     pub rows: usize,
     /// Columns (a multiple of 32).
     pub cols: usize,
-    /// Whether q8 bytes are stored as `w + 128`.
-    pub unsigned: bool,
     /// Weight bytes, over-allocated so that `start` is 64-byte aligned.
     bytes: Vec<u8>,
     /// Offset of the first panel in `bytes`.
@@ -113,11 +111,6 @@ impl Panels {
         &self.scales[p * n..(p + 1) * n]
     }
 
-    /// Bytes held (weights and scales).
-    pub fn n_bytes(&self) -> usize {
-        self.bytes.len() - self.start + 2 * self.scales.len()
-    }
-
     /// f32 panel `p`: `[cols, 16]` (column c's 16 rows at `16c..16c + 16`).
     pub fn panel_f32(&self, p: usize) -> &[f32] {
         bytemuck::cast_slice(self.panel(p))
@@ -132,7 +125,7 @@ impl Panels {
     /// are zeros.
     pub fn pack_half(kind: PanelKind, w: &[u16], rows: usize, cols: usize) -> Panels {
         assert!(matches!(kind, PanelKind::BF16 | PanelKind::F16), "pack_half: {kind:?}");
-        let mut p = Panels::empty(kind, rows, cols, false);
+        let mut p = Panels::empty(kind, rows, cols);
         let (start, n) = (p.start, p.n_panels() * p.n_blocks() * p.stride());
         let out: &mut [u16] = bytemuck::cast_slice_mut(&mut p.bytes[start..start + n]);
         transpose_into_panels(w, rows, cols, out);
@@ -141,7 +134,7 @@ impl Panels {
 
     /// Repacks f32 rows (`w` `[rows, cols]`, any `cols`); padding rows are zeros.
     pub fn pack_f32(w: &[f32], rows: usize, cols: usize) -> Panels {
-        let mut p = Panels::empty(PanelKind::F32, rows, cols, false);
+        let mut p = Panels::empty(PanelKind::F32, rows, cols);
         let (start, n) = (p.start, p.n_panels() * p.n_blocks() * p.stride());
         let out: &mut [f32] = bytemuck::cast_slice_mut(&mut p.bytes[start..start + n]);
         transpose_into_panels(w, rows, cols, out);
@@ -150,16 +143,16 @@ impl Panels {
 
     /// Repacks q8 rows (`q` `[rows, cols]`, f16 `scales` `[rows, groups]`); padding rows are
     /// zero weights.
-    pub fn pack_q8(q: &[i8], scales: &[u16], group: usize, rows: usize, cols: usize, unsigned: bool) -> Panels {
-        let flip = if unsigned { 0x8080_8080 } else { 0 };
+    pub fn pack_q8(q: &[i8], scales: &[u16], group: usize, rows: usize, cols: usize) -> Panels {
+        let flip = 0x8080_8080;
         let q: &[u8] = bytemuck::cast_slice(q);
-        Panels::pack(PanelKind::Q8, q, scales, group, rows, cols, unsigned, |w| w ^ flip, flip)
+        Panels::pack(PanelKind::Q8, q, scales, group, rows, cols, |w| w ^ flip, flip)
     }
 
     /// Repacks q4 rows (packed `q` `[rows, cols / 2]`, f16 `scales` `[rows, groups]`); padding
     /// rows get level 7 (zero).
     pub fn pack_q4(q: &[u8], scales: &[u16], group: usize, rows: usize, cols: usize) -> Panels {
-        Panels::pack(PanelKind::Q4, q, scales, group, rows, cols, false, |w| w, 0x7777_7777)
+        Panels::pack(PanelKind::Q4, q, scales, group, rows, cols, |w| w, 0x7777_7777)
     }
 
     /// Both packings (panels in parallel on the current rayon pool): each row's block is a run of 32-bit words (`w` words of `4·w` bytes),
@@ -173,11 +166,10 @@ impl Panels {
         group: usize,
         rows: usize,
         cols: usize,
-        unsigned: bool,
         map: impl Fn(u32) -> u32 + Sync,
         pad: u32,
     ) -> Panels {
-        let mut p = Panels::empty(kind, rows, cols, unsigned);
+        let mut p = Panels::empty(kind, rows, cols);
         let (nb, bb) = (cols / BLOCK, Self::block_bytes(kind));
         let (words, row_bytes) = (bb / 64, bb / ROWS * nb);
         let start = p.start;
@@ -205,10 +197,10 @@ impl Panels {
         p
     }
 
-    fn empty(kind: PanelKind, rows: usize, cols: usize, unsigned: bool) -> Panels {
+    fn empty(kind: PanelKind, rows: usize, cols: usize) -> Panels {
         let f32 = kind.is_float();
         assert!(cols > 0 && (f32 || cols.is_multiple_of(BLOCK)), "Panels: cols {cols} is not a multiple of {BLOCK}");
-        let mut p = Panels { kind, rows, cols, unsigned, bytes: Vec::new(), start: 0, scales: Vec::new() };
+        let mut p = Panels { kind, rows, cols, bytes: Vec::new(), start: 0, scales: Vec::new() };
         let n = rows.div_ceil(ROWS) * p.n_blocks() * p.stride();
         p.bytes = vec![0u8; n + 63];
         p.start = p.bytes.as_ptr().align_offset(64).min(63);
@@ -238,7 +230,7 @@ impl Panels {
         match self.kind {
             PanelKind::Q8 => {
                 let v = blk[(jj / 4) * 64 + 4 * k + jj % 4];
-                (if self.unsigned { v ^ 0x80 } else { v }) as i8 as i32
+                (v ^ 0x80) as i8 as i32
             }
             PanelKind::Q4 => {
                 let jl = jj % 16;
@@ -298,8 +290,8 @@ mod tests {
                     );
                     pack_q4(&idx[i * cols..(i + 1) * cols], &mut q4[i * cols / 2..(i + 1) * cols / 2]);
                 }
-                for unsigned in [false, true] {
-                    let p8 = Panels::pack_q8(&q8, &s8, group, rows, cols, unsigned);
+                {
+                    let p8 = Panels::pack_q8(&q8, &s8, group, rows, cols);
                     let p4 = Panels::pack_q4(&q4, &s4, group, rows, cols);
                     assert_eq!(p8.panel(0).as_ptr() as usize % 64, 0, "aligned");
                     for i in 0..rows {
