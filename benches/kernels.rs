@@ -1,6 +1,7 @@
 //! Criterion benchmarks of the hot kernels: matrix-vector products (decode, GB/s of weights)
 //! and matrix-matrix products (prefill over a 128-token chunk and a batch of 8 sessions,
-//! GFLOP/s) at the 0.1B RWKV-7 shapes, per weight type (f32, bf16, f16, q8 and q4 g32).
+//! GFLOP/s) at the 0.1B RWKV-7 shapes, per weight type (f32, bf16, f16, q8 and q4 g32), and
+//! RWKV-7's WKV head step (state elements per second).
 //!
 //! Run: `cargo bench --bench kernels` (SUTRA_FORCE_SCALAR=1 for the portable path,
 //! SUTRA_NO_AVX512=1 for AVX2, SUTRA_NO_VNNI=1 for the quantized products without VNNI).
@@ -102,10 +103,34 @@ fn bench_matmul(c: &mut Criterion) {
     }
 }
 
+/// One RWKV-7 WKV head step (head size 64, one token): state elements per second.
+fn bench_wkv7(c: &mut Criterion) {
+    let n = 64;
+    let mut g = c.benchmark_group("wkv7_update");
+    g.throughput(Throughput::Elements((n * n) as u64));
+    // Inputs in the model's ranges, so that repeated steps keep the state bounded and normal:
+    // decays w in (0.9, 1), kk of unit length, b = kk ⊙ a with a in (0, 1).
+    let vec = |k: usize| -> Vec<f32> { (0..n).map(|i| ((i * 7 + k * 13) % 17) as f32 / 17.0 - 0.5).collect() };
+    let w: Vec<f32> = vec(1).iter().map(|x| 0.95 + 0.1 * x).collect();
+    let (k, v, r) = (vec(3), vec(4), vec(6));
+    let norm = vec(5).iter().map(|x| x * x).sum::<f32>().sqrt();
+    let kk: Vec<f32> = vec(5).iter().map(|x| x / norm).collect();
+    let b: Vec<f32> = kk.iter().zip(vec(2)).map(|(kk, a)| kk * (a + 0.5)).collect();
+    let mut s: Vec<f32> = (0..n * n).map(|i| ((i * 5) % 11) as f32 / 110.0).collect();
+    let mut y = vec![0f32; n];
+    g.bench_function("n64", |bch| {
+        bch.iter(|| sutra::kernels::ssm::wkv7_update(&mut s, &w, &b, &k, &v, &kk, &r, &mut y))
+    });
+    g.bench_function("n64 transposed", |bch| {
+        bch.iter(|| sutra::kernels::ssm::wkv7_update_cols(&mut s, &w, &b, &k, &v, &kk, &r, &mut y))
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(20).warm_up_time(std::time::Duration::from_millis(500))
         .measurement_time(std::time::Duration::from_secs(2));
-    targets = bench_matvec, bench_matmul
+    targets = bench_matvec, bench_matmul, bench_wkv7
 }
 criterion_main!(benches);

@@ -131,10 +131,12 @@ pub fn rows_times_tokens(p: &Panels, p0: usize, x: Input<'_>, out: &mut [f32]) {
                 let blk = tile(p, pi, x, i, nt, cs.clone());
                 for (k, vals) in blk.iter().enumerate().take(nt) {
                     let o = &mut out[(i + k) * n + j..(i + k) * n + j + nr];
-                    if c0 == 0 {
-                        o.copy_from_slice(&vals[..nr]);
-                    } else {
-                        o.iter_mut().zip(vals).for_each(|(o, v)| *o += v);
+                    match (c0 == 0, <&mut [f32; ROWS]>::try_from(&mut *o)) {
+                        // (A whole panel's row of 16 as one fixed-size move: a slice copy
+                        // of unknown length would be a call to memcpy per token.)
+                        (true, Ok(o)) => *o = *vals,
+                        (true, Err(_)) => o.copy_from_slice(&vals[..nr]),
+                        (false, _) => o.iter_mut().zip(vals).for_each(|(o, v)| *o += v),
                     }
                 }
                 i += nt;

@@ -1,11 +1,15 @@
 //! Inner loops of the Mamba selective scans (one state row updated and read out per call)
 //! and of RWKV-7's WKV (one head's state per call).
 //!
-//! Each has one portable body, compiled twice: as is, and inside an AVX2+FMA function picked
-//! at run time (the body is plain Rust over fixed blocks of 8 lanes, which the compiler
-//! vectorizes to the width the target allows). On AArch64 a NEON version written with
-//! intrinsics (two 4-lane registers per block of 8, [`exp_fast`] as [`neon::exp4`]) does the
-//! body's very arithmetic, lane for lane and unfused, so it returns the same bits.
+//! Each has one portable body, compiled as is and inside functions with the wider x86
+//! features, picked at run time (the bodies are plain Rust over fixed blocks of lanes, which
+//! the compiler vectorizes to the width the target allows). The Mamba scans run on AArch64 as
+//! NEON intrinsics (two 4-lane registers per block of 8, [`exp_fast`] as [`neon::exp4`]) that
+//! do the body's very arithmetic, lane for lane and unfused, so they return the same bits.
+//! RWKV-7's step fuses its multiply-adds (`f32::mul_add`), so its body needs no intrinsics to
+//! be fast on NEON; it comes in two layouts: the state as stored, rows reduced across lanes
+//! (one token), and the state transposed, reduced down the columns (a run of tokens, after
+//! one transpose).
 
 #[cfg(any(target_arch = "x86_64", all(target_arch = "aarch64", target_feature = "neon")))]
 use super::dot::{isa, Isa};
@@ -46,7 +50,9 @@ pub fn decay_update_dot(h: &mut [f32], decay: f32, dx: f32, b: &[f32], c: &[f32]
 
 /// RWKV-7, one head and token, over its state `s` `[N(value), N(key)]`: for each row i,
 /// `s_i ← s_i ⊙ w + (s_i·(−kk))·b + v_i·k`, then `y_i = s_i·r` (all slices of N but `s`).
-/// Two passes over the row (the first reduction, then the update fused with the second).
+/// Two passes over the row (the first reduction, then the update fused with the second),
+/// columns in blocks of 16 lanes where the CPU has AVX-512, else 8; the result depends on that
+/// width only (the dispatched path equals the body at its width, bit for bit).
 #[allow(clippy::too_many_arguments)]
 #[inline]
 pub fn wkv7_update(s: &mut [f32], w: &[f32], b: &[f32], k: &[f32], v: &[f32], kk: &[f32], r: &[f32], y: &mut [f32]) {
@@ -55,51 +61,251 @@ pub fn wkv7_update(s: &mut [f32], w: &[f32], b: &[f32], k: &[f32], v: &[f32], kk
         // SAFETY: AVX2 and FMA were detected at run time.
         return unsafe { x86::wkv7_update(s, w, b, k, v, kk, r, y) };
     }
-    wkv7_body(s, w, b, k, v, kk, r, y)
+    wkv7_body::<8>(s, w, b, k, v, kk, r, y)
+}
+
+/// [`wkv7_update`] on the state stored transposed, `st` `[N(key), N(value)]` (column j of the
+/// state contiguous): the layout a run of steps uses after one transpose, since every
+/// reduction then runs down the columns, lanes over the rows i, with no horizontal sum. Each
+/// `s_i` is reduced over j in the same order whatever the lane count, so every build returns
+/// the same bits.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+pub fn wkv7_update_cols(
+    st: &mut [f32],
+    w: &[f32],
+    b: &[f32],
+    k: &[f32],
+    v: &[f32],
+    kk: &[f32],
+    r: &[f32],
+    y: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if isa() != Isa::Scalar {
+        // SAFETY: AVX2 and FMA (and AVX-512F where `isa` says so) were detected at run time.
+        return unsafe { x86::wkv7_update_cols(st, w, b, k, v, kk, r, y) };
+    }
+    wkv7_cols_body::<4, 4>(st, w, b, k, v, kk, r, y)
+}
+
+/// [`wkv7_update_cols`] with the rows in blocks of `R` groups of `L` lanes (what the build
+/// keeps in registers), the rest one at a time.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn wkv7_cols_body<const L: usize, const R: usize>(
+    st: &mut [f32],
+    w: &[f32],
+    b: &[f32],
+    k: &[f32],
+    v: &[f32],
+    kk: &[f32],
+    r: &[f32],
+    y: &mut [f32],
+) {
+    let n = r.len();
+    assert!(
+        st.len() == n * n && [w.len(), b.len(), k.len(), v.len(), kk.len(), y.len()].iter().all(|&l| l == n),
+        "wkv7_update_cols: lengths"
+    );
+    let full = n / (L * R) * (L * R);
+    for i0 in (0..full).step_by(L * R) {
+        wkv7_cols::<L, R>(st, i0, w, b, k, v, kk, r, y);
+    }
+    for i0 in full..n {
+        wkv7_cols::<1, 1>(st, i0, w, b, k, v, kk, r, y);
+    }
+}
+
+/// Lane group `q` of a block's column slice, as an array.
+#[inline(always)]
+fn lanes<const L: usize>(c: &[f32], q: usize) -> &[f32; L] {
+    c[q * L..q * L + L].try_into().expect("L lanes")
+}
+
+/// Rows `i0..i0 + L·R` of the transposed step. Columns go in pairs (even j into one
+/// accumulator, odd j into another, summed at the end), so the chains are half as long.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn wkv7_cols<const L: usize, const R: usize>(
+    st: &mut [f32],
+    i0: usize,
+    w: &[f32],
+    b: &[f32],
+    k: &[f32],
+    v: &[f32],
+    kk: &[f32],
+    r: &[f32],
+    y: &mut [f32],
+) {
+    let n = r.len();
+    let col = |j: usize| j * n + i0..j * n + i0 + L * R;
+    let (mut e, mut o) = ([[0f32; L]; R], [[0f32; L]; R]);
+    let mut j = 0;
+    while j + 1 < n {
+        let (c0, c1) = (&st[col(j)], &st[col(j + 1)]);
+        for q in 0..R {
+            let (c0, c1) = (lanes::<L>(c0, q), lanes::<L>(c1, q));
+            for l in 0..L {
+                e[q][l] = c0[l].mul_add(kk[j], e[q][l]);
+                o[q][l] = c1[l].mul_add(kk[j + 1], o[q][l]);
+            }
+        }
+        j += 2;
+    }
+    if j < n {
+        let c0 = &st[col(j)];
+        for (q, e) in e.iter_mut().enumerate() {
+            let c0 = lanes::<L>(c0, q);
+            for l in 0..L {
+                e[l] = c0[l].mul_add(kk[j], e[l]);
+            }
+        }
+    }
+    let sa: [[f32; L]; R] = std::array::from_fn(|q| std::array::from_fn(|l| -(e[q][l] + o[q][l])));
+    let vi: [[f32; L]; R] = std::array::from_fn(|q| *lanes::<L>(&v[i0..], q));
+    // (A function, not a closure: a closure would not inherit the caller's target features
+    // and, left out of line, would call libm's fmaf.)
+    #[inline(always)]
+    fn step<const L: usize, const R: usize>(
+        c: &mut [f32],
+        x: [f32; 4],
+        sa: &[[f32; L]; R],
+        vi: &[[f32; L]; R],
+        acc: &mut [[f32; L]; R],
+    ) {
+        let [wj, bj, kj, rj] = x;
+        for q in 0..R {
+            let c: &mut [f32; L] = (&mut c[q * L..q * L + L]).try_into().expect("L lanes");
+            for l in 0..L {
+                let x = c[l].mul_add(wj, sa[q][l].mul_add(bj, vi[q][l] * kj));
+                c[l] = x;
+                acc[q][l] = x.mul_add(rj, acc[q][l]);
+            }
+        }
+    }
+    let (mut e, mut o) = ([[0f32; L]; R], [[0f32; L]; R]);
+    let mut j = 0;
+    while j + 1 < n {
+        step(&mut st[col(j)], [w[j], b[j], k[j], r[j]], &sa, &vi, &mut e);
+        step(&mut st[col(j + 1)], [w[j + 1], b[j + 1], k[j + 1], r[j + 1]], &sa, &vi, &mut o);
+        j += 2;
+    }
+    if j < n {
+        step(&mut st[col(j)], [w[j], b[j], k[j], r[j]], &sa, &vi, &mut e);
+    }
+    for q in 0..R {
+        for l in 0..L {
+            y[i0 + q * L + l] = e[q][l] + o[q][l];
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn wkv7_body(s: &mut [f32], w: &[f32], b: &[f32], k: &[f32], v: &[f32], kk: &[f32], r: &[f32], y: &mut [f32]) {
+fn wkv7_body<const L: usize>(
+    s: &mut [f32],
+    w: &[f32],
+    b: &[f32],
+    k: &[f32],
+    v: &[f32],
+    kk: &[f32],
+    r: &[f32],
+    y: &mut [f32],
+) {
     let n = r.len();
     assert!(
         s.len() == n * n && [w.len(), b.len(), k.len(), v.len(), kk.len(), y.len()].iter().all(|&l| l == n),
         "wkv7_update: lengths"
     );
-    let blocks = n / 8 * 8;
-    for ((row, &vi), yi) in s.chunks_exact_mut(n).zip(v).zip(y.iter_mut()) {
-        let mut acc = [0f32; 8];
-        for (rs, ks) in row[..blocks].chunks_exact(8).zip(kk.chunks_exact(8)) {
-            for l in 0..8 {
-                acc[l] += rs[l] * ks[l];
+    // Rows are independent: four at a time give the reductions four independent chains (one
+    // row at a time, the step is latency-bound). Each row's arithmetic is the same either way.
+    let mut rows = s.chunks_exact_mut(n * WKV_ROWS);
+    let mut at = 0;
+    for block in &mut rows {
+        wkv7_rows::<WKV_ROWS, L>(block, w, b, k, &v[at..at + WKV_ROWS], kk, r, &mut y[at..at + WKV_ROWS]);
+        at += WKV_ROWS;
+    }
+    for row in rows.into_remainder().chunks_exact_mut(n) {
+        wkv7_rows::<1, L>(row, w, b, k, &v[at..at + 1], kk, r, &mut y[at..at + 1]);
+        at += 1;
+    }
+}
+
+/// The sum of `L` lanes by halving (`L` a power of two): a chain of log2 L additions, where
+/// an ordered sum is L − 1 long.
+#[inline(always)]
+fn tree_sum<const L: usize>(mut a: [f32; L]) -> f32 {
+    let mut w = L;
+    while w > 1 {
+        w /= 2;
+        for l in 0..w {
+            a[l] += a[l + w];
+        }
+    }
+    a[0]
+}
+
+/// Rows the RWKV-7 step interleaves.
+const WKV_ROWS: usize = 4;
+
+/// [`wkv7_body`] on `R` consecutive rows of the state (`s` holds `R·n` floats), columns in
+/// blocks of `L` lanes, every multiply-add fused (`f32::mul_add`: one instruction where the
+/// build has FMA, NEON's baseline included, and the same correctly rounded result elsewhere).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn wkv7_rows<const R: usize, const L: usize>(
+    s: &mut [f32],
+    w: &[f32],
+    b: &[f32],
+    k: &[f32],
+    v: &[f32],
+    kk: &[f32],
+    r: &[f32],
+    y: &mut [f32],
+) {
+    let n = r.len();
+    let blocks = n / L * L;
+    let mut acc = [[0f32; L]; R];
+    for (c, ks) in kk[..blocks].chunks_exact(L).enumerate() {
+        for (q, acc) in acc.iter_mut().enumerate() {
+            let rs = &s[q * n + c * L..q * n + c * L + L];
+            for l in 0..L {
+                acc[l] = rs[l].mul_add(ks[l], acc[l]);
             }
         }
-        let mut dot: f32 = acc.iter().sum();
+    }
+    let mut sa = [0f32; R];
+    for (q, sa) in sa.iter_mut().enumerate() {
+        let row = &s[q * n..(q + 1) * n];
+        let mut dot = tree_sum(acc[q]);
         for j in blocks..n {
-            dot += row[j] * kk[j];
+            dot = row[j].mul_add(kk[j], dot);
         }
-        let sa = -dot;
-        let mut acc = [0f32; 8];
-        for ((((rs, ws), bs), ks), rr) in row[..blocks]
-            .chunks_exact_mut(8)
-            .zip(w.chunks_exact(8))
-            .zip(b.chunks_exact(8))
-            .zip(k.chunks_exact(8))
-            .zip(r.chunks_exact(8))
-        {
-            for l in 0..8 {
-                let x = rs[l] * ws[l] + sa * bs[l] + vi * ks[l];
+        *sa = -dot;
+    }
+    let mut acc = [[0f32; L]; R];
+    for c in 0..blocks / L {
+        let cols = c * L..c * L + L;
+        let (ws, bs, ks, rr) = (&w[cols.clone()], &b[cols.clone()], &k[cols.clone()], &r[cols.clone()]);
+        for (q, acc) in acc.iter_mut().enumerate() {
+            let rs = &mut s[q * n + c * L..q * n + c * L + L];
+            for l in 0..L {
+                let x = rs[l].mul_add(ws[l], sa[q].mul_add(bs[l], v[q] * ks[l]));
                 rs[l] = x;
-                acc[l] += x * rr[l];
+                acc[l] = x.mul_add(rr[l], acc[l]);
             }
         }
-        let mut out: f32 = acc.iter().sum();
+    }
+    for q in 0..R {
+        let row = &mut s[q * n..(q + 1) * n];
+        let mut out = tree_sum(acc[q]);
         for j in blocks..n {
-            let x = row[j] * w[j] + sa * b[j] + vi * k[j];
+            let x = row[j].mul_add(w[j], sa[q].mul_add(b[j], v[q] * k[j]));
             row[j] = x;
-            out += x * r[j];
+            out = x.mul_add(r[j], out);
         }
-        *yi = out;
+        y[q] = out;
     }
 }
 
@@ -161,8 +367,8 @@ mod x86 {
         super::decay_body(h, decay, dx, b, c)
     }
 
+    /// The 16-lane body where the CPU has AVX-512, else the 8-lane one.
     #[allow(clippy::too_many_arguments)]
-    #[target_feature(enable = "avx2,fma")]
     pub unsafe fn wkv7_update(
         s: &mut [f32],
         w: &[f32],
@@ -173,7 +379,91 @@ mod x86 {
         r: &[f32],
         y: &mut [f32],
     ) {
-        super::wkv7_body(s, w, b, k, v, kk, r, y)
+        if super::isa() == super::Isa::Avx512 {
+            wkv7_update_512(s, w, b, k, v, kk, r, y)
+        } else {
+            wkv7_update_256(s, w, b, k, v, kk, r, y)
+        }
+    }
+
+    /// The transposed step, 32 rows a block (two 512-bit registers) where the CPU has
+    /// AVX-512, else 16 (two 256-bit ones).
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn wkv7_update_cols(
+        st: &mut [f32],
+        w: &[f32],
+        b: &[f32],
+        k: &[f32],
+        v: &[f32],
+        kk: &[f32],
+        r: &[f32],
+        y: &mut [f32],
+    ) {
+        if super::isa() == super::Isa::Avx512 {
+            wkv7_cols_512(st, w, b, k, v, kk, r, y)
+        } else {
+            wkv7_cols_256(st, w, b, k, v, kk, r, y)
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    unsafe fn wkv7_cols_512(
+        st: &mut [f32],
+        w: &[f32],
+        b: &[f32],
+        k: &[f32],
+        v: &[f32],
+        kk: &[f32],
+        r: &[f32],
+        y: &mut [f32],
+    ) {
+        super::wkv7_cols_body::<16, 2>(st, w, b, k, v, kk, r, y)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn wkv7_cols_256(
+        st: &mut [f32],
+        w: &[f32],
+        b: &[f32],
+        k: &[f32],
+        v: &[f32],
+        kk: &[f32],
+        r: &[f32],
+        y: &mut [f32],
+    ) {
+        super::wkv7_cols_body::<8, 2>(st, w, b, k, v, kk, r, y)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub unsafe fn wkv7_update_512(
+        s: &mut [f32],
+        w: &[f32],
+        b: &[f32],
+        k: &[f32],
+        v: &[f32],
+        kk: &[f32],
+        r: &[f32],
+        y: &mut [f32],
+    ) {
+        super::wkv7_body::<16>(s, w, b, k, v, kk, r, y)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn wkv7_update_256(
+        s: &mut [f32],
+        w: &[f32],
+        b: &[f32],
+        k: &[f32],
+        v: &[f32],
+        kk: &[f32],
+        r: &[f32],
+        y: &mut [f32],
+    ) {
+        super::wkv7_body::<8>(s, w, b, k, v, kk, r, y)
     }
 }
 
@@ -366,7 +656,7 @@ mod tests {
             seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             ((seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         };
-        for n in [1usize, 7, 33, 64] {
+        for n in [1usize, 7, 33, 64, 70] {
             let s0: Vec<f32> = (0..n * n).map(|_| rnd()).collect();
             let vecs: Vec<Vec<f32>> = (0..7).map(|_| (0..n).map(|_| rnd()).collect()).collect();
             let (w, b, k, v, kk, r) = (&vecs[0], &vecs[1], &vecs[2], &vecs[3], &vecs[4], &vecs[5]);
@@ -383,9 +673,59 @@ mod tests {
                 }
                 assert!((y[i] as f64 - yi).abs() < 1e-4, "wkv7 n={n} y[{i}]: {} vs {yi}", y[i]);
             }
+            // The dispatched path is the body at its lane count, bit for bit.
             let (mut s2, mut y2) = (s0.clone(), vec![0f32; n]);
-            wkv7_body(&mut s2, w, b, k, v, kk, r, &mut y2);
+            #[cfg(target_arch = "x86_64")]
+            if isa() == Isa::Avx512 {
+                wkv7_body::<16>(&mut s2, w, b, k, v, kk, r, &mut y2);
+            } else {
+                wkv7_body::<8>(&mut s2, w, b, k, v, kk, r, &mut y2);
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            wkv7_body::<8>(&mut s2, w, b, k, v, kk, r, &mut y2);
             assert!(s.iter().chain(&y).zip(s2.iter().chain(&y2)).all(|(a, b)| a.to_bits() == b.to_bits()), "n={n}");
+        }
+    }
+
+    /// The transposed RWKV-7 step equals the f64 formula on odd sizes, and returns the same
+    /// bits whatever the row block (1, 16, 32 rows) and on the dispatched path.
+    #[test]
+    fn wkv7_update_cols_matches_the_formula() {
+        let mut seed = 47u64;
+        let mut rnd = || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        };
+        for n in [1usize, 7, 33, 64, 70] {
+            let s0: Vec<f32> = (0..n * n).map(|_| rnd()).collect();
+            let vecs: Vec<Vec<f32>> = (0..6).map(|_| (0..n).map(|_| rnd()).collect()).collect();
+            let (w, b, k, v, kk, r) = (&vecs[0], &vecs[1], &vecs[2], &vecs[3], &vecs[4], &vecs[5]);
+            // st[j][i] = s0[i][j]
+            let st0: Vec<f32> = (0..n * n).map(|x| s0[(x % n) * n + x / n]).collect();
+            let (mut st, mut y) = (st0.clone(), vec![0f32; n]);
+            wkv7_update_cols(&mut st, w, b, k, v, kk, r, &mut y);
+            for i in 0..n {
+                let row = &s0[i * n..(i + 1) * n];
+                let sa: f64 = -(0..n).map(|j| row[j] as f64 * kk[j] as f64).sum::<f64>();
+                let mut yi = 0f64;
+                for j in 0..n {
+                    let x = row[j] as f64 * w[j] as f64 + sa * b[j] as f64 + v[i] as f64 * k[j] as f64;
+                    assert!((st[j * n + i] as f64 - x).abs() < 1e-5, "wkv7 cols n={n} s[{i}][{j}]");
+                    yi += x * r[j] as f64;
+                }
+                assert!((y[i] as f64 - yi).abs() < 1e-4, "wkv7 cols n={n} y[{i}]: {} vs {yi}", y[i]);
+            }
+            type Step = fn(&mut [f32], &[f32], &[f32], &[f32], &[f32], &[f32], &[f32], &mut [f32]);
+            let run = |f: Step| {
+                let (mut st2, mut y2) = (st0.clone(), vec![0f32; n]);
+                f(&mut st2, w, b, k, v, kk, r, &mut y2);
+                st2.iter().chain(&y2).map(|x| x.to_bits()).collect::<Vec<_>>()
+            };
+            let want: Vec<u32> = st.iter().chain(&y).map(|x| x.to_bits()).collect();
+            assert_eq!(run(wkv7_cols_body::<1, 1>), want, "n={n} 1x1");
+            assert_eq!(run(wkv7_cols_body::<4, 4>), want, "n={n} 4x4");
+            assert_eq!(run(wkv7_cols_body::<8, 2>), want, "n={n} 8x2");
+            assert_eq!(run(wkv7_cols_body::<16, 2>), want, "n={n} 16x2");
         }
     }
 

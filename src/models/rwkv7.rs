@@ -6,7 +6,8 @@
 
 use super::common::{gather, scatter_add, HeadConfig};
 use super::stack::{
-    for_units, map_units, save_last, shift, units_to_rows, Block as StackBlock, Norm, Stack, States, TrainCarry,
+    for_units, map_units, par_rows, par_rows2, save_last, shift, units_to_rows, Block as StackBlock, Norm, Stack,
+    States, TrainCarry,
 };
 use super::{count_params, ArchKind};
 use crate::error::Result;
@@ -179,19 +180,20 @@ impl Block {
 
         // 3. w = exp(-e^{-1/2} · sigmoid(w0 + tanh(xw·w1)·w2)).
         //    (The per-element exponentials are the inlined polynomial, so these loops vectorize.)
+        //    (These element-wise passes run over blocks of rows in parallel in a prefill.)
         lora(lin, &self.w_lora, xw, t, low, w, f32::tanh);
-        for w in w.chunks_exact_mut(c) {
+        par_rows(w, c, |_, w| {
             for (w, &w0) in w.iter_mut().zip(&self.w0) {
                 *w = exp_fast(-DECAY_SCALE * sigmoid_fast(w0 + *w));
             }
-        }
+        });
         // 4. a = sigmoid(a0 + (xa·a1)·a2);  g = sigmoid(xg·g1)·g2.
         lora(lin, &self.a_lora, xa, t, low, a, |v| v);
-        for a in a.chunks_exact_mut(c) {
+        par_rows(a, c, |_, a| {
             for (a, &a0) in a.iter_mut().zip(&self.a0) {
                 *a = sigmoid_fast(a0 + *a);
             }
-        }
+        });
         lora(lin, &self.g_lora, xg, t, low, g, sigmoid);
 
         // 5. Value residual: block 0 sets v_first = v; later blocks mix towards it with
@@ -200,39 +202,52 @@ impl Block {
         match (&self.v_lora, &self.v0) {
             (Some(vl), Some(v0)) if li > 0 => {
                 lora(lin, vl, xv, t, low, y, |v| v);
-                for ((v, y), carry) in v.chunks_exact_mut(c).zip(y.chunks_exact(c)).zip(carry.chunks_exact(c)) {
+                let (y, carry) = (&*y, &carry[..tc]);
+                par_rows(v, c, |i, v| {
+                    let (y, carry) = (&y[i * c..(i + 1) * c], &carry[i * c..(i + 1) * c]);
                     for (((v, &y), &cv), &v0) in v.iter_mut().zip(y).zip(carry).zip(v0) {
                         *v += (cv - *v) * sigmoid_fast(v0 + y);
                     }
-                }
+                });
             }
             _ => carry[..tc].copy_from_slice(v),
         }
 
         // 6. Per row: kk = normalize_per_head(k ⊙ k_k);  k ← k ⊙ (1 + (a − 1) ⊙ k_a).
-        for ((k, a), kk) in k.chunks_exact_mut(c).zip(a.chunks_exact(c)).zip(kk.chunks_exact_mut(c)) {
+        let a = &*a;
+        par_rows2(k, kk, c, |i, k, kk| {
+            let a = &a[i * c..(i + 1) * c];
             for j in 0..c {
                 kk[j] = k[j] * self.k_k[j];
                 k[j] *= 1.0 + (a[j] - 1.0) * self.k_a[j];
             }
             l2_normalize(kk, nh, 1e-12);
-        }
+        });
         // 7. Per head (independent, so they run in parallel, each over its sequence's rows):
         //    S [N(value), N(key)] ← S·diag(w) + (S·(−kk))·(kk ⊙ a)ᵀ + v·kᵀ;  y = S·r;
         //    y = GroupNorm(y)·ln_x + bias (one group per head);  y += (Σ r ⊙ k ⊙ r_k)·v;  y ⊙= g.
-        let (r, k, v, w, a, g, kk) = (&*r, &*k, &*v, &*w, &*a, &*g, &*kk);
+        let (r, k, v, w, g, kk) = (&*r, &*k, &*v, &*w, &*g, &*kk);
         let (lw, lb) = (self.ln_x.weight(), self.ln_x.bias());
         let head = |h: usize, state: &mut [f32], yh: &mut [f32], rows: std::ops::Range<usize>| {
             let hs = |i: usize| i * c + h * n..i * c + (h + 1) * n;
             let rk = &self.r_k[h * n..(h + 1) * n];
+            // Over several rows the state is transposed once and stepped in that layout,
+            // where the step's reductions need no horizontal sums (kernels::ssm).
+            let mut cols = (rows.len() > 1).then(|| transposed(state, n));
             for (i, y) in rows.zip(yh.chunks_exact_mut(n)) {
                 let (r, k, v) = (&r[hs(i)], &k[hs(i)], &v[hs(i)]);
-                wkv_head(state, r, &w[hs(i)], k, v, &kk[hs(i)], &a[hs(i)], y);
+                match cols.as_mut() {
+                    Some(st) => wkv_head_cols(st, r, &w[hs(i)], k, v, &kk[hs(i)], &a[hs(i)], y),
+                    None => wkv_head(state, r, &w[hs(i)], k, v, &kk[hs(i)], &a[hs(i)], y),
+                }
                 group_norm(y, 1, &lw[h * n..(h + 1) * n], &lb[h * n..(h + 1) * n], GN_EPS);
                 let bonus: f32 = (0..n).map(|j| r[j] * k[j] * rk[j]).sum();
                 for (j, (y, g)) in y.iter_mut().zip(&g[hs(i)]).enumerate() {
                     *y = (*y + bonus * v[j]) * g;
                 }
+            }
+            if let Some(st) = cols {
+                state.copy_from_slice(&transposed(&st, n));
             }
         };
         for_units(segs, st, wkv, nh, n, yh, t * nh * n * n, head);
@@ -240,7 +255,7 @@ impl Block {
 
         // 8. x += Wo·y.
         lin.apply(&self.output, y, t, xn);
-        kernels::add_assign(x, xn);
+        add_rows(x, xn, c);
     }
 
     /// The channel mix (FFN): x += Wv·relu(Wk·shift(ln2(x)))².
@@ -254,9 +269,9 @@ impl Block {
         shift(segs, xn, st, ffn_x.clone(), &self.ffn_x_k, kx);
         save_last(segs, xn, st, ffn_x);
         lin.apply(&self.ffn_key, kx, t, hidden);
-        hidden.iter_mut().for_each(|h| *h = h.max(0.0) * h.max(0.0));
+        par_rows(hidden, self.ffn_key.rows, |_, h| h.iter_mut().for_each(|h| *h = h.max(0.0) * h.max(0.0)));
         lin.apply(&self.ffn_value, hidden, t, xn);
-        kernels::add_assign(x, xn);
+        add_rows(x, xn, c);
     }
 }
 
@@ -278,6 +293,42 @@ fn wkv_head(s: &mut [f32], r: &[f32], w: &[f32], k: &[f32], v: &[f32], kk: &[f32
         b[j] = kk[j] * a[j];
     }
     kernels::ssm::wkv7_update(s, w, b, k, v, kk, r, y);
+}
+
+/// [`wkv_head`] on the state stored transposed, `[N(key), N(value)]`
+/// (`kernels::ssm::wkv7_update_cols`).
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn wkv_head_cols(st: &mut [f32], r: &[f32], w: &[f32], k: &[f32], v: &[f32], kk: &[f32], a: &[f32], y: &mut [f32]) {
+    let n = r.len();
+    let mut small = [0f32; 256];
+    let mut large = Vec::new();
+    let b = if n <= 256 {
+        &mut small[..n]
+    } else {
+        large.resize(n, 0f32);
+        &mut large[..]
+    };
+    for j in 0..n {
+        b[j] = kk[j] * a[j];
+    }
+    kernels::ssm::wkv7_update_cols(st, w, b, k, v, kk, r, y);
+}
+
+/// `x += d` over rows of `c` (in parallel in a prefill).
+fn add_rows(x: &mut [f32], d: &[f32], c: usize) {
+    par_rows(x, c, |i, x| kernels::add_assign(x, &d[i * c..(i + 1) * c]));
+}
+
+/// The transpose of a square `n × n` matrix.
+fn transposed(m: &[f32], n: usize) -> Vec<f32> {
+    let mut t = vec![0f32; n * n];
+    for (i, row) in m.chunks_exact(n).enumerate() {
+        for (j, &x) in row.iter().enumerate() {
+            t[j * n + i] = x;
+        }
+    }
+    t
 }
 
 impl StackBlock for Block {

@@ -84,15 +84,16 @@ impl Norm {
         }
     }
 
-    /// Normalizes every row of `x` (`[t, C]`) into `out`.
+    /// Normalizes every row of `x` (`[t, C]`) into `out` (rows in parallel when many).
     pub(crate) fn rows(&self, x: &[f32], out: &mut [f32]) {
         let c = self.weight().len();
-        for (xi, oi) in x.chunks_exact(c).zip(out.chunks_exact_mut(c)) {
+        par_rows(out, c, |i, oi| {
+            let xi = &x[i * c..(i + 1) * c];
             match self {
                 Norm::Layer { w, b, eps } => layer_norm(xi, w, b, *eps, oi),
                 Norm::Rms { w, eps } => rms_norm(xi, w, *eps, oi),
             }
-        }
+        });
     }
 }
 
@@ -498,11 +499,47 @@ pub(crate) fn shift(segs: &[Seg], x: &[f32], st: &mut States, part: Range<usize>
     let c = part.len();
     for (s, seg) in segs.iter().enumerate() {
         let last = &st.seg(s)[part.clone()];
-        for i in seg.rows() {
-            let prev = if i == seg.start { last } else { &x[(i - 1) * c..i * c] };
-            token_shift(&x[i * c..(i + 1) * c], prev, mix, &mut out[i * c..(i + 1) * c]);
-        }
+        let rows = &mut out[seg.start * c..(seg.start + seg.len) * c];
+        par_rows(rows, c, |r, o| {
+            let i = seg.start + r;
+            let prev = if r == 0 { last } else { &x[(i - 1) * c..i * c] };
+            token_shift(&x[i * c..(i + 1) * c], prev, mix, o);
+        });
     }
+}
+
+/// Elements below which [`par_rows`] stays on the calling thread (a fork and join costs more
+/// than the pass).
+const PAR_ROWS_MIN: usize = 1 << 15;
+
+/// Runs `f(i, row)` over the rows of `out` (`[t, c]`), in parallel blocks of rows when the
+/// pass is large enough to pay for it (prefill, not decode). `f` must depend on `i` alone.
+pub(crate) fn par_rows<F: Fn(usize, &mut [f32]) + Sync>(out: &mut [f32], c: usize, f: F) {
+    use rayon::prelude::*;
+    let threads = rayon::current_num_threads();
+    if out.len() < PAR_ROWS_MIN || threads == 1 || c == 0 {
+        out.chunks_exact_mut(c.max(1)).enumerate().for_each(|(i, row)| f(i, row));
+        return;
+    }
+    let per = (out.len() / c).div_ceil(4 * threads).max(1);
+    out.par_chunks_mut(per * c).enumerate().for_each(|(b, rows)| {
+        rows.chunks_exact_mut(c).enumerate().for_each(|(i, row)| f(b * per + i, row));
+    });
+}
+
+/// [`par_rows`] over two buffers of the same shape: `f(i, row of a, row of b)`.
+pub(crate) fn par_rows2<F: Fn(usize, &mut [f32], &mut [f32]) + Sync>(a: &mut [f32], b: &mut [f32], c: usize, f: F) {
+    use rayon::prelude::*;
+    assert_eq!(a.len(), b.len(), "par_rows2: shapes");
+    let threads = rayon::current_num_threads();
+    if a.len() < PAR_ROWS_MIN || threads == 1 || c == 0 {
+        a.chunks_exact_mut(c.max(1)).zip(b.chunks_exact_mut(c.max(1))).enumerate().for_each(|(i, (x, y))| f(i, x, y));
+        return;
+    }
+    let per = (a.len() / c).div_ceil(4 * threads).max(1);
+    a.par_chunks_mut(per * c).zip(b.par_chunks_mut(per * c)).enumerate().for_each(|(blk, (xa, xb))| {
+        xa.chunks_exact_mut(c).zip(xb.chunks_exact_mut(c)).enumerate().for_each(|(i, (x, y))| f(blk * per + i, x, y));
+    });
 }
 
 /// `out[i] = prev − x[i]` over the rows of `x` (RWKV-6's `sx`), `prev` as in [`shift`].
