@@ -254,11 +254,18 @@ pub fn matmul_ws(m: &Matrix, x: &[f32], t: usize, y: &mut [f32], ws: &mut Worksp
 /// Each thread's rows come out token-major (`[t, its rows]`) in its part of `yt` (parts of
 /// `chunk` rows); they go to their columns of `y` (`[t, rows]`).
 fn scatter_parts(yt: &[f32], chunk: usize, t: usize, rows: usize, y: &mut [f32]) {
-    for (c, part) in yt.chunks(chunk * t).enumerate() {
-        let n = part.len() / t;
-        for (i, src) in part.chunks_exact(n).enumerate() {
-            y[i * rows + c * chunk..i * rows + c * chunk + n].copy_from_slice(src);
+    // Each token's row of y gathers its piece of every part (tokens split between threads
+    // when the copy is large: in a prefill it is a pass over the whole output).
+    let gather = |i: usize, yi: &mut [f32]| {
+        for (c, part) in yt.chunks(chunk * t).enumerate() {
+            let n = part.len() / t;
+            yi[c * chunk..c * chunk + n].copy_from_slice(&part[i * n..(i + 1) * n]);
         }
+    };
+    if rows * t < PAR_MIN_WORK || rayon::current_num_threads() == 1 {
+        y.chunks_exact_mut(rows).enumerate().for_each(|(i, yi)| gather(i, yi));
+    } else {
+        y.par_chunks_mut(rows).enumerate().with_min_len(8).for_each(|(i, yi)| gather(i, yi));
     }
 }
 

@@ -122,13 +122,16 @@ pub fn rows_times_tokens(p: &Panels, p0: usize, x: Input<'_>, out: &mut [f32]) {
     let mut j = 0;
     while j < n {
         let nr = (n - j).min(ROWS);
+        let mut blk = [[0f32; ROWS]; T];
         let pi = p0 + j / ROWS;
         for c0 in (0..p.cols).step_by(kc) {
             let cs = c0..(c0 + kc).min(p.cols);
             let mut i = 0;
             while i < t {
                 let nt = (t - i).min(T);
-                let blk = tile(p, pi, x, i, nt, cs.clone());
+                // (Written in place: returned by value, the 512-byte tile would be copied by
+                // memcpy on its way up, once per tile.)
+                tile(p, pi, x, i, nt, cs.clone(), &mut blk);
                 for (k, vals) in blk.iter().enumerate().take(nt) {
                     let o = &mut out[(i + k) * n + j..(i + k) * n + j + nr];
                     match (c0 == 0, <&mut [f32; ROWS]>::try_from(&mut *o)) {
@@ -149,30 +152,38 @@ pub fn rows_times_tokens(p: &Panels, p0: usize, x: Input<'_>, out: &mut [f32]) {
 /// Columns of an f32 panel per pass of [`rows_times_tokens`].
 const KC: usize = 256;
 
-/// The 16 rows of panel `pi` times tokens `i0..i0 + nt` (nt ≤ T): `out[k][lane]`; f32
-/// panels over the columns `cs` only, q8/q4 panels over all.
-fn tile(p: &Panels, pi: usize, x: Input<'_>, i0: usize, nt: usize, cs: Range<usize>) -> [[f32; ROWS]; T] {
+/// The 16 rows of panel `pi` times tokens `i0..i0 + nt` (nt ≤ T) into `out[k][lane]`
+/// (`k < nt`); f32 panels over the columns `cs` only, q8/q4 panels over all.
+fn tile(p: &Panels, pi: usize, x: Input<'_>, i0: usize, nt: usize, cs: Range<usize>, out: &mut [[f32; ROWS]; T]) {
     #[cfg(target_arch = "x86_64")]
     match x {
         Input::F32(v, _) if super::isa() == super::Isa::Avx512 => {
             // SAFETY: AVX-512 F was detected; panel pi exists (checked by the caller) and v
             // holds tokens i0..i0 + nt of p.cols values.
-            return unsafe { x86::tile_f32_dispatch(nt, p, pi, v, i0, cs) };
+            return unsafe { x86::tile_f32_dispatch(nt, p, pi, v, i0, cs, out) };
         }
         Input::Quant(q) if available() && q.tiled => {
             // SAFETY: VNNI was detected; panel pi exists, tokens i0..i0 + nt were prepared
             // (with their corrections) for p.cols.
-            return unsafe { x86::tile_dispatch(nt, p, pi, q, i0) };
+            return unsafe { x86::tile_dispatch(nt, p, pi, q, i0, out) };
         }
         _ => {}
     }
-    tile_scalar(p, pi, x, i0, nt, cs)
+    tile_scalar(p, pi, x, i0, nt, cs, out)
 }
 
 /// The portable [`tile`]: f32 panels summed column by column, q8/q4 panels per block as
 /// `qdot`'s reference sums a row (integer dot, times the block's two scales).
-fn tile_scalar(p: &Panels, pi: usize, x: Input<'_>, i0: usize, nt: usize, cs: Range<usize>) -> [[f32; ROWS]; T] {
-    let mut out = [[0f32; ROWS]; T];
+fn tile_scalar(
+    p: &Panels,
+    pi: usize,
+    x: Input<'_>,
+    i0: usize,
+    nt: usize,
+    cs: Range<usize>,
+    out: &mut [[f32; ROWS]; T],
+) {
+    *out = [[0f32; ROWS]; T];
     let bb = Panels::block_bytes(p.kind);
     match x {
         Input::F32(v, _) => {
@@ -217,7 +228,6 @@ fn tile_scalar(p: &Panels, pi: usize, x: Input<'_>, i0: usize, nt: usize, cs: Ra
             }
         }
     }
-    out
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -255,7 +265,8 @@ mod x86 {
                 pi: usize,
                 x: &QTokens,
                 i0: usize,
-            ) -> [[f32; ROWS]; T] {
+                out: &mut [[f32; ROWS]; T],
+            ) {
                 let nb = p.n_blocks();
                 let bb = Panels::block_bytes(if Q4 { PanelKind::Q4 } else { PanelKind::Q8 });
                 let (w, sc) = (p.panel(pi), p.panel_scales(pi));
@@ -318,12 +329,10 @@ mod x86 {
                         }
                     }
                 }
-                let mut out = [[0f32; ROWS]; T];
                 for (o, a) in out.iter_mut().zip(&acc) {
                     // SAFETY: o holds 16 floats.
                     unsafe { _mm512_storeu_ps(o.as_mut_ptr(), *a) };
                 }
-                out
             }
         };
     }
@@ -334,18 +343,25 @@ mod x86 {
     ///
     /// # Safety
     /// As [`tile`], for tokens `i0..i0 + nt`.
-    pub(super) unsafe fn tile_dispatch(nt: usize, p: &Panels, pi: usize, x: &QTokens, i0: usize) -> [[f32; ROWS]; T] {
+    pub(super) unsafe fn tile_dispatch(
+        nt: usize,
+        p: &Panels,
+        pi: usize,
+        x: &QTokens,
+        i0: usize,
+        out: &mut [[f32; ROWS]; T],
+    ) {
         macro_rules! by_tokens {
             ($f:ident, $q4:literal) => {
                 match nt {
-                    8 => $f::<8, $q4>(p, pi, x, i0),
-                    7 => $f::<7, $q4>(p, pi, x, i0),
-                    6 => $f::<6, $q4>(p, pi, x, i0),
-                    5 => $f::<5, $q4>(p, pi, x, i0),
-                    4 => $f::<4, $q4>(p, pi, x, i0),
-                    3 => $f::<3, $q4>(p, pi, x, i0),
-                    2 => $f::<2, $q4>(p, pi, x, i0),
-                    _ => $f::<1, $q4>(p, pi, x, i0),
+                    8 => $f::<8, $q4>(p, pi, x, i0, out),
+                    7 => $f::<7, $q4>(p, pi, x, i0, out),
+                    6 => $f::<6, $q4>(p, pi, x, i0, out),
+                    5 => $f::<5, $q4>(p, pi, x, i0, out),
+                    4 => $f::<4, $q4>(p, pi, x, i0, out),
+                    3 => $f::<3, $q4>(p, pi, x, i0, out),
+                    2 => $f::<2, $q4>(p, pi, x, i0, out),
+                    _ => $f::<1, $q4>(p, pi, x, i0, out),
                 }
             };
         }
@@ -374,7 +390,8 @@ mod x86 {
         x: &[f32],
         i0: usize,
         cs: Range<usize>,
-    ) -> [[f32; ROWS]; T] {
+        out: &mut [[f32; ROWS]; T],
+    ) {
         let cols = p.cols;
         let w = p.panel(pi).as_ptr();
         let xs = x[i0 * cols..(i0 + NT) * cols].as_ptr();
@@ -406,13 +423,11 @@ mod x86 {
         if c < cs.end {
             step(c, (c - cs.start) % 2, &mut acc);
         }
-        let mut out = [[0f32; ROWS]; T];
         for (o, a) in out.iter_mut().zip(&acc) {
             let s = _mm512_add_ps(a[0], a[1]);
             // SAFETY: o holds 16 floats.
             unsafe { _mm512_storeu_ps(o.as_mut_ptr(), s) };
         }
-        out
     }
 
     /// [`tile_f32`] for `nt` ≤ T tokens.
@@ -426,18 +441,19 @@ mod x86 {
         x: &[f32],
         i0: usize,
         cs: Range<usize>,
-    ) -> [[f32; ROWS]; T] {
+        out: &mut [[f32; ROWS]; T],
+    ) {
         macro_rules! by_tokens {
             ($k:expr) => {
                 match nt {
-                    8 => tile_f32::<8, { $k }>(p, pi, x, i0, cs),
-                    7 => tile_f32::<7, { $k }>(p, pi, x, i0, cs),
-                    6 => tile_f32::<6, { $k }>(p, pi, x, i0, cs),
-                    5 => tile_f32::<5, { $k }>(p, pi, x, i0, cs),
-                    4 => tile_f32::<4, { $k }>(p, pi, x, i0, cs),
-                    3 => tile_f32::<3, { $k }>(p, pi, x, i0, cs),
-                    2 => tile_f32::<2, { $k }>(p, pi, x, i0, cs),
-                    _ => tile_f32::<1, { $k }>(p, pi, x, i0, cs),
+                    8 => tile_f32::<8, { $k }>(p, pi, x, i0, cs, out),
+                    7 => tile_f32::<7, { $k }>(p, pi, x, i0, cs, out),
+                    6 => tile_f32::<6, { $k }>(p, pi, x, i0, cs, out),
+                    5 => tile_f32::<5, { $k }>(p, pi, x, i0, cs, out),
+                    4 => tile_f32::<4, { $k }>(p, pi, x, i0, cs, out),
+                    3 => tile_f32::<3, { $k }>(p, pi, x, i0, cs, out),
+                    2 => tile_f32::<2, { $k }>(p, pi, x, i0, cs, out),
+                    _ => tile_f32::<1, { $k }>(p, pi, x, i0, cs, out),
                 }
             };
         }
@@ -507,7 +523,9 @@ mod tests {
                 for i0 in [0, 8] {
                     let nt = (t - i0).min(T);
                     let cs = 0..cols;
-                    let (got, want) = (tile(p, pi, input, i0, nt, cs.clone()), tile_scalar(p, pi, input, i0, nt, cs));
+                    let (mut got, mut want) = ([[0f32; ROWS]; T], [[0f32; ROWS]; T]);
+                    tile(p, pi, input, i0, nt, cs.clone(), &mut got);
+                    tile_scalar(p, pi, input, i0, nt, cs, &mut want);
                     for k in 0..nt {
                         for lane in 0..ROWS {
                             let (g, w) = (got[k][lane], want[k][lane]);
