@@ -138,7 +138,7 @@ pub fn rows_times_tokens(p: &Panels, p0: usize, x: Input<'_>, out: &mut [f32]) {
                         // (A whole panel's row of 16 as one fixed-size move: a slice copy
                         // of unknown length would be a call to memcpy per token.)
                         (true, Ok(o)) => *o = *vals,
-                        (true, Err(_)) => o.copy_from_slice(&vals[..nr]),
+                        (true, Err(_)) => copy_short(o, vals),
                         (false, _) => o.iter_mut().zip(vals).for_each(|(o, v)| *o += v),
                     }
                 }
@@ -147,6 +147,15 @@ pub fn rows_times_tokens(p: &Panels, p0: usize, x: Input<'_>, out: &mut [f32]) {
         }
         j += nr;
     }
+}
+
+/// The first `o.len()` (< 16) values of a tile row into `o`: a matrix's last, partial panel.
+/// (Out of line, so that the compiler does not merge it with the whole rows' fixed-size
+/// copy into one memcpy call of variable length.)
+#[inline(never)]
+#[cold]
+fn copy_short(o: &mut [f32], vals: &[f32; ROWS]) {
+    o.copy_from_slice(&vals[..o.len()]);
 }
 
 /// Columns of an f32 panel per pass of [`rows_times_tokens`].
