@@ -119,10 +119,11 @@ pub fn rows_times_tokens(p: &Panels, p0: usize, x: Input<'_>, out: &mut [f32]) {
     // f32 panels are taken KC columns at a time (a 16 KB slice of the panel, kept in the L1
     // cache for all the token tiles), the slices' sums added in order; q8/q4 panels whole.
     let kc = if p.kind.is_float() { KC } else { p.cols };
+    // Each tile writes the rows of its nt tokens, and only those are read: zeroed once.
+    let mut blk = [[0f32; ROWS]; T];
     let mut j = 0;
     while j < n {
         let nr = (n - j).min(ROWS);
-        let mut blk = [[0f32; ROWS]; T];
         let pi = p0 + j / ROWS;
         for c0 in (0..p.cols).step_by(kc) {
             let cs = c0..(c0 + kc).min(p.cols);
