@@ -118,12 +118,9 @@ fn bench_wkv7(c: &mut Criterion) {
     let b: Vec<f32> = kk.iter().zip(vec(2)).map(|(kk, a)| kk * (a + 0.5)).collect();
     let mut s: Vec<f32> = (0..n * n).map(|i| ((i * 5) % 11) as f32 / 110.0).collect();
     let mut y = vec![0f32; n];
-    g.bench_function("n64", |bch| {
-        bch.iter(|| sutra::kernels::ssm::wkv7_update(&mut s, &w, &b, &k, &v, &kk, &r, &mut y))
-    });
-    g.bench_function("n64 transposed", |bch| {
-        bch.iter(|| sutra::kernels::ssm::wkv7_update_cols(&mut s, &w, &b, &k, &v, &kk, &r, &mut y))
-    });
+    let x = sutra::kernels::ssm::Wkv7 { w: &w, b: &b, k: &k, v: &v, kk: &kk, r: &r };
+    g.bench_function("n64", |bch| bch.iter(|| sutra::kernels::ssm::wkv7_update(&mut s, x, &mut y)));
+    g.bench_function("n64 transposed", |bch| bch.iter(|| sutra::kernels::ssm::wkv7_update_cols(&mut s, x, &mut y)));
     g.finish();
 }
 

@@ -48,20 +48,38 @@ pub fn decay_update_dot(h: &mut [f32], decay: f32, dx: f32, b: &[f32], c: &[f32]
     decay_body(h, decay, dx, b, c)
 }
 
+/// The per-token vectors of one RWKV-7 head step (all of the head size N): decay `w`, the
+/// in-context learning rate term `b` (= kk ⊙ a), key `k`, value `v`, the normalized key `kk`
+/// and receptance `r`.
+#[derive(Clone, Copy, Debug)]
+pub struct Wkv7<'a> {
+    /// Decay, per key column.
+    pub w: &'a [f32],
+    /// kk ⊙ a.
+    pub b: &'a [f32],
+    /// Key.
+    pub k: &'a [f32],
+    /// Value, per state row.
+    pub v: &'a [f32],
+    /// The normalized key (the removal direction).
+    pub kk: &'a [f32],
+    /// Receptance.
+    pub r: &'a [f32],
+}
+
 /// RWKV-7, one head and token, over its state `s` `[N(value), N(key)]`: for each row i,
 /// `s_i ← s_i ⊙ w + (s_i·(−kk))·b + v_i·k`, then `y_i = s_i·r` (all slices of N but `s`).
 /// Two passes over the row (the first reduction, then the update fused with the second),
 /// columns in blocks of 16 lanes where the CPU has AVX-512, else 8; the result depends on that
 /// width only (the dispatched path equals the body at its width, bit for bit).
-#[allow(clippy::too_many_arguments)]
 #[inline]
-pub fn wkv7_update(s: &mut [f32], w: &[f32], b: &[f32], k: &[f32], v: &[f32], kk: &[f32], r: &[f32], y: &mut [f32]) {
+pub fn wkv7_update(s: &mut [f32], x: Wkv7<'_>, y: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if isa() != Isa::Scalar {
         // SAFETY: AVX2 and FMA were detected at run time.
-        return unsafe { x86::wkv7_update(s, w, b, k, v, kk, r, y) };
+        return unsafe { x86::wkv7_update(s, x, y) };
     }
-    wkv7_body::<8>(s, w, b, k, v, kk, r, y)
+    wkv7_body::<8>(s, x, y)
 }
 
 /// [`wkv7_update`] on the state stored transposed, `st` `[N(key), N(value)]` (column j of the
@@ -69,40 +87,21 @@ pub fn wkv7_update(s: &mut [f32], w: &[f32], b: &[f32], k: &[f32], v: &[f32], kk
 /// reduction then runs down the columns, lanes over the rows i, with no horizontal sum. Each
 /// `s_i` is reduced over j in the same order whatever the lane count, so every build returns
 /// the same bits.
-#[allow(clippy::too_many_arguments)]
 #[inline]
-pub fn wkv7_update_cols(
-    st: &mut [f32],
-    w: &[f32],
-    b: &[f32],
-    k: &[f32],
-    v: &[f32],
-    kk: &[f32],
-    r: &[f32],
-    y: &mut [f32],
-) {
+pub fn wkv7_update_cols(st: &mut [f32], x: Wkv7<'_>, y: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if isa() != Isa::Scalar {
         // SAFETY: AVX2 and FMA (and AVX-512F where `isa` says so) were detected at run time.
-        return unsafe { x86::wkv7_update_cols(st, w, b, k, v, kk, r, y) };
+        return unsafe { x86::wkv7_update_cols(st, x, y) };
     }
-    wkv7_cols_body::<4, 4>(st, w, b, k, v, kk, r, y)
+    wkv7_cols_body::<4, 4>(st, x, y)
 }
 
 /// [`wkv7_update_cols`] with the rows in blocks of `R` groups of `L` lanes (what the build
 /// keeps in registers), the rest one at a time.
-#[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn wkv7_cols_body<const L: usize, const R: usize>(
-    st: &mut [f32],
-    w: &[f32],
-    b: &[f32],
-    k: &[f32],
-    v: &[f32],
-    kk: &[f32],
-    r: &[f32],
-    y: &mut [f32],
-) {
+fn wkv7_cols_body<const L: usize, const R: usize>(st: &mut [f32], x: Wkv7<'_>, y: &mut [f32]) {
+    let Wkv7 { w, b, k, v, kk, r } = x;
     let n = r.len();
     assert!(
         st.len() == n * n && [w.len(), b.len(), k.len(), v.len(), kk.len(), y.len()].iter().all(|&l| l == n),
@@ -110,10 +109,10 @@ fn wkv7_cols_body<const L: usize, const R: usize>(
     );
     let full = n / (L * R) * (L * R);
     for i0 in (0..full).step_by(L * R) {
-        wkv7_cols::<L, R>(st, i0, w, b, k, v, kk, r, y);
+        wkv7_cols::<L, R>(st, i0, x, y);
     }
     for i0 in full..n {
-        wkv7_cols::<1, 1>(st, i0, w, b, k, v, kk, r, y);
+        wkv7_cols::<1, 1>(st, i0, x, y);
     }
 }
 
@@ -125,19 +124,9 @@ fn lanes<const L: usize>(c: &[f32], q: usize) -> &[f32; L] {
 
 /// Rows `i0..i0 + L·R` of the transposed step. Columns go in pairs (even j into one
 /// accumulator, odd j into another, summed at the end), so the chains are half as long.
-#[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn wkv7_cols<const L: usize, const R: usize>(
-    st: &mut [f32],
-    i0: usize,
-    w: &[f32],
-    b: &[f32],
-    k: &[f32],
-    v: &[f32],
-    kk: &[f32],
-    r: &[f32],
-    y: &mut [f32],
-) {
+fn wkv7_cols<const L: usize, const R: usize>(st: &mut [f32], i0: usize, x: Wkv7<'_>, y: &mut [f32]) {
+    let Wkv7 { w, b, k, v, kk, r } = x;
     let n = r.len();
     let col = |j: usize| j * n + i0..j * n + i0 + L * R;
     let (mut e, mut o) = ([[0f32; L]; R], [[0f32; L]; R]);
@@ -201,18 +190,9 @@ fn wkv7_cols<const L: usize, const R: usize>(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn wkv7_body<const L: usize>(
-    s: &mut [f32],
-    w: &[f32],
-    b: &[f32],
-    k: &[f32],
-    v: &[f32],
-    kk: &[f32],
-    r: &[f32],
-    y: &mut [f32],
-) {
+fn wkv7_body<const L: usize>(s: &mut [f32], x: Wkv7<'_>, y: &mut [f32]) {
+    let Wkv7 { w, b, k, v, kk, r } = x;
     let n = r.len();
     assert!(
         s.len() == n * n && [w.len(), b.len(), k.len(), v.len(), kk.len(), y.len()].iter().all(|&l| l == n),
@@ -223,11 +203,11 @@ fn wkv7_body<const L: usize>(
     let mut rows = s.chunks_exact_mut(n * WKV_ROWS);
     let mut at = 0;
     for block in &mut rows {
-        wkv7_rows::<WKV_ROWS, L>(block, w, b, k, &v[at..at + WKV_ROWS], kk, r, &mut y[at..at + WKV_ROWS]);
+        wkv7_rows::<WKV_ROWS, L>(block, Wkv7 { v: &x.v[at..at + WKV_ROWS], ..x }, &mut y[at..at + WKV_ROWS]);
         at += WKV_ROWS;
     }
     for row in rows.into_remainder().chunks_exact_mut(n) {
-        wkv7_rows::<1, L>(row, w, b, k, &v[at..at + 1], kk, r, &mut y[at..at + 1]);
+        wkv7_rows::<1, L>(row, Wkv7 { v: &x.v[at..at + 1], ..x }, &mut y[at..at + 1]);
         at += 1;
     }
 }
@@ -265,18 +245,9 @@ const WKV_ROWS: usize = 4;
 /// [`wkv7_body`] on `R` consecutive rows of the state (`s` holds `R·n` floats), columns in
 /// blocks of `L` lanes, every multiply-add fused (`f32::mul_add`: one instruction where the
 /// build has FMA, NEON's baseline included, and the same correctly rounded result elsewhere).
-#[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn wkv7_rows<const R: usize, const L: usize>(
-    s: &mut [f32],
-    w: &[f32],
-    b: &[f32],
-    k: &[f32],
-    v: &[f32],
-    kk: &[f32],
-    r: &[f32],
-    y: &mut [f32],
-) {
+fn wkv7_rows<const R: usize, const L: usize>(s: &mut [f32], x: Wkv7<'_>, y: &mut [f32]) {
+    let Wkv7 { w, b, k, v, kk, r } = x;
     let n = r.len();
     let blocks = n / L * L;
     let mut acc = [[0f32; L]; R];
@@ -370,6 +341,7 @@ fn decay_body(h: &mut [f32], decay: f32, dx: f32, b: &[f32], c: &[f32]) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
+    use super::Wkv7;
     use std::arch::x86_64::*;
 
     #[target_feature(enable = "avx2,fma")]
@@ -383,93 +355,44 @@ mod x86 {
     }
 
     /// The 16-lane body where the CPU has AVX-512, else the 8-lane one.
-    #[allow(clippy::too_many_arguments)]
-    pub unsafe fn wkv7_update(
-        s: &mut [f32],
-        w: &[f32],
-        b: &[f32],
-        k: &[f32],
-        v: &[f32],
-        kk: &[f32],
-        r: &[f32],
-        y: &mut [f32],
-    ) {
+    pub unsafe fn wkv7_update(s: &mut [f32], x: Wkv7<'_>, y: &mut [f32]) {
         if super::isa() == super::Isa::Avx512 {
-            wkv7_update_512(s, w, b, k, v, kk, r, y)
+            wkv7_update_512(s, x, y)
         } else {
-            wkv7_update_256(s, w, b, k, v, kk, r, y)
+            wkv7_update_256(s, x, y)
         }
     }
 
     /// The transposed step, 32 rows a block (two 512-bit registers) where the CPU has
     /// AVX-512, else 16 (two 256-bit ones).
-    #[allow(clippy::too_many_arguments)]
-    pub unsafe fn wkv7_update_cols(
-        st: &mut [f32],
-        w: &[f32],
-        b: &[f32],
-        k: &[f32],
-        v: &[f32],
-        kk: &[f32],
-        r: &[f32],
-        y: &mut [f32],
-    ) {
+    pub unsafe fn wkv7_update_cols(st: &mut [f32], x: Wkv7<'_>, y: &mut [f32]) {
         if super::isa() == super::Isa::Avx512 {
-            wkv7_cols_512(st, w, b, k, v, kk, r, y)
+            wkv7_cols_512(st, x, y)
         } else {
-            wkv7_cols_256(st, w, b, k, v, kk, r, y)
+            wkv7_cols_256(st, x, y)
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f,avx2,fma")]
-    unsafe fn wkv7_cols_512(
-        st: &mut [f32],
-        w: &[f32],
-        b: &[f32],
-        k: &[f32],
-        v: &[f32],
-        kk: &[f32],
-        r: &[f32],
-        y: &mut [f32],
-    ) {
-        super::wkv7_cols_body::<16, 2>(st, w, b, k, v, kk, r, y)
+    unsafe fn wkv7_cols_512(st: &mut [f32], x: Wkv7<'_>, y: &mut [f32]) {
+        super::wkv7_cols_body::<16, 2>(st, x, y)
     }
 
-    #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn wkv7_cols_256(
-        st: &mut [f32],
-        w: &[f32],
-        b: &[f32],
-        k: &[f32],
-        v: &[f32],
-        kk: &[f32],
-        r: &[f32],
-        y: &mut [f32],
-    ) {
-        super::wkv7_cols_body::<8, 2>(st, w, b, k, v, kk, r, y)
+    unsafe fn wkv7_cols_256(st: &mut [f32], x: Wkv7<'_>, y: &mut [f32]) {
+        super::wkv7_cols_body::<8, 2>(st, x, y)
     }
 
-    #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f,avx2,fma")]
-    pub unsafe fn wkv7_update_512(
-        s: &mut [f32],
-        w: &[f32],
-        b: &[f32],
-        k: &[f32],
-        v: &[f32],
-        kk: &[f32],
-        r: &[f32],
-        y: &mut [f32],
-    ) {
+    pub unsafe fn wkv7_update_512(s: &mut [f32], x: Wkv7<'_>, y: &mut [f32]) {
+        let Wkv7 { w, b, k, v, kk, r } = x;
         let n = r.len();
         let ok = s.len() == n * n && [w.len(), b.len(), k.len(), v.len(), kk.len(), y.len()].iter().all(|&l| l == n);
         if n.is_multiple_of(16) && n > 0 && ok {
             // SAFETY: AVX-512 F is enabled here; the lengths were checked above.
-            return unsafe { wkv7_rows16(s, w, b, k, v, kk, r, y) };
+            return unsafe { wkv7_rows16(s, x, y) };
         }
-        super::wkv7_body::<16>(s, w, b, k, v, kk, r, y)
+        super::wkv7_body::<16>(s, x, y)
     }
 
     /// The 16-lane body, 16 rows at a time, for N a multiple of 16: the rows' 16 partial sums
@@ -480,18 +403,9 @@ mod x86 {
     ///
     /// # Safety
     /// AVX-512 F must be available; `s` holds N·N floats and every other slice N.
-    #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f")]
-    unsafe fn wkv7_rows16(
-        s: &mut [f32],
-        w: &[f32],
-        b: &[f32],
-        k: &[f32],
-        v: &[f32],
-        kk: &[f32],
-        r: &[f32],
-        y: &mut [f32],
-    ) {
+    unsafe fn wkv7_rows16(s: &mut [f32], x: Wkv7<'_>, y: &mut [f32]) {
+        let Wkv7 { w, b, k, v, kk, r } = x;
         let n = r.len();
         let blocks = n / 16;
         let ps = s.as_mut_ptr();
@@ -550,19 +464,9 @@ mod x86 {
         _mm512_add_ps(_mm512_shuffle_f32x4::<0x88>(w01, w23), _mm512_shuffle_f32x4::<0xDD>(w01, w23))
     }
 
-    #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn wkv7_update_256(
-        s: &mut [f32],
-        w: &[f32],
-        b: &[f32],
-        k: &[f32],
-        v: &[f32],
-        kk: &[f32],
-        r: &[f32],
-        y: &mut [f32],
-    ) {
-        super::wkv7_body::<8>(s, w, b, k, v, kk, r, y)
+    pub unsafe fn wkv7_update_256(s: &mut [f32], x: Wkv7<'_>, y: &mut [f32]) {
+        super::wkv7_body::<8>(s, x, y)
     }
 }
 
@@ -746,6 +650,23 @@ mod tests {
         }
     }
 
+    /// Asserts that the stepped state (`state(i, j)`) and output `y` equal an f64 evaluation
+    /// of the RWKV-7 step from `s0` `[N(value), N(key)]`.
+    fn assert_wkv7_formula(s0: &[f32], x: Wkv7<'_>, state: &dyn Fn(usize, usize) -> f32, y: &[f32], what: &str) {
+        let n = x.r.len();
+        for i in 0..n {
+            let row = &s0[i * n..(i + 1) * n];
+            let sa: f64 = -(0..n).map(|j| row[j] as f64 * x.kk[j] as f64).sum::<f64>();
+            let mut yi = 0f64;
+            for (j, &sj) in row.iter().enumerate() {
+                let e = sj as f64 * x.w[j] as f64 + sa * x.b[j] as f64 + x.v[i] as f64 * x.k[j] as f64;
+                assert!((state(i, j) as f64 - e).abs() < 1e-5, "wkv7 {what} n={n} s[{i}][{j}]");
+                yi += e * x.r[j] as f64;
+            }
+            assert!((y[i] as f64 - yi).abs() < 1e-4, "wkv7 {what} n={n} y[{i}]: {} vs {yi}", y[i]);
+        }
+    }
+
     /// The RWKV-7 head step equals an f64 evaluation of its formula (state and output), and
     /// the SIMD path the portable body bit for bit, on odd sizes.
     #[test]
@@ -759,29 +680,20 @@ mod tests {
             let s0: Vec<f32> = (0..n * n).map(|_| rnd()).collect();
             let vecs: Vec<Vec<f32>> = (0..7).map(|_| (0..n).map(|_| rnd()).collect()).collect();
             let (w, b, k, v, kk, r) = (&vecs[0], &vecs[1], &vecs[2], &vecs[3], &vecs[4], &vecs[5]);
+            let input = Wkv7 { w, b, k, v, kk, r };
             let (mut s, mut y) = (s0.clone(), vec![0f32; n]);
-            wkv7_update(&mut s, w, b, k, v, kk, r, &mut y);
-            for i in 0..n {
-                let row = &s0[i * n..(i + 1) * n];
-                let sa: f64 = -(0..n).map(|j| row[j] as f64 * kk[j] as f64).sum::<f64>();
-                let mut yi = 0f64;
-                for j in 0..n {
-                    let x = row[j] as f64 * w[j] as f64 + sa * b[j] as f64 + v[i] as f64 * k[j] as f64;
-                    assert!((s[i * n + j] as f64 - x).abs() < 1e-5, "wkv7 n={n} s[{i}][{j}]");
-                    yi += x * r[j] as f64;
-                }
-                assert!((y[i] as f64 - yi).abs() < 1e-4, "wkv7 n={n} y[{i}]: {} vs {yi}", y[i]);
-            }
+            wkv7_update(&mut s, input, &mut y);
+            assert_wkv7_formula(&s0, input, &|i, j| s[i * n + j], &y, "rows");
             // The dispatched path is the body at its lane count, bit for bit.
             let (mut s2, mut y2) = (s0.clone(), vec![0f32; n]);
             #[cfg(target_arch = "x86_64")]
             if isa() == Isa::Avx512 {
-                wkv7_body::<16>(&mut s2, w, b, k, v, kk, r, &mut y2);
+                wkv7_body::<16>(&mut s2, input, &mut y2);
             } else {
-                wkv7_body::<8>(&mut s2, w, b, k, v, kk, r, &mut y2);
+                wkv7_body::<8>(&mut s2, input, &mut y2);
             }
             #[cfg(not(target_arch = "x86_64"))]
-            wkv7_body::<8>(&mut s2, w, b, k, v, kk, r, &mut y2);
+            wkv7_body::<8>(&mut s2, input, &mut y2);
             assert!(s.iter().chain(&y).zip(s2.iter().chain(&y2)).all(|(a, b)| a.to_bits() == b.to_bits()), "n={n}");
         }
     }
@@ -799,25 +711,16 @@ mod tests {
             let s0: Vec<f32> = (0..n * n).map(|_| rnd()).collect();
             let vecs: Vec<Vec<f32>> = (0..6).map(|_| (0..n).map(|_| rnd()).collect()).collect();
             let (w, b, k, v, kk, r) = (&vecs[0], &vecs[1], &vecs[2], &vecs[3], &vecs[4], &vecs[5]);
+            let input = Wkv7 { w, b, k, v, kk, r };
             // st[j][i] = s0[i][j]
             let st0: Vec<f32> = (0..n * n).map(|x| s0[(x % n) * n + x / n]).collect();
             let (mut st, mut y) = (st0.clone(), vec![0f32; n]);
-            wkv7_update_cols(&mut st, w, b, k, v, kk, r, &mut y);
-            for i in 0..n {
-                let row = &s0[i * n..(i + 1) * n];
-                let sa: f64 = -(0..n).map(|j| row[j] as f64 * kk[j] as f64).sum::<f64>();
-                let mut yi = 0f64;
-                for j in 0..n {
-                    let x = row[j] as f64 * w[j] as f64 + sa * b[j] as f64 + v[i] as f64 * k[j] as f64;
-                    assert!((st[j * n + i] as f64 - x).abs() < 1e-5, "wkv7 cols n={n} s[{i}][{j}]");
-                    yi += x * r[j] as f64;
-                }
-                assert!((y[i] as f64 - yi).abs() < 1e-4, "wkv7 cols n={n} y[{i}]: {} vs {yi}", y[i]);
-            }
-            type Step = fn(&mut [f32], &[f32], &[f32], &[f32], &[f32], &[f32], &[f32], &mut [f32]);
+            wkv7_update_cols(&mut st, input, &mut y);
+            assert_wkv7_formula(&s0, input, &|i, j| st[j * n + i], &y, "cols");
+            type Step = fn(&mut [f32], Wkv7<'_>, &mut [f32]);
             let run = |f: Step| {
                 let (mut st2, mut y2) = (st0.clone(), vec![0f32; n]);
-                f(&mut st2, w, b, k, v, kk, r, &mut y2);
+                f(&mut st2, input, &mut y2);
                 st2.iter().chain(&y2).map(|x| x.to_bits()).collect::<Vec<_>>()
             };
             let want: Vec<u32> = st.iter().chain(&y).map(|x| x.to_bits()).collect();

@@ -237,8 +237,8 @@ impl Block {
             for (i, y) in rows.zip(yh.chunks_exact_mut(n)) {
                 let (r, k, v) = (&r[hs(i)], &k[hs(i)], &v[hs(i)]);
                 match cols.as_mut() {
-                    Some(st) => wkv_head_cols(st, r, &w[hs(i)], k, v, &kk[hs(i)], &a[hs(i)], y),
-                    None => wkv_head(state, r, &w[hs(i)], k, v, &kk[hs(i)], &a[hs(i)], y),
+                    Some(st) => wkv_head(st, true, r, &w[hs(i)], k, v, &kk[hs(i)], &a[hs(i)], y),
+                    None => wkv_head(state, false, r, &w[hs(i)], k, v, &kk[hs(i)], &a[hs(i)], y),
                 }
                 group_norm(y, 1, &lw[h * n..(h + 1) * n], &lb[h * n..(h + 1) * n], GN_EPS);
                 let bonus: f32 = (0..n).map(|j| r[j] * k[j] * rk[j]).sum();
@@ -275,11 +275,21 @@ impl Block {
     }
 }
 
-/// One head's WKV step on its state `s` [N(value), N(key)], writing `y = S·r`
-/// (`kernels::ssm::wkv7_update` with `b = kk ⊙ a`).
+/// One head's WKV step (`kernels::ssm`, with `b = kk ⊙ a`) on its state as stored, `s`
+/// `[N(value), N(key)]`, or, with `transposed`, on `s` `[N(key), N(value)]`; writes `y = S·r`.
 #[allow(clippy::too_many_arguments)]
 #[inline]
-fn wkv_head(s: &mut [f32], r: &[f32], w: &[f32], k: &[f32], v: &[f32], kk: &[f32], a: &[f32], y: &mut [f32]) {
+fn wkv_head(
+    s: &mut [f32],
+    transposed: bool,
+    r: &[f32],
+    w: &[f32],
+    k: &[f32],
+    v: &[f32],
+    kk: &[f32],
+    a: &[f32],
+    y: &mut [f32],
+) {
     let n = r.len();
     let mut small = [0f32; 256];
     let mut large = Vec::new();
@@ -292,27 +302,12 @@ fn wkv_head(s: &mut [f32], r: &[f32], w: &[f32], k: &[f32], v: &[f32], kk: &[f32
     for j in 0..n {
         b[j] = kk[j] * a[j];
     }
-    kernels::ssm::wkv7_update(s, w, b, k, v, kk, r, y);
-}
-
-/// [`wkv_head`] on the state stored transposed, `[N(key), N(value)]`
-/// (`kernels::ssm::wkv7_update_cols`).
-#[allow(clippy::too_many_arguments)]
-#[inline]
-fn wkv_head_cols(st: &mut [f32], r: &[f32], w: &[f32], k: &[f32], v: &[f32], kk: &[f32], a: &[f32], y: &mut [f32]) {
-    let n = r.len();
-    let mut small = [0f32; 256];
-    let mut large = Vec::new();
-    let b = if n <= 256 {
-        &mut small[..n]
+    let x = kernels::ssm::Wkv7 { w, b, k, v, kk, r };
+    if transposed {
+        kernels::ssm::wkv7_update_cols(s, x, y)
     } else {
-        large.resize(n, 0f32);
-        &mut large[..]
-    };
-    for j in 0..n {
-        b[j] = kk[j] * a[j];
+        kernels::ssm::wkv7_update(s, x, y)
     }
-    kernels::ssm::wkv7_update_cols(st, w, b, k, v, kk, r, y);
 }
 
 /// `x += d` over rows of `c` (in parallel in a prefill).
