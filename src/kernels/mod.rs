@@ -105,6 +105,9 @@ pub fn matvec(m: &Matrix, x: &[f32], y: &mut [f32]) {
 /// [`matvec`] with the caller's workspace: allocates nothing once `ws` has grown.
 pub fn matvec_ws(m: &Matrix, x: &[f32], y: &mut [f32], ws: &mut Workspace) {
     assert!(x.len() == m.cols && y.len() == m.rows, "matvec: shape mismatch");
+    if m.rows == 0 || m.cols == 0 {
+        return y.fill(0.0);
+    }
     if let Some(p) = qpanel::prepare(m) {
         return panel_product(m, p, x, 1, y, ws);
     }
@@ -151,6 +154,10 @@ pub fn matmul(m: &Matrix, x: &[f32], t: usize, y: &mut [f32]) {
 /// bf16/f16), which is what makes prefill faster than stepping token by token.
 pub fn matmul_ws(m: &Matrix, x: &[f32], t: usize, y: &mut [f32], ws: &mut Workspace) {
     assert!(x.len() == t * m.cols && y.len() == t * m.rows, "matmul: shape mismatch");
+    if m.rows == 0 || m.cols == 0 {
+        // An empty product (a zero-width matrix is legal): zeros, and no chunking by 0 rows.
+        return y.fill(0.0);
+    }
     if t == 1 {
         return matvec_ws(m, x, y, ws);
     }
@@ -431,6 +438,26 @@ mod tests {
         let n = st.len();
         let t = Tensor::new("w", dtype, vec![rows, cols], st, 0..n).unwrap();
         (Matrix::new(t, rows, cols), exact)
+    }
+
+    /// Matrices without columns (or rows) get no panels and multiply to zeros, in every
+    /// float type, for one token and for many (a fuzzed model once reached the panel packer
+    /// with 0 columns and panicked).
+    #[test]
+    fn empty_matrices_multiply_to_zeros() {
+        let mut seed = 5u64;
+        for dtype in [DType::F32, DType::BF16, DType::F16] {
+            for (rows, cols) in [(16usize, 0usize), (48, 0), (0, 32)] {
+                let (m, _) = matrix(dtype, rows, cols, &mut seed);
+                assert!(qpanel::prepare(&m).is_none(), "{dtype:?} {rows}x{cols}");
+                let mut y = vec![1f32; rows];
+                matvec(&m, &vec![0.5; cols], &mut y);
+                assert!(y.iter().all(|&v| v == 0.0), "{dtype:?} {rows}x{cols} matvec");
+                let mut y3 = vec![1f32; 3 * rows];
+                matmul(&m, &vec![0.5; 3 * cols], 3, &mut y3);
+                assert!(y3.iter().all(|&v| v == 0.0), "{dtype:?} {rows}x{cols} matmul");
+            }
+        }
     }
 
     /// exp_fast agrees with the libm exponential to a few ulp over the whole clamped range.

@@ -68,6 +68,10 @@ fn float_panels(m: &Matrix) -> bool {
 }
 
 fn build(m: &Matrix) -> Option<Panels> {
+    if m.rows == 0 || m.cols == 0 {
+        // Nothing to multiply (a zero-width matrix is legal; its products are zeros).
+        return None;
+    }
     let p = match m.data() {
         MatrixData::Q8 { q, scales, group } if available() && m.cols.is_multiple_of(32) => {
             Panels::pack_q8(q, scales, group, m.rows, m.cols)
