@@ -233,7 +233,11 @@ impl Block {
             let rk = &self.r_k[h * n..(h + 1) * n];
             // Over several rows the state is transposed once and stepped in that layout,
             // where the step's reductions need no horizontal sums (kernels::ssm).
-            let mut cols = (rows.len() > 1).then(|| transposed(state, n));
+            let mut cols = (rows.len() > 1).then(|| {
+                let mut st = vec![0f32; n * n];
+                transpose_square(state, n, &mut st);
+                st
+            });
             for (i, y) in rows.zip(yh.chunks_exact_mut(n)) {
                 let (r, k, v) = (&r[hs(i)], &k[hs(i)], &v[hs(i)]);
                 match cols.as_mut() {
@@ -247,7 +251,7 @@ impl Block {
                 }
             }
             if let Some(st) = cols {
-                state.copy_from_slice(&transposed(&st, n));
+                transpose_square(&st, n, state);
             }
         };
         for_units(segs, st, wkv, nh, n, yh, t * nh * n * n, head);
@@ -315,15 +319,13 @@ fn add_rows(x: &mut [f32], d: &[f32], c: usize) {
     par_rows(x, c, |i, x| kernels::add_assign(x, &d[i * c..(i + 1) * c]));
 }
 
-/// The transpose of a square `n × n` matrix.
-fn transposed(m: &[f32], n: usize) -> Vec<f32> {
-    let mut t = vec![0f32; n * n];
+/// `t` = the transpose of the square `n × n` matrix `m`.
+fn transpose_square(m: &[f32], n: usize, t: &mut [f32]) {
     for (i, row) in m.chunks_exact(n).enumerate() {
         for (j, &x) in row.iter().enumerate() {
             t[j * n + i] = x;
         }
     }
-    t
 }
 
 impl StackBlock for Block {
