@@ -32,6 +32,36 @@ pub fn scan_update_dot(h: &mut [f32], a: &[f32], dt: f32, dtu: f32, b: &[f32], c
     scan_body(h, a, dt, dtu, b, c)
 }
 
+/// Mamba-1, `G` channels and one token: channel g's state row `h[g·S..(g + 1)·S]` (and its
+/// row of `a`) is stepped by [`scan_update_dot`] with `dt[g]` and `dtu[g]`, and `y[g]` is its
+/// result, the same bits (`G` = `dt.len()`, `S` = `b.len()`). Where the CPU has AVX-512 and
+/// S = 16 (every Mamba-1 checkpoint), 16 channels run at once and their 16 sums are reduced
+/// together by one transposing reduction (in the body's order), instead of one horizontal sum
+/// per channel.
+pub fn scan_channels(h: &mut [f32], a: &[f32], dt: &[f32], dtu: &[f32], b: &[f32], c: &[f32], y: &mut [f32]) {
+    let (g, s) = (dt.len(), b.len());
+    assert!(
+        h.len() == g * s && a.len() == g * s && dtu.len() == g && c.len() == s && y.len() == g,
+        "scan_channels: lengths"
+    );
+    #[allow(unused_mut)]
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if s == 16 && isa() == Isa::Avx512 {
+        done = g / 16 * 16;
+        for k in (0..done).step_by(16) {
+            let (st, ch) = (k * 16..(k + 16) * 16, k..k + 16);
+            // SAFETY: AVX-512 F was detected; every slice has the lengths `scan16` reads (16
+            // rows of 16, 16 channels, 16 states).
+            unsafe { x86::scan16(&mut h[st.clone()], &a[st], &dt[ch.clone()], &dtu[ch.clone()], b, c, &mut y[ch]) };
+        }
+    }
+    for k in done..g {
+        let st = k * s..(k + 1) * s;
+        y[k] = scan_update_dot(&mut h[st.clone()], &a[st], dt[k], dtu[k], b, c);
+    }
+}
+
 /// Mamba-2, one head row p and token: `h ← decay·h + dx·b`, returns `h·c`.
 #[inline]
 pub fn decay_update_dot(h: &mut [f32], decay: f32, dx: f32, b: &[f32], c: &[f32]) -> f32 {
@@ -349,6 +379,98 @@ mod x86 {
         super::scan_body(h, a, dt, dtu, b, c)
     }
 
+    /// [`super::exp_fast`] on 16 lanes: the same operations in the same order (unfused), the
+    /// same bits.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn exp16(x: __m512) -> __m512 {
+        let x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0)), _mm512_set1_ps(88.0));
+        let round = _mm512_set1_ps(12_582_912.0);
+        let m = _mm512_add_ps(_mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)), round);
+        let n = _mm512_sub_ps(m, round);
+        let r = _mm512_sub_ps(
+            _mm512_sub_ps(x, _mm512_mul_ps(n, _mm512_set1_ps(0.693_359_4))),
+            _mm512_mul_ps(n, _mm512_set1_ps(-2.121_944_4e-4)),
+        );
+        let z = _mm512_mul_ps(r, r);
+        let step = |p: __m512, c: f32| _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(c));
+        let p = step(
+            step(
+                step(step(step(_mm512_set1_ps(1.987_569_1e-4), 1.398_2e-3), 8.333_452e-3), 4.166_579_6e-2),
+                0.166_666_65,
+            ),
+            0.5,
+        );
+        let y = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(p, z), r), _mm512_set1_ps(1.0));
+        let bits =
+            _mm512_slli_epi32::<23>(_mm512_sub_epi32(_mm512_castps_si512(m), _mm512_set1_epi32(0x4B40_0000 - 127)));
+        _mm512_mul_ps(y, _mm512_castsi512_ps(bits))
+    }
+
+    /// [`super::scan_channels`] for 16 channels of state size 16 (one register per channel).
+    /// Each channel's products go into 8 lanes as the body's `acc` does (`(0 + p_l) + p_{l+8}`);
+    /// the 16 channels' 8-lane accumulators are transposed (pairs of channels per register,
+    /// then an 8 × 8 transpose within each 256-bit half) and summed lane after lane, the
+    /// body's `acc.iter().sum()`.
+    ///
+    /// # Safety
+    /// AVX-512 F must be available; `h` and `a` hold 256 floats, every other slice 16.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn scan16(h: &mut [f32], a: &[f32], dt: &[f32], dtu: &[f32], b: &[f32], c: &[f32], y: &mut [f32]) {
+        // SAFETY (the block): the lengths are the caller's promise.
+        unsafe {
+            let (bv, cv) = (_mm512_loadu_ps(b.as_ptr()), _mm512_loadu_ps(c.as_ptr()));
+            let p: [__m512; 16] = std::array::from_fn(|g| {
+                let (hp, ap) = (h.as_mut_ptr().add(16 * g), a.as_ptr().add(16 * g));
+                let e = exp16(_mm512_mul_ps(_mm512_set1_ps(dt[g]), _mm512_loadu_ps(ap)));
+                let v = _mm512_add_ps(_mm512_mul_ps(e, _mm512_loadu_ps(hp)), _mm512_mul_ps(_mm512_set1_ps(dtu[g]), bv));
+                _mm512_storeu_ps(hp, v);
+                _mm512_mul_ps(v, cv)
+            });
+            // z[j]: channel α_j's 8 accumulators in the low half, β_j's in the high half, with
+            // (α, β) = (j, j + 4) for j < 4 and (j + 4, j + 8) after, so that the transpose
+            // below leaves the channels in order.
+            let zero = _mm512_setzero_ps();
+            let z: [__m512; 8] = std::array::from_fn(|j| {
+                let (al, be) = if j < 4 { (j, j + 4) } else { (j + 4, j + 8) };
+                let lo = _mm512_shuffle_f32x4::<0b01_00_01_00>(p[al], p[be]);
+                let hi = _mm512_shuffle_f32x4::<0b11_10_11_10>(p[al], p[be]);
+                _mm512_add_ps(_mm512_add_ps(zero, lo), hi)
+            });
+            // 4 × 4 transposes within each 128-bit group: s[q] element e of z[4·(q / 4)..+4].
+            let t: [__m512; 8] = std::array::from_fn(|i| {
+                let (x, w) = (z[2 * (i / 2)], z[2 * (i / 2) + 1]);
+                if i % 2 == 0 {
+                    _mm512_unpacklo_ps(x, w)
+                } else {
+                    _mm512_unpackhi_ps(x, w)
+                }
+            });
+            let s: [__m512; 8] = std::array::from_fn(|q| {
+                let (base, e) = (4 * (q / 4), q % 4);
+                let (x, w) = (t[base + e / 2], t[base + 2 + e / 2]);
+                if e % 2 == 0 {
+                    _mm512_shuffle_ps::<0x44>(x, w)
+                } else {
+                    _mm512_shuffle_ps::<0xEE>(x, w)
+                }
+            });
+            // Lane l of the 16 channels: groups 0 and 2 of s[l], s[l + 4] (l < 4), else 1 and 3.
+            let r = |l: usize| {
+                if l < 4 {
+                    _mm512_shuffle_f32x4::<0b10_00_10_00>(s[l], s[l + 4])
+                } else {
+                    _mm512_shuffle_f32x4::<0b11_01_11_01>(s[l - 4], s[l])
+                }
+            };
+            let mut sum = r(0);
+            for l in 1..8 {
+                sum = _mm512_add_ps(sum, r(l));
+            }
+            _mm512_storeu_ps(y.as_mut_ptr(), sum);
+        }
+    }
+
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn decay_update_dot(h: &mut [f32], decay: f32, dx: f32, b: &[f32], c: &[f32]) -> f32 {
         super::decay_body(h, decay, dx, b, c)
@@ -612,6 +734,38 @@ mod tests {
     }
     /// The scan bodies' portable reference (what `SUTRA_FORCE_SCALAR=1` runs) equals every
     /// SIMD path bit for bit on odd lengths, h included.
+    /// Channels stepped together (16 at a time with AVX-512 when S = 16) return, channel by
+    /// channel, the bits of the one-channel scan, states included; odd channel counts leave a
+    /// tail to the one-channel path.
+    #[test]
+    fn scan_channels_equal_one_channel_at_a_time() {
+        let mut seed = 7u64;
+        let mut rnd = || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        };
+        for (g, s) in [(16usize, 16usize), (1, 16), (7, 16), (33, 16), (48, 16), (16, 8), (17, 5), (32, 64)] {
+            let h0: Vec<f32> = (0..g * s).map(|_| rnd()).collect();
+            let a: Vec<f32> = (0..g * s).map(|_| -16.0 * rnd().abs()).collect();
+            let dt: Vec<f32> = (0..g).map(|_| 0.5 * rnd().abs()).collect();
+            let dtu: Vec<f32> = (0..g).map(|_| rnd()).collect();
+            let (b, c): (Vec<f32>, Vec<f32>) = (0..s).map(|_| (rnd(), rnd())).unzip();
+            let mut h = h0.clone();
+            let mut y = vec![0f32; g];
+            scan_channels(&mut h, &a, &dt, &dtu, &b, &c, &mut y);
+            for k in 0..g {
+                let row = k * s..(k + 1) * s;
+                let mut hk = h0[row.clone()].to_vec();
+                let want = scan_update_dot(&mut hk, &a[row.clone()], dt[k], dtu[k], &b, &c);
+                assert_eq!(y[k].to_bits(), want.to_bits(), "y, channel {k} of {g}, S = {s}");
+                assert!(
+                    hk.iter().zip(&h[row]).all(|(x, y)| x.to_bits() == y.to_bits()),
+                    "h, channel {k} of {g}, S = {s}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn simd_scans_equal_the_portable_body_bitwise() {
         type Scan = fn(&mut [f32], &[f32], f32, f32, &[f32], &[f32]) -> f32;

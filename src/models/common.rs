@@ -292,7 +292,7 @@ pub(crate) fn conv_silu(
         for i in seg.rows() {
             let o = &mut out[i * ch..(i + 1) * ch];
             crate::kernels::conv1d_causal_step(window, &x[i * stride + off..i * stride + off + ch], w, b, o);
-            o.iter_mut().for_each(|v| *v = crate::kernels::silu(*v));
+            crate::kernels::vectorized(|| o.iter_mut().for_each(|v| *v = crate::kernels::silu(*v)));
         }
     }
 }

@@ -19,14 +19,17 @@ use super::{count_params, ArchKind};
 use crate::error::{Error, Result};
 use crate::exec::{Exec, Seg};
 use crate::format::{HfConfig, SafetensorsFile, WeightReader};
-use crate::kernels::ssm::scan_update_dot;
-use crate::kernels::{add_assign, silu, softplus};
+use crate::kernels::ssm::scan_channels;
+use crate::kernels::{add_assign, silu, softplus, vectorized};
 use crate::tensor::Matrix;
 use crate::train::lora::{lin_bwd, lin_fwd, LoraGrads, LoraSet};
 
 /// Channels per parallel block of the training scan (fixed, so that dB and dC are summed in
 /// the same order whatever the thread count).
 const SCAN_BLOCK: usize = 64;
+
+/// Channels stepped together by the inference scan (`kernels::ssm::scan_channels`).
+const CHANNEL_BLOCK: usize = 16;
 
 // ---------------------------------------------------------------------------------------------
 // Hyper-parameters
@@ -187,24 +190,36 @@ impl StackBlock for Block {
             lo.copy_from_slice(&row[..nr]);
         }
         lin.apply(&self.dt_proj, low, t, dt);
-        for (j, v) in dt.iter_mut().enumerate() {
-            *v = softplus(*v + self.dt_bias[j % di]);
-        }
+        vectorized(|| {
+            for row in dt.chunks_exact_mut(di) {
+                row.iter_mut().zip(&self.dt_bias).for_each(|(v, b)| *v = softplus(*v + b));
+            }
+        });
         // 6. Selective scan per channel c (channels are independent: they run in parallel,
         //    each over its sequence's rows), h [S]:
         //    h ← exp(dt·A[c])⊙h + dt·u·B;  y = h·C + D[c]·u;  y ⊙= silu(z).
+        //    Channels go in blocks of G (16 where Di allows), stepped together.
+        let g = if di.is_multiple_of(CHANNEL_BLOCK) { CHANNEL_BLOCK } else { 1 };
         let (u_in, dt, dbc, uz) = (&*u, &*dt, &*dbc, &*uz);
-        let channel = |c: usize, h: &mut [f32], yc: &mut [f32], rows: std::ops::Range<usize>| {
-            let a = &self.a[c * ns..(c + 1) * ns];
-            for (i, y) in rows.zip(yc.iter_mut()) {
-                let (dti, ui) = (dt[i * di + c], u_in[i * di + c]);
+        let block = |k: usize, h: &mut [f32], yc: &mut [f32], rows: std::ops::Range<usize>| {
+            let c0 = k * g;
+            let (a, d) = (&self.a[c0 * ns..(c0 + g) * ns], &self.d[c0..c0 + g]);
+            let mut dtu = [0f32; CHANNEL_BLOCK];
+            for (i, y) in rows.zip(yc.chunks_exact_mut(g)) {
+                let ch = i * di + c0..i * di + c0 + g;
+                let (dti, ui, z) = (&dt[ch.clone()], &u_in[ch], &uz[i * 2 * di + di + c0..][..g]);
                 let (b, cm) = dbc[i * nb + nr..(i + 1) * nb].split_at(ns);
-                let scan = scan_update_dot(h, a, dti, dti * ui, b, cm);
-                *y = (scan + self.d[c] * ui) * silu(uz[i * 2 * di + di + c]);
+                dtu.iter_mut().zip(dti.iter().zip(ui)).for_each(|(p, (dt, u))| *p = dt * u);
+                scan_channels(h, a, dti, &dtu[..g], b, cm, y);
+                vectorized(|| {
+                    for (j, y) in y.iter_mut().enumerate() {
+                        *y = (*y + d[j] * ui[j]) * silu(z[j]);
+                    }
+                });
             }
         };
-        for_units(segs, st, ssm, di, 1, ych, 4 * di * ns * t, channel);
-        units_to_rows(segs, ych, di, 1, u);
+        for_units(segs, st, ssm, di / g, g, ych, 4 * di * ns * t, block);
+        units_to_rows(segs, ych, di / g, g, u);
         // 7. x += out_proj·y.
         lin.apply(&self.out_proj, u, t, xn);
         add_assign(x, xn);
