@@ -165,40 +165,51 @@ fn sessions_with_different_adapters_equal_merged_models() {
     std::fs::remove_dir_all(&b_dir).ok();
 }
 
-/// Adapters over quantized bases: the adapter's change of the logits matches its change on
-/// the f32 base up to the base's quantization error, and the merged q8 file written as f32
-/// loads and runs.
+/// Adapters over quantized bases: the adapter changes the logits over a quantized base as it
+/// does over the same weights dequantized to f32 (a float model `golden_logits_with_adapter`
+/// holds to PyTorch), to the rounding of the int8 activations that quantized products take;
+/// and the merged q8 file written as f32 loads and runs.
 #[test]
 fn adapter_over_quantized_base() {
     use sutra::quant::{quantize_model, Method, QuantType, QuantizeParams};
     let (base, a_dir) = golden("rwkv7");
-    let (toks, want, want_base) = reference("rwkv7");
+    let (toks, _, _) = reference("rwkv7");
     let dir = tmpdir("quant");
+    let cosine = |a: &[f32], b: &[f32]| {
+        let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+        dot / (a.iter().map(|x| x * x).sum::<f32>().sqrt() * b.iter().map(|x| x * x).sum::<f32>().sqrt())
+    };
     for (qt, name) in [(QuantType::Q8, "q8"), (QuantType::Q4, "q4")] {
         let q = dir.join(format!("{name}.safetensors"));
         let p = QuantizeParams { qtype: qt, group: 32, method: Method::Rtn, ..Default::default() };
         quantize_model(&base, &q, &p, &mut |_| true).unwrap();
-        let m = load(&q, 2);
-        let a = Arc::new(Adapter::load(&m, &a_dir).unwrap());
-        let (mut with, mut without) = (vec![0f32; want.len()], vec![0f32; want.len()]);
-        Session::new(&m).eval_all_logits(&toks, &mut without).unwrap();
-        let mut s = Session::new(&m);
-        s.set_adapter(&a, 1.0).unwrap();
-        s.eval_all_logits(&toks, &mut with).unwrap();
-        // The adapter term itself is computed in f32 on both bases, so the two changes differ
-        // only through the base's quantization error propagating through the recurrence:
-        // bounded by that error's own effect on the logits (measured: 0.52x of it for q8,
-        // 0.42x for q4; deterministic, RTN).
-        let base_err = without.iter().zip(&want_base).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-        let change_err = with
-            .iter()
-            .zip(&without)
-            .zip(want.iter().zip(&want_base))
-            .map(|((w, wo), (e, eb))| ((w - wo) - (e - eb)).abs())
-            .fold(0f32, f32::max);
-        let change = want.iter().zip(&want_base).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-        assert!(change > 0.5, "the adapter changes the logits by {change}");
-        assert!(change_err <= base_err, "{name}: change differs by {change_err}, base error {base_err}");
+        let deq = dir.join(format!("{name}-dequantized.safetensors"));
+        write_dequantized(&q, &deq);
+        // [with, without] the adapter, over the quantized model and its dequantized weights.
+        let run = |path: &Path| -> [Vec<f32>; 2] {
+            let m = load(path, 2);
+            let a = Arc::new(Adapter::load(&m, &a_dir).unwrap());
+            let n = toks.len() * m.info().n_vocab;
+            let (mut with, mut without) = (vec![0f32; n], vec![0f32; n]);
+            Session::new(&m).eval_all_logits(&toks, &mut without).unwrap();
+            let mut s = Session::new(&m);
+            s.set_adapter(&a, 1.0).unwrap();
+            s.eval_all_logits(&toks, &mut with).unwrap();
+            [with, without]
+        };
+        let ([qw, qwo], [dw, dwo]) = (run(&q), run(&deq));
+        let change = |w: &[f32], wo: &[f32]| w.iter().zip(wo).map(|(a, b)| a - b).collect::<Vec<f32>>();
+        let (dq, dd) = (change(&qw, &qwo), change(&dw, &dwo));
+        let largest = dd.iter().fold(0f32, |m, x| m.max(x.abs()));
+        assert!(largest > 0.5, "{name}: the adapter changes the logits by {largest}");
+        // The change itself (a quantity the base's own logits do not dominate) agrees (measured
+        // 0.9993 for q8 and 0.9992 for q4: the same int8 activations cause both), and so does
+        // every row of logits (the criterion of tests/quant.rs for the base).
+        let c = cosine(&dq, &dd);
+        assert!(c > 0.998, "{name}: the adapter's change over the quantized base, cosine {c} to the dequantized one");
+        for (i, (a, b)) in qw.chunks(qw.len() / toks.len()).zip(dw.chunks(dw.len() / toks.len())).enumerate() {
+            assert!(cosine(a, b) > 0.999, "{name}: row {i} with the adapter, cosine {}", cosine(a, b));
+        }
         // Merge over a quantized base: written dequantized, loads as a float model.
         let merged = dir.join(format!("{name}-merged.safetensors"));
         sutra::lora::merge(&q, &[(a_dir.clone(), 1.0)], &merged, DType::BF16).unwrap();

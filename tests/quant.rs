@@ -355,27 +355,9 @@ fn quantized_products_equal_dequantized_weights() {
     }
     for (i, (src, p)) in cases.iter().enumerate() {
         let q = quantize(src, &format!("exact-{i}.st"), p);
-        // Dequantize every quantized matrix (input scale folded back in) into an f32 file.
-        let f = SafetensorsFile::open(&q, false).unwrap();
-        let info = f.quant.clone().unwrap();
-        let rd = sutra::format::WeightReader::new(&f);
-        let mut ts = Vec::new();
-        for (name, t) in &f.tensors {
-            if let Some(e) = info.tensors.get(name) {
-                let m = rd.matrix(name, e.rows, e.cols).unwrap();
-                let mut w = vec![0f32; e.rows * e.cols];
-                for (r, row) in w.chunks_mut(e.cols).enumerate() {
-                    m.row_to_f32(r, row);
-                }
-                ts.push((name.clone(), DType::F32, vec![e.rows, e.cols], bytemuck::cast_slice(&w).to_vec()));
-            } else if !sutra::format::quantized::COMPANIONS.iter().any(|c| name.ends_with(c)) {
-                ts.push((name.clone(), t.dtype, t.shape.clone(), t.bytes().to_vec()));
-            }
-        }
+        // Every quantized matrix dequantized (input scale folded back in) into an f32 file.
         let deq = tmp(&format!("exact-{i}-f32.st"));
-        let meta =
-            f.metadata.get("sutra.hf_config").map(|c| HashMap::from([("sutra.hf_config".to_string(), c.clone())]));
-        sutra::format::safetensors::write(&deq, &ts, meta).unwrap();
+        write_dequantized(&q, &deq);
         let (mq, md) = (load(&q, 2), load(&deq, 2));
         let v = mq.info().n_vocab;
         let toks: Vec<u32> = (0..24).map(|k| ((k * 37 + 5) % v) as u32).collect();
@@ -397,6 +379,56 @@ fn quantized_products_equal_dequantized_weights() {
         for (i, ((qa, qs), da)) in a.chunks(v).zip(steps.chunks(v)).zip(b.chunks(v)).enumerate() {
             assert!(cosine(qa, da) > 0.999, "{what} sequence row {i}: cosine {}", cosine(qa, da));
             assert!(cosine(qs, da) > 0.999, "{what} decode row {i}: cosine {}", cosine(qs, da));
+        }
+    }
+}
+
+/// In q8/q4 files the f32 matrices the model multiplies by that make no groups (RWKV-7's
+/// low-rank LoRA matrices, Mamba's dt_proj) are stored as their bf16 rounding, while vectors
+/// and parameters that are not matrices (decay bases, `r_k`, `A_log`, the conv kernel) keep
+/// f32; `keep` leaves matrices in f32; and the bf16 ones are read as such (fewer bytes per
+/// decoded token).
+#[test]
+fn ungrouped_matrices_are_stored_in_bf16() {
+    // (architecture, stored in bf16, kept in f32, what `keep` names to leave them in f32)
+    type Case<'a> = (&'a str, &'a [&'a str], &'a [&'a str], &'a [&'a str]);
+    let cases: [Case; 2] = [
+        (
+            "rwkv7",
+            &["blocks.1.att.w1", "blocks.1.att.a2", "blocks.1.att.v1", "blocks.1.att.g2"],
+            &["blocks.1.att.w0", "blocks.1.att.r_k", "blocks.1.att.k_k"],
+            &["att.w", "att.a", "att.v", "att.g"],
+        ),
+        (
+            "mamba1",
+            &["backbone.layers.0.mixer.dt_proj.weight"],
+            &["backbone.layers.0.mixer.A_log", "backbone.layers.0.mixer.conv1d.weight", "backbone.layers.0.mixer.D"],
+            &["dt_proj"],
+        ),
+    ];
+    for (arch, bf16_names, kept_names, keep) in cases {
+        let src = fixture(&format!("golden/{arch}/model.safetensors"));
+        let sf = SafetensorsFile::open(&src, false).unwrap();
+        for qt in [QuantType::Q8, QuantType::Q4] {
+            let p = QuantizeParams { qtype: qt, group: 32, ..Default::default() };
+            let q = quantize(&src, &format!("bf16-{arch}-{qt:?}.st"), &p);
+            let qf = SafetensorsFile::open(&q, false).unwrap();
+            for n in bf16_names {
+                let t = &qf.tensors[*n];
+                assert_eq!(t.dtype, DType::BF16, "{arch} {qt:?}: {n}");
+                let want: Vec<u16> =
+                    sf.tensors[*n].to_f32_vec().unwrap().iter().map(|&v| sutra::tensor::f32_to_bf16(v)).collect();
+                assert_eq!(t.bytes(), bytemuck::cast_slice::<u16, u8>(&want), "{arch} {qt:?}: {n} values");
+            }
+            for n in kept_names {
+                assert_eq!(qf.tensors[*n].dtype, DType::F32, "{arch} {qt:?}: {n}");
+            }
+            let p_keep = QuantizeParams { keep: keep.iter().map(|k| k.to_string()).collect(), ..p };
+            let kept = quantize(&src, &format!("bf16-{arch}-{qt:?}-keep.st"), &p_keep);
+            let kf = SafetensorsFile::open(&kept, false).unwrap();
+            assert!(bf16_names.iter().all(|n| kf.tensors[*n].dtype == DType::F32), "{arch} {qt:?}: keep");
+            let (bq, bk) = (load(&q, 1).info().bytes_per_token, load(&kept, 1).info().bytes_per_token);
+            assert!(bq < bk, "{arch} {qt:?}: {bq} bytes per token with bf16 matrices, {bk} with f32");
         }
     }
 }

@@ -315,10 +315,27 @@ impl<'a> WeightReader<'a> {
         }
     }
 
-    /// A stored `[cols, rows]` matrix used as `x @ W`, transposed into an owned f32 `[rows, cols]`.
+    /// A stored `[cols, rows]` matrix used as `x @ W`, transposed into an owned `[rows, cols]`:
+    /// bf16 and f16 keep their 16 bits (a product reads half the bytes of f32), every other
+    /// type becomes f32.
     pub fn matrix_transposed(&self, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
         let t = self.tensor(name)?;
         self.check(t, &[cols, rows])?;
+        let quantized = self.file.quant.as_ref().is_some_and(|q| q.tensors.contains_key(&t.name));
+        if matches!(t.dtype, DType::BF16 | DType::F16) && !quantized {
+            let src: &[u16] = bytemuck::try_cast_slice(t.bytes())
+                .map_err(|_| self.error(name, "is not aligned to its 16-bit elements"))?;
+            let mut dst = vec![0u16; rows * cols];
+            for c in 0..cols {
+                for r in 0..rows {
+                    dst[r * cols + c] = src[c * rows + r];
+                }
+            }
+            let storage = std::sync::Arc::new(crate::tensor::Storage::from_bytes(bytemuck::cast_slice(&dst)));
+            let n = storage.len();
+            let tensor = Tensor::new(&t.name, t.dtype, vec![rows, cols], storage, 0..n)?;
+            return Ok(Matrix::new(tensor, rows, cols));
+        }
         let src = self.to_f32(t)?;
         let mut dst = vec![0f32; rows * cols];
         for c in 0..cols {

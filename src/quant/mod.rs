@@ -8,9 +8,13 @@
 //!
 //! Which tensors are quantized: every 2-D float tensor named `*.weight` whose column count is
 //! a multiple of 32 and that has at least 1024 elements — the linear layers, the embedding
-//! and the head (they dominate small models). Everything else (norms, token-shift mixes,
-//! decay and LoRA vectors, RWKV-7's low-rank `w1/w2`…, convolution kernels) keeps the
-//! source precision: those tensors are small and numerically sensitive. With `--type q4` the
+//! and the head (they dominate small models). The other f32 matrices the model multiplies by
+//! (RWKV's low-rank LoRA matrices `w1/w2`…, whose names are not `*.weight`; Mamba's
+//! `dt_proj`, whose 48 columns make no group) are stored in bf16: they are read every token
+//! (21 MB of f32 in RWKV-7 0.1B, a sixth of its q4 decode's bytes), and bf16's rounding
+//! (2⁻⁹) is far below the quantization's. Everything else (norms, token-shift mixes, decay
+//! vectors, Mamba's `A_log`, convolution kernels) keeps the source precision: those tensors
+//! are small and numerically sensitive. With `--type q4` the
 //! output head (`head.weight`, `lm_head.weight`, or a tied embedding) is stored in q8: every
 //! logit depends on it directly, and on the Shakespeare model it alone causes about 40% of
 //! the q4 KL divergence (llama.cpp keeps its output tensor in Q6_K for the same reason).
@@ -263,13 +267,28 @@ pub fn quantize_model(
     };
     cancelled(0.1, progress)?;
 
+    // The matrices the model multiplies by whose shape or name the groups do not take
+    // (RWKV's low-rank LoRA matrices, Mamba's dt_proj): stored in bf16, see the module docs.
+    let to_bf16: std::collections::HashSet<String> = model
+        .arch()
+        .matrices()
+        .iter()
+        .map(|m| m.tensor.name.clone())
+        .filter(|n| file.tensors.get(n).is_some_and(|t| t.dtype == DType::F32 && !is_quantizable(t)))
+        .collect();
     let names: Vec<&String> = file.tensors.keys().collect();
     let mut out: Vec<(String, DType, Vec<usize>, Vec<u8>)> = Vec::new();
     let mut listed = serde_json::Map::new();
     let mut alphas = serde_json::Map::new();
     for (i, name) in names.iter().enumerate() {
         let t = &file.tensors[*name];
-        if !is_quantizable(t) || p.keep.iter().any(|k| name.contains(k.as_str())) {
+        let keep = p.keep.iter().any(|k| name.contains(k.as_str()));
+        if to_bf16.contains(*name) && !keep {
+            let bf: Vec<u16> = t.to_f32_vec()?.iter().map(|&v| crate::tensor::f32_to_bf16(v)).collect();
+            out.push(((*name).clone(), DType::BF16, t.shape.clone(), bytemuck::cast_slice(&bf).to_vec()));
+            continue;
+        }
+        if !is_quantizable(t) || keep {
             out.push(((*name).clone(), t.dtype, t.shape.clone(), t.bytes().to_vec()));
             continue;
         }

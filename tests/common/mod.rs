@@ -139,3 +139,31 @@ pub fn load_err_at(path: &Path, bytes: &[u8]) -> sutra::Error {
         Err(e) => e,
     }
 }
+
+/// Writes the quantized file `q` as a float checkpoint at `out`: every quantized matrix
+/// dequantized to f32 (its AWQ input scale folded back in), every other tensor as stored, the
+/// companions (scales, input scales) left out. The same weights, multiplied on f32 activations.
+pub fn write_dequantized(q: &Path, out: &Path) {
+    use sutra::tensor::DType;
+    let f = SafetensorsFile::open(q, false).unwrap();
+    let info = f.quant.clone().expect("a quantized file");
+    let rd = sutra::format::WeightReader::new(&f);
+    let mut ts = Vec::new();
+    for (name, t) in &f.tensors {
+        if let Some(e) = info.tensors.get(name) {
+            let m = rd.matrix(name, e.rows, e.cols).unwrap();
+            let mut w = vec![0f32; e.rows * e.cols];
+            for (r, row) in w.chunks_mut(e.cols).enumerate() {
+                m.row_to_f32(r, row);
+            }
+            ts.push((name.clone(), DType::F32, vec![e.rows, e.cols], bytemuck::cast_slice(&w).to_vec()));
+        } else if !sutra::format::quantized::COMPANIONS.iter().any(|c| name.ends_with(c)) {
+            ts.push((name.clone(), t.dtype, t.shape.clone(), t.bytes().to_vec()));
+        }
+    }
+    let meta = f
+        .metadata
+        .get("sutra.hf_config")
+        .map(|c| std::collections::HashMap::from([("sutra.hf_config".to_string(), c.clone())]));
+    sutra::format::safetensors::write(out, &ts, meta).unwrap();
+}
