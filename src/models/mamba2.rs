@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::exec::{Exec, Seg};
 use crate::format::{HfConfig, SafetensorsFile, WeightReader};
 use crate::kernels::ssm::decay_update_dot;
-use crate::kernels::{add_assign, rms_norm, silu, softplus};
+use crate::kernels::{add_assign, rms_norm, silu, softplus, vectorized};
 use crate::tensor::Matrix;
 use crate::train::lora::{lin_bwd, lin_fwd, LoraGrads, LoraSet};
 
@@ -263,9 +263,7 @@ impl StackBlock for Block {
         let y = &mut xbc[..t * di];
         units_to_rows(segs, yh, nh, np, y);
         for (yi, pi) in y.chunks_exact_mut(di).zip(proj.chunks_exact(rows)) {
-            for (v, z) in yi.iter_mut().zip(&pi[..di]) {
-                *v *= silu(*z);
-            }
+            vectorized(|| yi.iter_mut().zip(&pi[..di]).for_each(|(v, z)| *v *= silu(*z)));
             for (gi, grp) in yi.chunks_exact_mut(gsz).enumerate() {
                 rms_norm(grp, &self.gn[gi * gsz..(gi + 1) * gsz], eps, tmp);
                 grp.copy_from_slice(tmp);
