@@ -85,13 +85,7 @@ fn floats(t: &GgufTensor) -> Result<Vec<f32>> {
 
 /// `[rows, cols]` row-major → owned `[cols, rows]`.
 fn transposed(name: &str, src: &[f32], rows: usize, cols: usize) -> Tensor {
-    let mut dst = vec![0f32; src.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            dst[c * rows + r] = src[r * cols + c];
-        }
-    }
-    Tensor::from_f32(name, vec![cols, rows], &dst)
+    Tensor::from_f32(name, vec![cols, rows], &super::transpose(src, rows, cols))
 }
 
 fn unknown(file: &str, arch: &str, name: &str) -> Error {

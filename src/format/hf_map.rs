@@ -241,13 +241,7 @@ fn transposed(file: &str, key: &str, t: &Tensor) -> Result<Tensor> {
         return Err(Error::format(format!("{file}: tensor '{key}' has shape {:?}, expected 2-D", t.shape)));
     };
     let src = t.to_f32_vec().map_err(|e| e.context(file))?;
-    let mut dst = vec![0f32; src.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            dst[c * rows + r] = src[r * cols + c];
-        }
-    }
-    Ok(Tensor::from_f32(key, vec![cols, rows], &dst))
+    Ok(Tensor::from_f32(key, vec![cols, rows], &super::transpose(&src, rows, cols)))
 }
 
 /// Files `t` (called `key` in the checkpoint) under its official name.

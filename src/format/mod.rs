@@ -325,24 +325,13 @@ impl<'a> WeightReader<'a> {
         if matches!(t.dtype, DType::BF16 | DType::F16) && !quantized {
             let src: &[u16] = bytemuck::try_cast_slice(t.bytes())
                 .map_err(|_| self.error(name, "is not aligned to its 16-bit elements"))?;
-            let mut dst = vec![0u16; rows * cols];
-            for c in 0..cols {
-                for r in 0..rows {
-                    dst[r * cols + c] = src[c * rows + r];
-                }
-            }
+            let dst = transpose(src, cols, rows);
             let storage = std::sync::Arc::new(crate::tensor::Storage::from_bytes(bytemuck::cast_slice(&dst)));
             let n = storage.len();
             let tensor = Tensor::new(&t.name, t.dtype, vec![rows, cols], storage, 0..n)?;
             return Ok(Matrix::new(tensor, rows, cols));
         }
-        let src = self.to_f32(t)?;
-        let mut dst = vec![0f32; rows * cols];
-        for c in 0..cols {
-            for r in 0..rows {
-                dst[r * cols + c] = src[c * rows + r];
-            }
-        }
+        let dst = transpose(&self.to_f32(t)?, cols, rows);
         Ok(Matrix::new(Tensor::from_f32(&t.name, vec![rows, cols], &dst), rows, cols))
     }
 
@@ -354,12 +343,7 @@ impl<'a> WeightReader<'a> {
             .chunks_exact(rows * cols)
             .enumerate()
             .map(|(i, m)| {
-                let mut dst = vec![0f32; rows * cols];
-                for c in 0..cols {
-                    for r in 0..rows {
-                        dst[r * cols + c] = m[c * rows + r];
-                    }
-                }
+                let dst = transpose(m, cols, rows);
                 Matrix::new(Tensor::from_f32(&format!("{}[{i}]", self.key(name)), vec![rows, cols], &dst), rows, cols)
             })
             .collect())
@@ -386,4 +370,16 @@ impl<'a> WeightReader<'a> {
     pub fn error(&self, name: &str, what: impl std::fmt::Display) -> Error {
         Error::format(format!("{}: tensor '{}' {what}", self.file.name, self.key(name)))
     }
+}
+
+/// The row-major `[rows, cols]` `src` transposed into an owned row-major `[cols, rows]`.
+pub(crate) fn transpose<T: Copy + Default>(src: &[T], rows: usize, cols: usize) -> Vec<T> {
+    assert_eq!(src.len(), rows * cols, "transpose: {rows} x {cols} from {} elements", src.len());
+    let mut dst = vec![T::default(); src.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            dst[c * rows + r] = src[r * cols + c];
+        }
+    }
+    dst
 }

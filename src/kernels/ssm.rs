@@ -379,35 +379,7 @@ mod x86 {
         super::scan_body(h, a, dt, dtu, b, c)
     }
 
-    /// [`super::exp_fast`] on 16 lanes: the same operations in the same order (unfused), the
-    /// same bits.
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    fn exp16(x: __m512) -> __m512 {
-        let x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0)), _mm512_set1_ps(88.0));
-        let round = _mm512_set1_ps(12_582_912.0);
-        let m = _mm512_add_ps(_mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)), round);
-        let n = _mm512_sub_ps(m, round);
-        let r = _mm512_sub_ps(
-            _mm512_sub_ps(x, _mm512_mul_ps(n, _mm512_set1_ps(0.693_359_4))),
-            _mm512_mul_ps(n, _mm512_set1_ps(-2.121_944_4e-4)),
-        );
-        let z = _mm512_mul_ps(r, r);
-        let step = |p: __m512, c: f32| _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(c));
-        let p = step(
-            step(
-                step(step(step(_mm512_set1_ps(1.987_569_1e-4), 1.398_2e-3), 8.333_452e-3), 4.166_579_6e-2),
-                0.166_666_65,
-            ),
-            0.5,
-        );
-        let y = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(p, z), r), _mm512_set1_ps(1.0));
-        let bits =
-            _mm512_slli_epi32::<23>(_mm512_sub_epi32(_mm512_castps_si512(m), _mm512_set1_epi32(0x4B40_0000 - 127)));
-        _mm512_mul_ps(y, _mm512_castsi512_ps(bits))
-    }
-
-    /// [`super::scan_channels`] for 16 channels of state size 16 (one register per channel).
+    /// [`super::scan_channels`] for 16 channels of state size 16 (each channel's 16 states one register).
     /// Each channel's products go into 8 lanes as the body's `acc` does (`(0 + p_l) + p_{l+8}`);
     /// the 16 channels' 8-lane accumulators are transposed (pairs of channels per register,
     /// then an 8 × 8 transpose within each 256-bit half) and summed lane after lane, the
@@ -419,14 +391,18 @@ mod x86 {
     pub unsafe fn scan16(h: &mut [f32], a: &[f32], dt: &[f32], dtu: &[f32], b: &[f32], c: &[f32], y: &mut [f32]) {
         // SAFETY (the block): the lengths are the caller's promise.
         unsafe {
-            let (bv, cv) = (_mm512_loadu_ps(b.as_ptr()), _mm512_loadu_ps(c.as_ptr()));
-            let p: [__m512; 16] = std::array::from_fn(|g| {
-                let (hp, ap) = (h.as_mut_ptr().add(16 * g), a.as_ptr().add(16 * g));
-                let e = exp16(_mm512_mul_ps(_mm512_set1_ps(dt[g]), _mm512_loadu_ps(ap)));
-                let v = _mm512_add_ps(_mm512_mul_ps(e, _mm512_loadu_ps(hp)), _mm512_mul_ps(_mm512_set1_ps(dtu[g]), bv));
-                _mm512_storeu_ps(hp, v);
-                _mm512_mul_ps(v, cv)
-            });
+            // Each channel's update in the body's very arithmetic (`scan_body`, compiled here to
+            // 16 lanes), its products p = h·c kept per lane for the reduction below.
+            let mut prod = [[0f32; 16]; 16];
+            for (g, pg) in prod.iter_mut().enumerate() {
+                let (hg, ag) = (&mut h[16 * g..16 * g + 16], &a[16 * g..16 * g + 16]);
+                for l in 0..16 {
+                    let v = super::exp_fast(dt[g] * ag[l]) * hg[l] + dtu[g] * b[l];
+                    hg[l] = v;
+                    pg[l] = v * c[l];
+                }
+            }
+            let p: [__m512; 16] = std::array::from_fn(|g| _mm512_loadu_ps(prod[g].as_ptr()));
             // z[j]: channel α_j's 8 accumulators in the low half, β_j's in the high half, with
             // (α, β) = (j, j + 4) for j < 4 and (j + 4, j + 8) after, so that the transpose
             // below leaves the channels in order.
