@@ -7,7 +7,8 @@
 //! NEON intrinsics (two 4-lane registers per block of 8, [`exp_fast`] as [`neon::exp4`]) that
 //! do the body's very arithmetic, lane for lane and unfused, so they return the same bits.
 //! RWKV-7's step fuses its multiply-adds (`f32::mul_add`), so its body needs no intrinsics to
-//! be fast on NEON; it comes in two layouts: the state as stored, rows reduced across lanes
+//! be fast on NEON (on x86 the compiler leaves the transposed body scalar, so it runs there as
+//! intrinsics that do the same arithmetic lane for lane); it comes in two layouts: the state as stored, rows reduced across lanes
 //! (one token), and the state transposed, reduced down the columns (a run of tokens, after
 //! one transpose).
 
@@ -472,13 +473,196 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx512f,avx2,fma")]
-    unsafe fn wkv7_cols_512(st: &mut [f32], x: Wkv7<'_>, y: &mut [f32]) {
-        super::wkv7_cols_body::<16, 2>(st, x, y)
+    pub(super) unsafe fn wkv7_cols_512(st: &mut [f32], x: Wkv7<'_>, y: &mut [f32]) {
+        // SAFETY: AVX-512 F is enabled here.
+        unsafe { wkv7_cols_simd::<__m512>(st, x, y) }
     }
 
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn wkv7_cols_256(st: &mut [f32], x: Wkv7<'_>, y: &mut [f32]) {
-        super::wkv7_cols_body::<8, 2>(st, x, y)
+    pub(super) unsafe fn wkv7_cols_256(st: &mut [f32], x: Wkv7<'_>, y: &mut [f32]) {
+        // SAFETY: AVX2 and FMA are enabled here.
+        unsafe { wkv7_cols_simd::<__m256>(st, x, y) }
+    }
+
+    /// One register of f32 lanes and the few operations the transposed WKV step needs (the
+    /// compiler does not vectorize `wkv7_cols`' fixed-size arrays into registers on x86; it
+    /// leaves them scalar).
+    trait Lanes: Copy {
+        /// Lanes per register.
+        const L: usize;
+        unsafe fn zero() -> Self;
+        unsafe fn splat(v: f32) -> Self;
+        unsafe fn load(p: *const f32) -> Self;
+        unsafe fn store(self, p: *mut f32);
+        unsafe fn add(self, b: Self) -> Self;
+        unsafe fn mul(self, b: Self) -> Self;
+        /// `self · b + c`, fused (as `f32::mul_add`).
+        unsafe fn fma(self, b: Self, c: Self) -> Self;
+        /// `−self`, the sign flipped (as `f32`'s negation: −0 from +0).
+        unsafe fn neg(self) -> Self;
+    }
+
+    // SAFETY (both impls): callers run these only inside functions with the feature enabled.
+    impl Lanes for __m512 {
+        const L: usize = 16;
+        #[inline(always)]
+        unsafe fn zero() -> Self {
+            unsafe { _mm512_setzero_ps() }
+        }
+        #[inline(always)]
+        unsafe fn splat(v: f32) -> Self {
+            unsafe { _mm512_set1_ps(v) }
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> Self {
+            unsafe { _mm512_loadu_ps(p) }
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f32) {
+            unsafe { _mm512_storeu_ps(p, self) }
+        }
+        #[inline(always)]
+        unsafe fn add(self, b: Self) -> Self {
+            unsafe { _mm512_add_ps(self, b) }
+        }
+        #[inline(always)]
+        unsafe fn mul(self, b: Self) -> Self {
+            unsafe { _mm512_mul_ps(self, b) }
+        }
+        #[inline(always)]
+        unsafe fn fma(self, b: Self, c: Self) -> Self {
+            unsafe { _mm512_fmadd_ps(self, b, c) }
+        }
+        #[inline(always)]
+        unsafe fn neg(self) -> Self {
+            unsafe { _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(self), _mm512_set1_epi32(i32::MIN))) }
+        }
+    }
+
+    impl Lanes for __m256 {
+        const L: usize = 8;
+        #[inline(always)]
+        unsafe fn zero() -> Self {
+            unsafe { _mm256_setzero_ps() }
+        }
+        #[inline(always)]
+        unsafe fn splat(v: f32) -> Self {
+            unsafe { _mm256_set1_ps(v) }
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> Self {
+            unsafe { _mm256_loadu_ps(p) }
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f32) {
+            unsafe { _mm256_storeu_ps(p, self) }
+        }
+        #[inline(always)]
+        unsafe fn add(self, b: Self) -> Self {
+            unsafe { _mm256_add_ps(self, b) }
+        }
+        #[inline(always)]
+        unsafe fn mul(self, b: Self) -> Self {
+            unsafe { _mm256_mul_ps(self, b) }
+        }
+        #[inline(always)]
+        unsafe fn fma(self, b: Self, c: Self) -> Self {
+            unsafe { _mm256_fmadd_ps(self, b, c) }
+        }
+        #[inline(always)]
+        unsafe fn neg(self) -> Self {
+            unsafe { _mm256_xor_ps(self, _mm256_set1_ps(-0.0)) }
+        }
+    }
+
+    /// [`super::wkv7_update_cols`] in registers of `V`: rows in blocks of four registers
+    /// (then one), the rest through the portable body one row at a time. Each lane is one row
+    /// `i` and does `wkv7_cols`' arithmetic in its order (even columns into one accumulator,
+    /// odd into another, summed at the end), so the results are its bits.
+    ///
+    /// # Safety
+    /// `V`'s instructions must be available (the caller's target features).
+    #[inline(always)]
+    unsafe fn wkv7_cols_simd<V: Lanes>(st: &mut [f32], x: Wkv7<'_>, y: &mut [f32]) {
+        let n = x.r.len();
+        assert!(
+            st.len() == n * n && [x.w, x.b, x.k, x.v, x.kk].iter().all(|s| s.len() == n) && y.len() == n,
+            "wkv7_update_cols: lengths"
+        );
+        let mut i0 = 0;
+        // SAFETY: rows i0..i0 + R·L < n are inside every column (checked lengths).
+        unsafe {
+            while i0 + 4 * V::L <= n {
+                wkv7_cols_block::<V, 4>(st, i0, x, y);
+                i0 += 4 * V::L;
+            }
+            while i0 + V::L <= n {
+                wkv7_cols_block::<V, 1>(st, i0, x, y);
+                i0 += V::L;
+            }
+        }
+        for i in i0..n {
+            super::wkv7_cols::<1, 1>(st, i, x, y);
+        }
+    }
+
+    /// Rows `i0..i0 + R·L` of [`wkv7_cols_simd`].
+    ///
+    /// # Safety
+    /// As [`wkv7_cols_simd`], with `i0 + R·L ≤ n` and the lengths checked.
+    #[inline(always)]
+    unsafe fn wkv7_cols_block<V: Lanes, const R: usize>(st: &mut [f32], i0: usize, x: Wkv7<'_>, y: &mut [f32]) {
+        let Wkv7 { w, b, k, v, kk, r } = x;
+        let n = r.len();
+        let ps = st.as_mut_ptr();
+        // SAFETY (the block): column j's rows i0..i0 + R·L are st[j·n + i0..], inside st.
+        unsafe {
+            let at = |j: usize, q: usize| ps.add(j * n + i0 + q * V::L);
+            let (mut e, mut o) = ([V::zero(); R], [V::zero(); R]);
+            let mut j = 0;
+            while j + 1 < n {
+                let (k0, k1) = (V::splat(kk[j]), V::splat(kk[j + 1]));
+                for q in 0..R {
+                    e[q] = V::load(at(j, q)).fma(k0, e[q]);
+                    o[q] = V::load(at(j + 1, q)).fma(k1, o[q]);
+                }
+                j += 2;
+            }
+            if j < n {
+                let k0 = V::splat(kk[j]);
+                for (q, e) in e.iter_mut().enumerate() {
+                    *e = V::load(at(j, q)).fma(k0, *e);
+                }
+            }
+            let sa: [V; R] = std::array::from_fn(|q| e[q].add(o[q]).neg());
+            let vi: [V; R] = std::array::from_fn(|q| V::load(v.as_ptr().add(i0 + q * V::L)));
+            // (A macro, not a closure: the closure is left out of line, and the intrinsics in
+            // it become calls.)
+            macro_rules! step {
+                ($j:expr, $acc:expr) => {{
+                    let j = $j;
+                    let (wj, bj, kj, rj) = (V::splat(w[j]), V::splat(b[j]), V::splat(k[j]), V::splat(r[j]));
+                    for q in 0..R {
+                        let c = V::load(at(j, q)).fma(wj, sa[q].fma(bj, vi[q].mul(kj)));
+                        c.store(at(j, q));
+                        $acc[q] = c.fma(rj, $acc[q]);
+                    }
+                }};
+            }
+            let (mut e, mut o) = ([V::zero(); R], [V::zero(); R]);
+            let mut j = 0;
+            while j + 1 < n {
+                step!(j, e);
+                step!(j + 1, o);
+                j += 2;
+            }
+            if j < n {
+                step!(j, e);
+            }
+            for q in 0..R {
+                e[q].add(o[q]).store(y.as_mut_ptr().add(i0 + q * V::L));
+            }
+        }
     }
 
     #[target_feature(enable = "avx512f,avx2,fma")]
@@ -837,7 +1021,7 @@ mod tests {
             seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             ((seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         };
-        for n in [1usize, 7, 33, 64, 70] {
+        for n in [1usize, 7, 8, 33, 48, 64, 70, 128] {
             let s0: Vec<f32> = (0..n * n).map(|_| rnd()).collect();
             let vecs: Vec<Vec<f32>> = (0..6).map(|_| (0..n).map(|_| rnd()).collect()).collect();
             let (w, b, k, v, kk, r) = (&vecs[0], &vecs[1], &vecs[2], &vecs[3], &vecs[4], &vecs[5]);
@@ -858,6 +1042,17 @@ mod tests {
             assert_eq!(run(wkv7_cols_body::<4, 4>), want, "n={n} 4x4");
             assert_eq!(run(wkv7_cols_body::<8, 2>), want, "n={n} 8x2");
             assert_eq!(run(wkv7_cols_body::<16, 2>), want, "n={n} 16x2");
+            // Both x86 register widths, where this CPU has them.
+            #[cfg(target_arch = "x86_64")]
+            {
+                // SAFETY: each runs only where its features were detected.
+                if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                    assert_eq!(run(|s, x, y| unsafe { x86::wkv7_cols_256(s, x, y) }), want, "n={n} avx2");
+                }
+                if is_x86_feature_detected!("avx512f") {
+                    assert_eq!(run(|s, x, y| unsafe { x86::wkv7_cols_512(s, x, y) }), want, "n={n} avx512");
+                }
+            }
         }
     }
 
