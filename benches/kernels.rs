@@ -89,8 +89,8 @@ fn bench_matvec(c: &mut Criterion) {
 
 fn bench_matmul(c: &mut Criterion) {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
-    // A 128-token prefill chunk, and one decode step of 8 batched sessions.
-    for t in [128usize, 8] {
+    // A 256-token prefill chunk, and one decode step of 8 batched sessions.
+    for t in [256usize, 8] {
         let mut g = c.benchmark_group(format!("matmul_t{t}"));
         for dtype in [DType::F32, DType::BF16, DType::Q8, DType::Q4] {
             let m = matrix(dtype, 3072, 768);

@@ -26,8 +26,11 @@ use std::sync::Arc;
 const MAGIC: &[u8; 8] = b"SUTRAST\0";
 const FORMAT_VERSION: u32 = 1;
 const HEADER: usize = 32;
-/// Tokens per prefill chunk: bounds scratch memory for long prompts.
-const PREFILL_CHUNK: usize = 128;
+/// Tokens per prefill chunk: bounds scratch memory for long prompts (RWKV-7's time mix takes
+/// 17 rows of the width per token: 13 MB at 256 tokens of 768). Every weight is read once per
+/// chunk; 256 prefills RWKV-7 0.1B ~7% faster than 128 on this project's Zen 4 (fewer passes
+/// over the weights, fewer joins), and 512 no faster.
+const PREFILL_CHUNK: usize = 256;
 
 /// FNV-1a, 64 bits.
 pub(crate) fn fnv1a(bytes: &[u8], seed: u64) -> u64 {

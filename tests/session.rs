@@ -56,7 +56,7 @@ fn step_and_prefill_agree_on_odd_shapes() {
     // 5 heads of 32, width 160, vocab 333, bf16 and f16 storage.
     paths_agree(&synth(2, 160, 32, 333, DType::BF16), 33);
     paths_agree(&synth(2, 160, 32, 333, DType::F16), 17);
-    // A prompt longer than one prefill chunk (128 tokens).
+    // A prompt longer than one prefill chunk (256 tokens).
     paths_agree(&synth(1, 96, 16, 77, DType::F32), 300);
 }
 
