@@ -6,11 +6,11 @@
 //! the compiler vectorizes to the width the target allows). The Mamba scans run on AArch64 as
 //! NEON intrinsics (two 4-lane registers per block of 8, [`exp_fast`] as [`neon::exp4`]) that
 //! do the body's very arithmetic, lane for lane and unfused, so they return the same bits.
-//! RWKV-7's step fuses its multiply-adds (`f32::mul_add`), so its body needs no intrinsics to
-//! be fast on NEON (on x86 the compiler leaves the transposed body scalar, so it runs there as
-//! intrinsics that do the same arithmetic lane for lane); it comes in two layouts: the state as stored, rows reduced across lanes
-//! (one token), and the state transposed, reduced down the columns (a run of tokens, after
-//! one transpose).
+//! RWKV-7's step fuses its multiply-adds (`f32::mul_add`) and comes in two layouts: the state
+//! as stored, rows reduced across lanes (one token), and the state transposed, reduced down
+//! the columns (a run of tokens, after one transpose). Its bodies need no intrinsics to be
+//! fast on NEON; on x86 the compiler leaves the transposed body scalar, so it runs there as
+//! intrinsics that do the same arithmetic lane for lane.
 
 #[cfg(any(target_arch = "x86_64", all(target_arch = "aarch64", target_feature = "neon")))]
 use super::dot::{isa, Isa};
