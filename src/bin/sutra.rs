@@ -868,7 +868,11 @@ fn cmd_bench(a: &BenchArgs) -> Result<()> {
     let n_gen = a.n_gen.max(1);
     let mut s = session(&a.session, &m)?;
     let mut logits = vec![0f32; v];
-    // Warm-up: touch every weight page once.
+    // Warm-up, as llama-bench (and both anchor drivers) do: one whole prompt, uncounted. It
+    // touches every weight page, the prompt's embedding rows and the prefill's scratch, so the
+    // timed runs measure the kernels, not first-use page faults. Then one decode step, which
+    // sizes the one-token scratch.
+    s.eval(&prompt, Some(&mut logits))?;
     s.eval_stepwise(&prompt[..1], Some(&mut logits))?;
     let reps = a.repetitions as usize;
     let mut pp =
