@@ -23,9 +23,9 @@ fn toks(n: usize, seed: usize, v: usize) -> Vec<u32> {
     (0..n).map(|i| ((i * 7919 + seed * 104_729 + 13) % v) as u32).collect()
 }
 
-/// Three sessions at different points, fed 1, 3 and 17 tokens in one batch, give the logits
-/// (and afterwards the states) of three separate evaluations; on every golden model and on
-/// the Shakespeare model (large enough that the batch's heads run as parallel tasks).
+/// Sessions at different points, fed in one batch (see [`BATCHES`]), give the logits (and
+/// afterwards the states) of separate evaluations; on every golden model and on the
+/// Shakespeare model (large enough that the batch's heads run as parallel tasks).
 #[test]
 fn batch_equals_sessions_one_by_one() {
     let paths = GOLDEN.iter().map(|g| fixture(&format!("golden/{g}")));
@@ -62,12 +62,16 @@ fn quantized_batch_equals_sessions_one_by_one() {
     }
 }
 
-/// Three sessions at different points fed 1, 3 and 17 tokens: in one batch (`got`) and one by
-/// one (`want`). Rows 0..3 are the logits after the feeds, rows 3..6 after one more token
-/// each (the states advanced alike); `[6, n_vocab]` each.
-fn batch_and_solo_logits(m: &std::sync::Arc<Model>) -> (Vec<f32>, Vec<f32>) {
+/// The batches of [`batch_and_solo_logits`]: three sessions fed 1, 3 and 17 tokens (one group,
+/// its products split between the threads), and nine decode-sized feeds, which a 2-thread
+/// model splits into one group of sessions per thread (5 and 4).
+const BATCHES: [&[usize]; 2] = [&[1, 3, 17], &[1, 1, 2, 1, 1, 3, 1, 1, 1]];
+
+/// Sessions at different points fed `lens` tokens: in one batch (`got`) and one by one
+/// (`want`). Rows 0..n are the logits after the feeds, rows n..2n after one more token each
+/// (the states advanced alike); `[2n, n_vocab]` each.
+fn batch_and_solo_logits(m: &std::sync::Arc<Model>, lens: &[usize]) -> (Vec<f32>, Vec<f32>) {
     let v = m.info().n_vocab;
-    let lens = [1usize, 3, 17];
     let mut solo: Vec<Session> = Vec::new();
     for (i, _) in lens.iter().enumerate() {
         let mut s = Session::new(m);
@@ -98,11 +102,15 @@ fn batch_and_solo_logits(m: &std::sync::Arc<Model>) -> (Vec<f32>, Vec<f32>) {
 fn batch_vs_sessions_quantized(paths: &[std::path::PathBuf]) {
     for path in paths {
         let g = path.display().to_string();
-        let (got, want) = batch_and_solo_logits(&load(path, 2));
-        if path.extension().is_some_and(|e| e == "gguf") {
-            assert_close(&got, &want, 1e-4, 1e-3, &format!("{g}: batch logits, and one token after"));
-        } else {
-            assert_close(&got, &want, 5e-2, 0.0, &format!("{g}: batch logits, and one token after"));
+        let m = load(path, 2);
+        for lens in BATCHES {
+            let (got, want) = batch_and_solo_logits(&m, lens);
+            let what = format!("{g}, feeds {lens:?}: batch logits, and one token after");
+            if path.extension().is_some_and(|e| e == "gguf") {
+                assert_close(&got, &want, 1e-4, 1e-3, &what);
+            } else {
+                assert_close(&got, &want, 5e-2, 0.0, &what);
+            }
         }
     }
 }
@@ -110,8 +118,11 @@ fn batch_vs_sessions_quantized(paths: &[std::path::PathBuf]) {
 fn batch_vs_sessions(paths: impl Iterator<Item = std::path::PathBuf>) {
     for path in paths {
         let g = path.display().to_string();
-        let (got, want) = batch_and_solo_logits(&load(&path, 2));
-        assert_close(&got, &want, 1e-4, 1e-3, &format!("{g}: batch logits, and one token after"));
+        let m = load(&path, 2);
+        for lens in BATCHES {
+            let (got, want) = batch_and_solo_logits(&m, lens);
+            assert_close(&got, &want, 1e-4, 1e-3, &format!("{g}, feeds {lens:?}: batch logits, and one token after"));
+        }
     }
 }
 

@@ -153,6 +153,20 @@ fn sessions_with_different_adapters_equal_merged_models() {
     Session::eval_batch(&mut [&mut ba, &mut bb], &feeds, Some(&mut out)).unwrap();
     assert_close(&out[..v], &la, 1e-4, 1e-3, "batch row 0 (adapter a)");
     assert_close(&out[v..], &lb, 1e-4, 1e-3, "batch row 1 (adapter b)");
+    // Eight one-token feeds, whose batch a 2-thread model splits into one group of sessions
+    // per thread: adapters a, b and none in turn, each row its session's alone.
+    let kinds = [sa.clone(), sb.clone(), Session::new(&m)];
+    let mut solo: Vec<Session> = (0..8).map(|i| kinds[i % 3].clone()).collect();
+    let mut batch = solo.clone();
+    let feeds: Vec<[u32; 1]> = (0..8u32).map(|i| [(i * 13 + 2) % v as u32]).collect();
+    let (mut want, mut got) = (vec![0f32; 8 * v], vec![0f32; 8 * v]);
+    for ((s, f), w) in solo.iter_mut().zip(&feeds).zip(want.chunks_mut(v)) {
+        s.eval(f, Some(w)).unwrap();
+    }
+    let views: Vec<&[u32]> = feeds.iter().map(|f| &f[..]).collect();
+    let mut refs: Vec<&mut Session> = batch.iter_mut().collect();
+    Session::eval_batch(&mut refs, &views, Some(&mut got)).unwrap();
+    assert_close(&got, &want, 1e-4, 1e-3, "batch of 8 in two groups (adapters a, b, none in turn)");
     // Detaching restores the base bit for bit: the same state without adapters.
     let mut plain = Session::new(&m);
     plain.load_state(&sa.state_to_vec()).unwrap();

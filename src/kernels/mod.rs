@@ -2,8 +2,9 @@
 //! norms and activations. Models call these; none of them re-implements a norm or a product.
 //!
 //! Products run on the rayon pool that is current when they are called (each model installs
-//! its own pool of `n_threads` workers). rayon parks idle workers instead of spinning, so a
-//! busy machine slows libsutra down gracefully.
+//! its own pool of `n_threads` workers), or on the calling thread alone inside [`one_thread`].
+//! rayon parks idle workers instead of spinning, so a busy machine slows libsutra down
+//! gracefully.
 
 pub mod dot;
 pub mod gemm;
@@ -22,6 +23,35 @@ use rayon::prelude::*;
 
 /// Below this many multiply-adds a product runs on the calling thread only.
 const PAR_MIN_WORK: usize = 1 << 15;
+
+thread_local! {
+    /// Set inside [`one_thread`].
+    static ONE_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The threads a product (or any pass that asks) may split its work over: the current rayon
+/// pool's, or 1 inside [`one_thread`].
+pub fn threads() -> usize {
+    if ONE_THREAD.get() {
+        1
+    } else {
+        rayon::current_num_threads()
+    }
+}
+
+/// Runs `f` with every product and pass that consults [`threads`] on the calling thread
+/// alone: for callers that are already parallel at a coarser grain (a batch split into one
+/// group of sessions per thread). Restored on the way out, also by a panic.
+pub fn one_thread<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            ONE_THREAD.set(self.0);
+        }
+    }
+    let _restore = Restore(ONE_THREAD.replace(true));
+    f()
+}
 
 /// Row `r` of `m` dotted with `x` (or, for quantized rows, with `qa`, the int8 activations).
 #[inline]
@@ -92,7 +122,7 @@ fn scaled_input<'a>(m: &Matrix, x: &'a [f32], buf: &'a mut Vec<f32>) -> &'a [f32
 }
 
 fn chunk_rows(rows: usize) -> usize {
-    let threads = rayon::current_num_threads().max(1);
+    let threads = threads().max(1);
     (rows / (threads * 8)).clamp(4, 256)
 }
 
@@ -128,7 +158,7 @@ pub fn matvec_ws(m: &Matrix, x: &[f32], y: &mut [f32], ws: &mut Workspace) {
         }
         _ => None,
     };
-    if m.rows * m.cols < PAR_MIN_WORK || rayon::current_num_threads() == 1 {
+    if m.rows * m.cols < PAR_MIN_WORK || threads() == 1 {
         for (r, yr) in y.iter_mut().enumerate() {
             *yr = row_dot(m, &data, r, x, qa);
         }
@@ -175,7 +205,7 @@ pub fn matmul_ws(m: &Matrix, x: &[f32], t: usize, y: &mut [f32], ws: &mut Worksp
     if let MatrixData::Ggml { kind, bytes } = m.data() {
         ggml::quantize_acts_into(kind, x, qa);
         let qa = &*qa;
-        if rows * cols * t < PAR_MIN_WORK || rayon::current_num_threads() == 1 {
+        if rows * cols * t < PAR_MIN_WORK || threads() == 1 {
             ggml::rows_times_tokens(kind, bytes, cols, 0, qa, yt);
         } else {
             let chunk = chunk_rows(rows);
@@ -194,7 +224,7 @@ pub fn matmul_ws(m: &Matrix, x: &[f32], t: usize, y: &mut [f32], ws: &mut Worksp
     if let Some(qw) = qw.filter(|_| isa() != Isa::Scalar && cols.is_multiple_of(32)) {
         qt.prepare(x, t, cols);
         let qt = &*qt;
-        if rows * cols * t < PAR_MIN_WORK || rayon::current_num_threads() == 1 {
+        if rows * cols * t < PAR_MIN_WORK || threads() == 1 {
             return qgemm::rows_times_tokens(qw, cols, 0, qt, y);
         }
         let chunk = chunk_rows(rows);
@@ -249,7 +279,7 @@ pub fn matmul_ws(m: &Matrix, x: &[f32], t: usize, y: &mut [f32], ws: &mut Worksp
             j += nr;
         }
     };
-    if rows * cols * t < PAR_MIN_WORK || rayon::current_num_threads() == 1 {
+    if rows * cols * t < PAR_MIN_WORK || threads() == 1 {
         work(0, yt, &mut Vec::new());
     } else {
         let chunk = chunk_rows(rows).div_ceil(3) * 3;
@@ -269,7 +299,7 @@ fn scatter_parts(yt: &[f32], chunk: usize, t: usize, rows: usize, y: &mut [f32])
             yi[c * chunk..c * chunk + n].copy_from_slice(&part[i * n..(i + 1) * n]);
         }
     };
-    if rows * t < PAR_MIN_WORK || rayon::current_num_threads() == 1 {
+    if rows * t < PAR_MIN_WORK || threads() == 1 {
         y.chunks_exact_mut(rows).enumerate().for_each(|(i, yi)| gather(i, yi));
     } else {
         y.par_chunks_mut(rows).enumerate().with_min_len(8).for_each(|(i, yi)| gather(i, yi));
@@ -292,7 +322,7 @@ fn panel_product(m: &Matrix, p: &tensor::panel::Panels, x: &[f32], t: usize, y: 
         let input = if f32 { qpanel::Input::F32(x, t) } else { qpanel::Input::Quant(qt) };
         qpanel::rows_times_tokens(p, p0, input, out)
     };
-    if rows * m.cols * t < PAR_MIN_WORK || rayon::current_num_threads() == 1 {
+    if rows * m.cols * t < PAR_MIN_WORK || threads() == 1 {
         return run(0, y);
     }
     let chunk = chunk_rows(rows).div_ceil(tensor::panel::ROWS) * tensor::panel::ROWS;
@@ -319,7 +349,7 @@ fn transpose_into(yt: &[f32], rows: usize, t: usize, y: &mut [f32]) {
             }
         }
     };
-    if rows * t < PAR_MIN_WORK || rayon::current_num_threads() == 1 {
+    if rows * t < PAR_MIN_WORK || threads() == 1 {
         transpose(0, y);
     } else {
         y.par_chunks_mut(8 * rows).enumerate().for_each(|(c, ys)| transpose(c * 8, ys));

@@ -12,7 +12,7 @@ use super::{ArchKind, Architecture, Batch, Logits, ModelInfo, TrainRow};
 use crate::error::{Error, Result};
 use crate::exec::{Context, Exec, Seg};
 use crate::format::WeightReader;
-use crate::kernels::{layer_norm, rms_norm, token_shift};
+use crate::kernels::{self, layer_norm, rms_norm, token_shift};
 use crate::tensor::Matrix;
 use crate::train::lora::{lin_bwd, lin_fwd, LoraGrads, LoraSet};
 use std::any::Any;
@@ -516,7 +516,7 @@ const PAR_ROWS_MIN: usize = 1 << 15;
 /// pass is large enough to pay for it (prefill, not decode). `f` must depend on `i` alone.
 pub(crate) fn par_rows<F: Fn(usize, &mut [f32]) + Sync>(out: &mut [f32], c: usize, f: F) {
     use rayon::prelude::*;
-    let threads = rayon::current_num_threads();
+    let threads = kernels::threads();
     if out.len() < PAR_ROWS_MIN || threads == 1 || c == 0 {
         out.chunks_exact_mut(c.max(1)).enumerate().for_each(|(i, row)| f(i, row));
         return;
@@ -531,7 +531,7 @@ pub(crate) fn par_rows<F: Fn(usize, &mut [f32]) + Sync>(out: &mut [f32], c: usiz
 pub(crate) fn par_rows2<F: Fn(usize, &mut [f32], &mut [f32]) + Sync>(a: &mut [f32], b: &mut [f32], c: usize, f: F) {
     use rayon::prelude::*;
     assert_eq!(a.len(), b.len(), "par_rows2: shapes");
-    let threads = rayon::current_num_threads();
+    let threads = kernels::threads();
     if a.len() < PAR_ROWS_MIN || threads == 1 || c == 0 {
         a.chunks_exact_mut(c.max(1)).zip(b.chunks_exact_mut(c.max(1))).enumerate().for_each(|(i, (x, y))| f(i, x, y));
         return;
@@ -593,7 +593,7 @@ pub(crate) fn for_units<F>(
 {
     use rayon::prelude::*;
     let unit_state_len = part.len() / n_units;
-    let parallel = rayon::current_num_threads() > 1 && work >= 1 << 16;
+    let parallel = kernels::threads() > 1 && work >= 1 << 16;
     if parallel && segs.len() > 1 {
         // Several sequences (a batch): one task per (sequence, unit), all in one parallel pass.
         let mut jobs = Vec::with_capacity(segs.len() * n_units);
@@ -614,7 +614,7 @@ pub(crate) fn for_units<F>(
         let state = &mut st.seg(s)[part.clone()];
         let per_unit = seg.len * unit_out_len;
         if parallel {
-            let min = (n_units / (4 * rayon::current_num_threads())).max(1);
+            let min = (n_units / (4 * kernels::threads())).max(1);
             state
                 .par_chunks_mut(unit_state_len)
                 .zip(o.par_chunks_mut(per_unit))
@@ -639,7 +639,7 @@ where
     F: Fn(usize, &mut [f32]) -> T + Sync + Send,
 {
     use rayon::prelude::*;
-    if rayon::current_num_threads() > 1 {
+    if kernels::threads() > 1 {
         state.par_chunks_mut(unit_len).enumerate().map(|(u, s)| f(u, s)).collect()
     } else {
         state.chunks_mut(unit_len).enumerate().map(|(u, s)| f(u, s)).collect()
