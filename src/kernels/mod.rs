@@ -122,8 +122,7 @@ fn scaled_input<'a>(m: &Matrix, x: &'a [f32], buf: &'a mut Vec<f32>) -> &'a [f32
 }
 
 fn chunk_rows(rows: usize) -> usize {
-    let threads = threads().max(1);
-    (rows / (threads * 8)).clamp(4, 256)
+    (rows / (threads().max(1) * 8)).clamp(4, 256)
 }
 
 /// y = W x, with `W` `[rows, cols]`, `x` of `cols`, `y` of `rows` (a fresh workspace; see
@@ -517,6 +516,25 @@ mod tests {
     use super::*;
     use crate::tensor::{f32_to_bf16, f32_to_f16, DType, Storage, Tensor};
     use std::sync::Arc;
+
+    /// Inside `one_thread` a 2-thread pool's products see one thread, nested scopes keep it,
+    /// and the pool's count comes back afterwards, also after a panic inside.
+    #[test]
+    fn one_thread_scopes_the_thread_count() {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        pool.install(|| {
+            assert_eq!(threads(), 2);
+            one_thread(|| {
+                assert_eq!(threads(), 1);
+                one_thread(|| assert_eq!(threads(), 1));
+                assert_eq!(threads(), 1, "an inner scope ended the outer one");
+            });
+            assert_eq!(threads(), 2);
+            let r = std::panic::catch_unwind(|| one_thread(|| panic!("inside")));
+            assert!(r.is_err());
+            assert_eq!(threads(), 2, "a panic left the scope set");
+        });
+    }
 
     fn lcg(seed: &mut u64) -> f32 {
         *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
